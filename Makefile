@@ -1,0 +1,38 @@
+# lockgate's one task runner. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test test-all lint bench docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install ## run the whole loop on the embedded defaults (SQLite, no API keys)
+	$(BIN)/lockgate demo
+
+test: install ## the test suite (PostgreSQL and Redis on 127.0.0.1 when present)
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check registry evals finetune gateway tests
+	$(BIN)/ruff format --check registry evals finetune gateway tests
+	$(BIN)/mypy
+
+bench: install ## benchmarks print their figures; see docs/benchmarks.md
+	$(BIN)/python tests/benchmarks/registry_resolve.py
+	$(BIN)/python tests/benchmarks/cli_startup.py
+
+docs: install ## regenerate the CLI reference from --help
+	$(BIN)/python -m gateway.docgen > docs/cli.md
+
+clean:
+	rm -rf $(VENV) .demo build *.egg-info

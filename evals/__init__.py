@@ -1,0 +1,1 @@
+"""Measurement: datasets, scorers, eval runs, baseline comparison and gates."""

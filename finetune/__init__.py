@@ -1,0 +1,1 @@
+"""LoRA fine-tuning jobs: spec, queue, worker, trainer and executors."""

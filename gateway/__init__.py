@@ -1,0 +1,1 @@
+"""lockgate's service and CLI root: the OpenAI-compatible gateway."""

@@ -1,0 +1,96 @@
+"""The ``lockgate`` command: the root of the CLI, mounting each package's sub-commands.
+
+Exit codes: 0 ok, 1 a gate or check failed, 2 bad input or an unreachable service.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
+from registry.errors import LockgateError
+
+if TYPE_CHECKING:
+    from gateway.config import LockgateSettings
+    from registry.registry import Registry
+    from registry.settings import RegistrySettings
+
+
+class CliState:
+    """Built by the root callback; settings are read once, the registry opened on first use."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self._config_path = config_path
+        self._settings: LockgateSettings | None = None
+        self._registry: Registry | None = None
+
+    @property
+    def settings(self) -> LockgateSettings:
+        if self._settings is None:
+            from gateway.config import load_settings
+
+            self._settings = load_settings(self._config_path)
+        return self._settings
+
+    @property
+    def registry_settings(self) -> RegistrySettings:
+        return self.settings.registry
+
+    def registry(self) -> Registry:
+        if self._registry is None:
+            from registry.registry import Registry
+
+            self._registry = Registry(self.settings.registry)
+        return self._registry
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
+app = typer.Typer(
+    name="lockgate",
+    help="lockgate: an LLMOps gateway with a prompt and model registry, evals and gates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="lockgate.yaml (default: $LOCKGATE_CONFIG).", envvar=None
+        ),
+    ] = None,
+) -> None:
+    state = CliState(config)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+app.add_typer(prompt_app, name="prompt")
+app.add_typer(model_app, name="model")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(run_app, name="run")
+app.add_typer(db_app, name="db")
+
+
+def main() -> None:
+    """Console entry point: user-facing errors become one line on stderr and an exit code."""
+    try:
+        app(standalone_mode=True)
+    except LockgateError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        raise SystemExit(exc.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The one configuration: ``lockgate.yaml`` (``--config`` or ``LOCKGATE_CONFIG``) with a
+section per package, overridden by ``LOCKGATE_*`` environment variables.
+
+Read once at start-up into typed settings and passed down; no other module reads the
+environment. Nested keys use a double underscore (``LOCKGATE_REGISTRY__DATA_DIR``); the
+common ones also have short names:
+
+=========================  =====================================
+``LOCKGATE_DATABASE_URL``  ``registry.database_url``
+``LOCKGATE_ARTIFACT_URL``  ``registry.artifact_url``
+``LOCKGATE_DATA_DIR``      ``registry.data_dir``
+=========================  =====================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from registry.errors import LockgateError
+from registry.settings import RegistrySettings
+
+SHORTCUTS = {
+    "LOCKGATE_DATABASE_URL": ("registry", "database_url"),
+    "LOCKGATE_ARTIFACT_URL": ("registry", "artifact_url"),
+    "LOCKGATE_DATA_DIR": ("registry", "data_dir"),
+}
+
+
+class ConfigError(LockgateError):
+    code = "config_error"
+
+
+class ServerSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+
+
+class LockgateSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LOCKGATE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ShortcutSource(settings_cls))
+
+
+class _ShortcutSource(PydanticBaseSettingsSource):
+    """``LOCKGATE_DATABASE_URL`` and friends, mapped into their sections."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        for var, (section, key) in SHORTCUTS.items():
+            if var in os.environ:
+                out.setdefault(section, {})[key] = os.environ[var]
+        return out
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(config_path: Path | None = None) -> LockgateSettings:
+    """Read ``lockgate.yaml`` (if given) under the environment's overrides."""
+    path = config_path or (
+        Path(os.environ["LOCKGATE_CONFIG"]) if os.environ.get("LOCKGATE_CONFIG") else None
+    )
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        file_values = loaded
+    try:
+        from_env = LockgateSettings()
+        env_values = from_env.model_dump(exclude_unset=True)
+        merged = _deep_merge(file_values, env_values)
+        return LockgateSettings.model_validate(merged)
+    except ValidationError as exc:
+        where = f"{path}" if path else "the LOCKGATE_* environment"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration in {where}: {problems}") from exc

@@ -1,0 +1,88 @@
+"""lockgate's system of record: prompts, models, labels, datasets, runs and artifacts.
+
+Imports nothing from the other lockgate packages. Heavy modules load on first use, so
+``import registry`` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from registry.errors import (
+    ArtifactCorrupted,
+    Conflict,
+    DatabaseError,
+    DatasetFormatError,
+    InvalidInput,
+    LockgateError,
+    MissingExtra,
+    NotFound,
+    RegistryError,
+    TemplateSyntaxInvalid,
+    VariablesMismatch,
+)
+from registry.settings import RegistrySettings
+
+if TYPE_CHECKING:
+    from registry.artifacts import ArtifactStore, FsspecArtifactStore
+    from registry.records import (
+        DatasetVersionInfo,
+        LabelMove,
+        LineageEdge,
+        ModelVersionInfo,
+        PromptVersionInfo,
+        Ref,
+        RenderedPrompt,
+        RunInfo,
+    )
+    from registry.registry import Registry
+
+_LAZY = {
+    "Registry": "registry.registry",
+    "ArtifactStore": "registry.artifacts",
+    "FsspecArtifactStore": "registry.artifacts",
+    "DatasetVersionInfo": "registry.records",
+    "LabelMove": "registry.records",
+    "LineageEdge": "registry.records",
+    "ModelVersionInfo": "registry.records",
+    "PromptVersionInfo": "registry.records",
+    "Ref": "registry.records",
+    "RenderedPrompt": "registry.records",
+    "RunInfo": "registry.records",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'registry' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "ArtifactCorrupted",
+    "ArtifactStore",
+    "Conflict",
+    "DatabaseError",
+    "DatasetFormatError",
+    "DatasetVersionInfo",
+    "FsspecArtifactStore",
+    "InvalidInput",
+    "LabelMove",
+    "LineageEdge",
+    "LockgateError",
+    "MissingExtra",
+    "ModelVersionInfo",
+    "NotFound",
+    "PromptVersionInfo",
+    "Ref",
+    "Registry",
+    "RegistryError",
+    "RegistrySettings",
+    "RenderedPrompt",
+    "RunInfo",
+    "TemplateSyntaxInvalid",
+    "VariablesMismatch",
+]

@@ -1,0 +1,144 @@
+"""The registry's connection to its database and artifact store, shared by its parts."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from registry import db
+from registry.artifacts import ArtifactStore, FsspecArtifactStore
+from registry.errors import DatabaseError, NotFound
+from registry.records import SubjectType
+from registry.settings import RegistrySettings
+from registry.tables import (
+    Dataset,
+    ModelVersion,
+    Prompt,
+    PromptVersion,
+    RegisteredModel,
+    utcnow,
+)
+
+SUBJECTS: dict[str, tuple[Any, Any, Any]] = {
+    "prompt": (Prompt, PromptVersion, PromptVersion.prompt_id),
+    "model": (RegisteredModel, ModelVersion, ModelVersion.model_id),
+}
+
+
+def content_hash(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class RegistryCore:
+    """Opens the database (migrating an embedded SQLite file) and the artifact store."""
+
+    def __init__(
+        self,
+        settings: RegistrySettings | None = None,
+        *,
+        actor: str | None = None,
+        store: ArtifactStore | None = None,
+        migrate: bool | None = None,
+    ) -> None:
+        self.settings = settings or RegistrySettings()
+        self.engine = db.make_engine(self.settings.resolved_database_url())
+        self._write_engine = self.engine.execution_options(**{db.WRITE: True})
+        self.store: ArtifactStore = store or FsspecArtifactStore(
+            self.settings.resolved_artifact_url()
+        )
+        self.actor = actor or default_actor()
+        self._ensure_schema(migrate)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def _ensure_schema(self, migrate: bool | None) -> None:
+        current = db.current_revision(self.engine)
+        head = db.head_revision()
+        if current == head:
+            return
+        if migrate is None:
+            migrate = self.is_sqlite and self.settings.auto_migrate
+        if migrate:
+            db.upgrade(self.engine)
+            return
+        shown = self.engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(
+            f"the registry schema at {shown} is at revision {current or 'none'}, "
+            f"this lockgate needs {head}: run `lockgate db upgrade`"
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> RegistryCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One write transaction; on SQLite it holds the write lock from its start."""
+        try:
+            with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise db.unreachable(self.engine, exc) from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise db.unreachable(self.engine, exc) from exc
+
+    def _insert_ignore(self, session: Session, table: Any, values: dict[str, Any]) -> None:
+        """INSERT … ON CONFLICT DO NOTHING on the table's unique ``name``."""
+        insert = pg_insert if session.bind is not None and not self.is_sqlite else sqlite_insert
+        stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=["name"])
+        session.execute(stmt)
+
+    def _lock_subject(self, session: Session, subject_type: SubjectType, name: str) -> Any:
+        """Create the subject if new and lock its row so versions are numbered one at a time."""
+        table = SUBJECTS[subject_type][0]
+        self._insert_ignore(session, table, {"name": name, "created_at": utcnow()})
+        return session.scalars(select(table).where(table.name == name).with_for_update()).one()
+
+    def _subject(
+        self, session: Session, subject_type: SubjectType, name: str, *, lock: bool = False
+    ) -> Any:
+        table = SUBJECTS[subject_type][0]
+        stmt = select(table).where(table.name == name)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = session.scalars(stmt).one_or_none()
+        if row is None:
+            raise NotFound(f"no {subject_type} named {name!r}", param="name")
+        return row
+
+    def _dataset(self, session: Session, name: str) -> Dataset:
+        row = session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
+        if row is None:
+            raise NotFound(f"no dataset named {name!r}", param="name")
+        return row

@@ -1,0 +1,452 @@
+"""``lockgate prompt|model|dataset|run|db …``: a thin layer over :class:`registry.Registry`.
+
+The root CLI (``gateway/cli.py``) puts an object with a ``registry()`` method in the
+typer context; nothing here reads configuration itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+import typer
+
+from registry.console import JsonOption, emit, table, when
+from registry.errors import InvalidInput
+from registry.records import Ref
+
+if TYPE_CHECKING:
+    from registry.registry import Registry
+    from registry.settings import RegistrySettings
+
+
+class RegistryContext(Protocol):
+    @property
+    def registry_settings(self) -> RegistrySettings: ...
+
+    def registry(self) -> Registry: ...
+
+
+def _registry(ctx: typer.Context) -> Registry:
+    state: RegistryContext = ctx.obj
+    return state.registry()
+
+
+def parse_pairs(pairs: list[str] | None, what: str) -> dict[str, Any]:
+    """``k=v`` pairs; a value that parses as JSON (numbers, true, lists) is taken as such
+    for ``--param``; template variables stay strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{what} {pair!r} is not KEY=VALUE", param=what)
+        out[key] = value
+    return out
+
+
+def _json_values(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _expect(value: str | None) -> tuple[int | None, bool]:
+    if value is None:
+        return None, False
+    if value.lower() == "none":
+        return None, True
+    if not value.isdigit():
+        raise InvalidInput(
+            f"--expect takes a version number or 'none', not {value!r}", param="expect"
+        )
+    return int(value), False
+
+
+def _history_rows(moves: list[Any]) -> list[list[Any]]:
+    return [
+        [when(m.created_at), m.label, m.from_version or "-", m.to_version, m.actor,
+         ("forced: " if m.forced else "") + m.reason]
+        for m in moves
+    ]  # fmt: skip
+
+
+HISTORY_COLUMNS = ["when", "label", "from", "to", "actor", "reason"]
+
+# --------------------------------------------------------------------------- prompts
+prompt_app = typer.Typer(help="Versioned prompt templates with labels.", no_args_is_help=True)
+
+
+@prompt_app.command("push")
+def prompt_push(
+    ctx: typer.Context,
+    name: str,
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help=".txt text template or .yaml/.json chat prompt")
+    ],
+    message: Annotated[str, typer.Option("--message", "-m", help="What changed.")] = "",
+    json_mode: JsonOption = False,
+) -> None:
+    """Push a new version (identical content returns the existing version)."""
+    from registry.prompts import load_prompt_file
+
+    template, config = load_prompt_file(file)
+    version, created = _registry(ctx).push_prompt(name, template, config, message=message)
+    emit(
+        {"created": created, **version.to_dict()},
+        json_mode,
+        lambda c: c.print(
+            f"{'pushed' if created else 'unchanged, already'} {name}@{version.version}"
+            f"  variables: {', '.join(version.variables) or '(none)'}"
+        ),
+    )
+
+
+@prompt_app.command("list")
+def prompt_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
+    """List prompts with their latest version and labels."""
+    prompts = _registry(ctx).list_prompts()
+    emit(prompts, json_mode, lambda c: c.print(table("prompts", ["name", "latest", "labels"], [
+        [p.name, p.latest_version, ", ".join(f"{k}={v}" for k, v in sorted(p.labels.items()))]
+        for p in prompts
+    ])))  # fmt: skip
+
+
+@prompt_app.command("show")
+def prompt_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> None:
+    """Show NAME[@LABEL|@VERSION] and the prompt's versions."""
+    reg = _registry(ctx)
+    version = reg.get_prompt(ref)
+    versions = reg.prompt_versions(version.name)
+
+    def human(c: Any) -> None:
+        from registry.prompts import prompt_document
+
+        labels = next(v.labels for v in versions if v.version == version.version)
+        c.print(
+            f"[bold]{version.name}@{version.version}[/bold]  ({version.kind}; labels: "
+            f"{', '.join(labels) or '-'}; by {version.author} {when(version.created_at)})"
+        )
+        if version.message:
+            c.print(f"message: {version.message}")
+        c.print(f"variables: {', '.join(version.variables) or '(none)'}")
+        c.print(prompt_document(version), markup=False)
+        c.print(table("versions", ["version", "labels", "author", "created", "message"], [
+            [v.version, ", ".join(v.labels), v.author, when(v.created_at), v.message]
+            for v in versions
+        ]))  # fmt: skip
+
+    emit({**version.to_dict(), "versions": versions}, json_mode, human)
+
+
+@prompt_app.command("render")
+def prompt_render(
+    ctx: typer.Context,
+    ref: str,
+    var: Annotated[list[str] | None, typer.Option("--var", help="KEY=VALUE, repeatable.")] = None,
+    json_mode: JsonOption = False,
+) -> None:
+    """Render NAME[@LABEL|@VERSION] with variables (strict: missing or extra is an error)."""
+    reg = _registry(ctx)
+    rendered = reg.render_prompt(reg.get_prompt(ref), parse_pairs(var, "--var"))
+
+    def human(c: Any) -> None:
+        if rendered.text is not None:
+            c.print(rendered.text, markup=False)
+            return
+        for m in rendered.messages or []:
+            c.print(f"[bold]{m['role']}:[/bold] ", end="")
+            c.print(m["content"], markup=False)
+
+    emit(rendered, json_mode, human)
+
+
+@prompt_app.command("diff")
+def prompt_diff(
+    ctx: typer.Context, name: str, a: str, b: str, json_mode: JsonOption = False
+) -> None:
+    """Unified diff of two versions (numbers or labels) of NAME."""
+    diff = _registry(ctx).diff_prompts(name, a, b)
+    emit({"diff": diff}, json_mode, lambda c: c.print(diff or "(no difference)", markup=False))
+
+
+def _label_cmd(subject: str) -> Any:
+    def label(
+        ctx: typer.Context,
+        name: str,
+        version: int,
+        label: str,
+        expect: Annotated[
+            str | None,
+            typer.Option(help="Fail unless the label now points to this version ('none': unset)."),
+        ] = None,
+        reason: Annotated[str, typer.Option(help="Why; kept in the history.")] = "",
+        json_mode: JsonOption = False,
+    ) -> None:
+        expect_version, expect_absent = _expect(expect)
+        move = _registry(ctx).set_label(
+            subject, name, label, version,  # type: ignore[arg-type]
+            expect_version=expect_version, expect_absent=expect_absent, reason=reason,
+        )  # fmt: skip
+        emit(
+            move,
+            json_mode,
+            lambda c: c.print(f"{name}: {label} {move.from_version or '-'} -> {move.to_version}"),
+        )
+
+    label.__doc__ = f"Point LABEL of a {subject} at VERSION (compare-and-set with --expect)."
+    return label
+
+
+def _history_cmd(subject: str) -> Any:
+    def history(
+        ctx: typer.Context,
+        name: str,
+        label: Annotated[str | None, typer.Option(help="Only this label.")] = None,
+        json_mode: JsonOption = False,
+    ) -> None:
+        moves = _registry(ctx).label_history(subject, name, label)  # type: ignore[arg-type]
+        emit(
+            moves,
+            json_mode,
+            lambda c: c.print(
+                table(f"label history of {name}", HISTORY_COLUMNS, _history_rows(moves))
+            ),
+        )
+
+    history.__doc__ = f"Every label move of a {subject}: who, when, from, to and why."
+    return history
+
+
+prompt_app.command("label")(_label_cmd("prompt"))
+prompt_app.command("history")(_history_cmd("prompt"))
+
+# --------------------------------------------------------------------------- models
+model_app = typer.Typer(
+    help="Registered models: upstream LLMs, LoRA adapters, HF and scikit-learn.",
+    no_args_is_help=True,
+)
+
+
+@model_app.command("register")
+def model_register(
+    ctx: typer.Context,
+    name: str,
+    flavor: Annotated[str, typer.Option(help="upstream | lora | hf | sklearn")],
+    model: Annotated[
+        str | None, typer.Option(help="upstream: provider/model, e.g. openai/gpt-4o-mini.")
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="lora: the base model (path, hub id or registry:NAME@LABEL).")
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Option(help="lora/hf: a directory; sklearn: a .skops file.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE default parameter, repeatable.")
+    ] = None,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    json_mode: JsonOption = False,
+) -> None:
+    """Register a model version (identical content returns the existing version)."""
+    spec: dict[str, Any] = {}
+    if model:
+        spec["model"] = model
+    if base_model:
+        spec["base_model"] = base_model
+    if param:
+        spec["params"] = _json_values(parse_pairs(param, "--param"))
+    version, created = _registry(ctx).register_model(name, flavor, spec, path=path, message=message)
+    emit(
+        {"created": created, **version.to_dict()},
+        json_mode,
+        lambda c: c.print(
+            f"{'registered' if created else 'unchanged, already'} {name}@{version.version} ({flavor})"
+        ),
+    )
+
+
+@model_app.command("list")
+def model_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
+    """List models with their latest version and labels."""
+    models = _registry(ctx).list_models()
+    emit(models, json_mode, lambda c: c.print(table("models", ["name", "latest", "labels"], [
+        [m.name, m.latest_version, ", ".join(f"{k}={v}" for k, v in sorted(m.labels.items()))]
+        for m in models
+    ])))  # fmt: skip
+
+
+@model_app.command("show")
+def model_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> None:
+    """Show NAME[@LABEL|@VERSION] and the model's versions."""
+    reg = _registry(ctx)
+    version = reg.get_model(ref)
+    versions = reg.model_versions(version.name)
+
+    def human(c: Any) -> None:
+        c.print(
+            f"[bold]{version.name}@{version.version}[/bold]  ({version.flavor}; labels: "
+            f"{', '.join(version.labels) or '-'}; by {version.author} {when(version.created_at)})"
+        )
+        c.print(f"spec: {json.dumps(version.spec, sort_keys=True)}", markup=False)
+        if version.artifact_digest:
+            c.print(f"artifact: {version.artifact_digest}")
+        c.print(table("versions", ["version", "flavor", "labels", "created", "message"], [
+            [v.version, v.flavor, ", ".join(v.labels), when(v.created_at), v.message] for v in versions
+        ]))  # fmt: skip
+
+    emit({**version.to_dict(), "versions": versions}, json_mode, human)
+
+
+@model_app.command("diff")
+def model_diff(
+    ctx: typer.Context, name: str, a: str, b: str, json_mode: JsonOption = False
+) -> None:
+    """Unified diff of two versions' flavor, spec and artifact."""
+    from registry.prompts import unified_diff
+
+    reg = _registry(ctx)
+    left, right = (reg.get_model(f"{name}@{x}") for x in (a, b))
+
+    def doc(v: Any) -> str:
+        body = {"flavor": v.flavor, "spec": v.spec, "artifact": v.artifact_digest}
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+    diff = unified_diff(doc(left), doc(right), f"{name}@{left.version}", f"{name}@{right.version}")
+    emit({"diff": diff}, json_mode, lambda c: c.print(diff or "(no difference)", markup=False))
+
+
+model_app.command("label")(_label_cmd("model"))
+model_app.command("history")(_history_cmd("model"))
+
+# --------------------------------------------------------------------------- datasets
+dataset_app = typer.Typer(help="Datasets versioned by content hash.", no_args_is_help=True)
+
+
+@dataset_app.command("add")
+def dataset_add(
+    ctx: typer.Context,
+    name: str,
+    path: Path,
+    format: Annotated[
+        str | None, typer.Option(help="jsonl | csv | parquet (default: by suffix)")
+    ] = None,
+    json_mode: JsonOption = False,
+) -> None:
+    """Check and register a JSONL/CSV/Parquet file or folder as a dataset version."""
+    version, created = _registry(ctx).add_dataset(name, path, format=format)
+    emit(
+        {"created": created, **version.to_dict()},
+        json_mode,
+        lambda c: c.print(
+            f"{'added' if created else 'unchanged, already'} {name}@{version.version}: "
+            f"{version.num_rows} rows, columns {', '.join(version.columns)} ({version.digest[:19]}…)"
+        ),
+    )
+
+
+@dataset_app.command("list")
+def dataset_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
+    """List datasets (latest version of each)."""
+    rows = _registry(ctx).list_datasets()
+    emit(rows, json_mode, lambda c: c.print(table("datasets", ["name", "version", "format", "rows", "digest"], [
+        [d.name, d.version, d.format, d.num_rows, d.digest[:19] + "…"] for d in rows
+    ])))  # fmt: skip
+
+
+@dataset_app.command("show")
+def dataset_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> None:
+    """Show NAME[@VERSION]."""
+    parsed = Ref.parse(ref)
+    if parsed.label is not None:
+        raise InvalidInput("datasets have versions, not labels: use NAME or NAME@VERSION")
+    d = _registry(ctx).get_dataset(parsed.name, parsed.version)
+    emit(
+        d,
+        json_mode,
+        lambda c: c.print(
+            f"{d.name}@{d.version}: {d.format}, {d.num_rows} rows, columns {', '.join(d.columns)}\n"
+            f"digest {d.digest}\nsource {d.source}",
+            markup=False,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- runs
+run_app = typer.Typer(help="Runs of evals, fine-tunes and drift checks.", no_args_is_help=True)
+
+
+@run_app.command("list")
+def run_list(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option(help="eval | finetune | drift | other")] = None,
+    limit: int = 20,
+    json_mode: JsonOption = False,
+) -> None:
+    """The newest runs first."""
+    runs = _registry(ctx).list_runs(kind, limit=limit)
+    emit(runs, json_mode, lambda c: c.print(table("runs", ["id", "kind", "name", "status", "created", "metrics"], [
+        [r.id, r.kind, r.name, r.status, when(r.created_at),
+         ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items()))]
+        for r in runs
+    ])))  # fmt: skip
+
+
+@run_app.command("show")
+def run_show(ctx: typer.Context, run_id: str, json_mode: JsonOption = False) -> None:
+    """A run with its parameters, metrics, artifacts and lineage."""
+    r = _registry(ctx).get_run(run_id)
+
+    def human(c: Any) -> None:
+        c.print(f"[bold]{r.id}[/bold] {r.kind} {r.name} — {r.status}")
+        c.print(f"params: {json.dumps(r.params, sort_keys=True)}", markup=False)
+        c.print(f"metrics: {json.dumps(r.metrics, sort_keys=True)}", markup=False)
+        for edge in r.lineage:
+            c.print(f"{edge.role}: {edge.subject_type} {edge.subject_ref}", markup=False)
+        for name, digest in r.artifacts.items():
+            c.print(f"artifact {name}: {digest}")
+        if r.error:
+            c.print(f"error: {r.error}", markup=False)
+
+    emit(r, json_mode, human)
+
+
+# --------------------------------------------------------------------------- db
+db_app = typer.Typer(help="The registry database.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, json_mode: JsonOption = False) -> None:
+    """Apply pending schema migrations (PostgreSQL needs this; SQLite does it itself)."""
+    from registry import db
+
+    state: RegistryContext = ctx.obj
+    engine = db.make_engine(state.registry_settings.resolved_database_url())
+    try:
+        before = db.current_revision(engine)
+        db.upgrade(engine)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    shown = engine.url.render_as_string(hide_password=True)
+    emit({"database": shown, "from": before, "to": after}, json_mode,
+         lambda c: c.print(f"{shown}: schema {before or 'empty'} -> {after}"))  # fmt: skip
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context, json_mode: JsonOption = False) -> None:
+    """Show the schema revision of the database and the one this lockgate needs."""
+    from registry import db
+
+    state: RegistryContext = ctx.obj
+    engine = db.make_engine(state.registry_settings.resolved_database_url())
+    try:
+        current, head = db.current_revision(engine), db.head_revision()
+    finally:
+        engine.dispose()
+    emit({"current": current, "head": head}, json_mode,
+         lambda c: c.print(f"current {current or 'empty'}, head {head}"))  # fmt: skip

@@ -1,0 +1,124 @@
+"""Errors raised by the registry, and the base of every lockgate error.
+
+Hierarchy::
+
+    LockgateError                  base of all user-facing errors (every package subclasses it)
+    ├── MissingExtra               an optional dependency is not installed; says which extra
+    └── RegistryError
+        ├── NotFound               (404) prompt, model, dataset, run, version, label or artifact
+        ├── InvalidInput           (400) bad name, template, variables, spec or dataset file
+        │   ├── TemplateSyntaxInvalid   a template does not parse; carries the line
+        │   ├── VariablesMismatch       missing or unknown template variables
+        │   └── DatasetFormatError      a malformed data file; carries the row/line number
+        ├── Conflict               (409) a compare-and-set label move lost
+        ├── ArtifactCorrupted      (500) stored bytes no longer match their sha256
+        └── DatabaseError          (503) database unreachable or schema behind the code
+
+Each error carries ``status_code`` (HTTP), ``code`` (a stable machine-readable string),
+``param`` (the offending field, when one is known) and ``exit_code`` (for the CLI:
+2 for bad input or an unreachable service).
+"""
+
+from __future__ import annotations
+
+
+class LockgateError(Exception):
+    """A problem the user can act on; the message says what was wrong and what to do."""
+
+    status_code: int = 400
+    code: str = "lockgate_error"
+    error_type: str = "invalid_request_error"
+    exit_code: int = 2
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class MissingExtra(LockgateError):
+    code = "missing_extra"
+    status_code = 501
+    error_type = "server_error"
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs an optional dependency: install it with "
+            f"pip install 'lockgate[{extra}]'"
+        )
+        self.extra = extra
+
+
+class RegistryError(LockgateError):
+    code = "registry_error"
+
+
+class NotFound(RegistryError):
+    status_code = 404
+    code = "not_found"
+
+
+class InvalidInput(RegistryError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class TemplateSyntaxInvalid(InvalidInput):
+    code = "template_syntax_error"
+
+    def __init__(self, message: str, *, line: int | None, param: str | None = None) -> None:
+        where = f" (line {line})" if line is not None else ""
+        super().__init__(f"template does not parse{where}: {message}", param=param)
+        self.line = line
+
+
+class VariablesMismatch(InvalidInput):
+    code = "prompt_variables_mismatch"
+
+    def __init__(self, missing: list[str], unknown: list[str], expected: list[str]) -> None:
+        parts = []
+        if missing:
+            parts.append("missing variable(s): " + ", ".join(missing))
+        if unknown:
+            parts.append("unknown variable(s): " + ", ".join(unknown))
+        exp = ", ".join(expected) if expected else "none"
+        super().__init__("; ".join(parts) + f" (the template takes: {exp})", param="variables")
+        self.missing = missing
+        self.unknown = unknown
+
+
+class DatasetFormatError(InvalidInput):
+    code = "dataset_format_error"
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        where = f", line {line}" if line is not None else ""
+        super().__init__(f"{path}{where}: {reason}", param="path")
+        self.path = path
+        self.line = line
+
+
+class Conflict(RegistryError):
+    status_code = 409
+    code = "conflict"
+
+
+class ArtifactCorrupted(RegistryError):
+    status_code = 500
+    code = "artifact_corrupted"
+    error_type = "server_error"
+
+
+class DatabaseError(RegistryError):
+    status_code = 503
+    code = "database_unavailable"
+    error_type = "server_error"

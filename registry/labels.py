@@ -1,0 +1,177 @@
+"""Labels: movable, compare-and-set pointers to versions, with an append-only history."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry._core import SUBJECTS, RegistryCore
+from registry.errors import Conflict, InvalidInput, NotFound
+from registry.records import LATEST, LabelMove, SubjectType, check_label
+from registry.tables import Label, LabelEvent, utcnow
+
+
+class LabelsMixin(RegistryCore):
+    def set_label(
+        self,
+        subject_type: SubjectType,
+        name: str,
+        label: str,
+        version: int,
+        *,
+        expect_version: int | None = None,
+        expect_absent: bool = False,
+        reason: str = "",
+        actor: str | None = None,
+        force: bool = False,
+    ) -> LabelMove:
+        """Point ``label`` at ``version``.
+
+        With ``expect_version`` (or ``expect_absent``) the move is compare-and-set: it fails
+        with :class:`Conflict` when the label no longer points where the caller last saw it.
+        """
+        check_label(label)
+        if label == LATEST:
+            raise InvalidInput("the label 'latest' is maintained by lockgate", param="label")
+        try:
+            with self._write() as session:
+                subject = self._subject(session, subject_type, name, lock=True)
+                self._check_version(session, subject_type, subject.id, name, version)
+                return self._move(
+                    session,
+                    subject_type,
+                    subject.id,
+                    name,
+                    label,
+                    version,
+                    expect_version=expect_version,
+                    expect_absent=expect_absent,
+                    reason=reason,
+                    actor=actor or self.actor,
+                    forced=force,
+                )
+        except IntegrityError as exc:  # a concurrent writer created the label first
+            raise Conflict(
+                f"label {label!r} of {subject_type} {name!r} was set concurrently; "
+                "read it again and retry",
+                param="label",
+            ) from exc
+
+    def _check_version(
+        self, session: Session, subject_type: SubjectType, subject_id: int, name: str, version: int
+    ) -> None:
+        _, version_table, fk = SUBJECTS[subject_type]
+        found = session.scalar(
+            select(func.count()).where(fk == subject_id, version_table.version == version)
+        )
+        if not found:
+            raise NotFound(f"{subject_type} {name!r} has no version {version}", param="version")
+
+    def _move(
+        self,
+        session: Session,
+        subject_type: SubjectType,
+        subject_id: int,
+        name: str,
+        label: str,
+        version: int,
+        *,
+        expect_version: int | None = None,
+        expect_absent: bool = False,
+        reason: str,
+        actor: str,
+        forced: bool = False,
+    ) -> LabelMove:
+        row = session.scalars(
+            select(Label)
+            .where(
+                Label.subject_type == subject_type,
+                Label.subject_id == subject_id,
+                Label.name == label,
+            )
+            .with_for_update()
+        ).one_or_none()
+        current = row.version if row is not None else None
+        if expect_absent and current is not None:
+            raise Conflict(
+                f"label {label!r} of {subject_type} {name!r} already points to version "
+                f"{current}, expected it to be unset",
+                param="label",
+            )
+        if expect_version is not None and current != expect_version:
+            now = "is unset" if current is None else f"points to version {current}"
+            raise Conflict(
+                f"label {label!r} of {subject_type} {name!r} {now}, expected version "
+                f"{expect_version}: someone moved it; read it again and retry",
+                param="label",
+            )
+        now_ts = utcnow()
+        if row is None:
+            session.add(
+                Label(
+                    subject_type=subject_type,
+                    subject_id=subject_id,
+                    name=label,
+                    version=version,
+                    updated_at=now_ts,
+                    updated_by=actor,
+                )
+            )
+        else:
+            row.version, row.updated_at, row.updated_by = version, now_ts, actor
+        event = LabelEvent(
+            subject_type=subject_type,
+            subject_id=subject_id,
+            label=label,
+            from_version=current,
+            to_version=version,
+            actor=actor,
+            reason=reason,
+            forced=forced,
+            created_at=now_ts,
+        )
+        session.add(event)
+        session.flush()
+        return LabelMove(subject_type, name, label, current, version, actor, reason, forced, now_ts)
+
+    def label_history(
+        self, subject_type: SubjectType, name: str, label: str | None = None
+    ) -> list[LabelMove]:
+        """Every move of the subject's labels (or of one label), oldest first."""
+        with self._read() as session:
+            subject = self._subject(session, subject_type, name)
+            stmt = (
+                select(LabelEvent)
+                .where(LabelEvent.subject_type == subject_type, LabelEvent.subject_id == subject.id)
+                .order_by(LabelEvent.id)
+            )
+            if label is not None:
+                stmt = stmt.where(LabelEvent.label == label)
+            return [
+                LabelMove(
+                    subject_type,
+                    name,
+                    e.label,
+                    e.from_version,
+                    e.to_version,
+                    e.actor,
+                    e.reason,
+                    e.forced,
+                    e.created_at,
+                )
+                for e in session.scalars(stmt)
+            ]
+
+    def labels_of(self, subject_type: SubjectType, name: str) -> dict[str, int]:
+        with self._read() as session:
+            subject = self._subject(session, subject_type, name)
+            return self._labels(session, subject_type, subject.id)
+
+    def _labels(self, session: Session, subject_type: str, subject_id: int) -> dict[str, int]:
+        rows = session.execute(
+            select(Label.name, Label.version).where(
+                Label.subject_type == subject_type, Label.subject_id == subject_id
+            )
+        )
+        return {label: version for label, version in rows}

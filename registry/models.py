@@ -1,0 +1,245 @@
+"""Models: LLM deployments, LoRA adapters, Hugging Face directories and scikit-learn
+estimators as immutable versions of one kind of record.
+
+Flavors and what a version holds:
+
+========  ============================================  ===============================
+flavor    spec                                          artifact
+========  ============================================  ===============================
+upstream  ``model`` (provider/model), ``params``        none
+lora      ``base_model`` (path, hub id or registry ref)  adapter directory (PEFT)
+hf        optional ``task``                             model directory (config.json)
+sklearn   optional ``task``; ``untrusted_types``         one skops file (never pickle)
+========  ============================================  ===============================
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from registry._core import content_hash
+from registry._extras import require
+from registry.errors import InvalidInput, NotFound
+from registry.labels import LabelsMixin
+from registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
+from registry.tables import Artifact, ModelVersion, RegisteredModel
+
+# skops refuses to load types it does not know; these prefixes are trusted on load.
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+@dataclass(frozen=True)
+class Flavor:
+    artifact: str | None  # None, "file" or "dir"
+    required_spec: tuple[str, ...]
+    check_artifact: Callable[[Path], dict[str, Any]]
+
+
+def _no_check(path: Path) -> dict[str, Any]:
+    return {}
+
+
+def _check_hf_dir(path: Path) -> dict[str, Any]:
+    if not (path / "config.json").is_file():
+        raise InvalidInput(f"{path} is not a model directory: no config.json", param="path")
+    return {}
+
+
+def _check_adapter_dir(path: Path) -> dict[str, Any]:
+    if not (path / "adapter_config.json").is_file():
+        raise InvalidInput(f"{path} is not a PEFT adapter: no adapter_config.json", param="path")
+    return {}
+
+
+def _check_skops(path: Path) -> dict[str, Any]:
+    sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
+    if path.suffix != ".skops":
+        raise InvalidInput(
+            f"{path}: save scikit-learn models with skops (a .skops file), never pickle",
+            param="path",
+        )
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception as exc:  # skops raises a variety of errors on a bad file
+        raise InvalidInput(f"{path} is not a readable skops file: {exc}", param="path") from exc
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    if refused:
+        raise InvalidInput(
+            f"{path} holds types lockgate will not load: {', '.join(refused)}", param="path"
+        )
+    return {"untrusted_types": sorted(untrusted)}
+
+
+FLAVORS: dict[str, Flavor] = {
+    "upstream": Flavor(None, ("model",), _no_check),
+    "lora": Flavor("dir", ("base_model",), _check_adapter_dir),
+    "hf": Flavor("dir", (), _check_hf_dir),
+    "sklearn": Flavor("file", (), _check_skops),
+}
+
+
+def _info(name: str, row: Any, labels: list[str] | None = None) -> ModelVersionInfo:
+    return ModelVersionInfo(
+        name, row.version, row.flavor, row.spec, row.artifact_digest, row.message, row.author,
+        row.content_hash, row.created_at, labels or [],
+    )  # fmt: skip
+
+
+class ModelsMixin(LabelsMixin):
+    def register_model(
+        self,
+        name: str,
+        flavor: str,
+        spec: Mapping[str, Any] | None = None,
+        *,
+        path: Path | None = None,
+        message: str = "",
+        author: str | None = None,
+    ) -> tuple[ModelVersionInfo, bool]:
+        """Register a version; identical content returns the existing one and False."""
+        check_name(name, "model name")
+        kind = FLAVORS.get(flavor)
+        if kind is None:
+            raise InvalidInput(
+                f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}", param="flavor"
+            )
+        spec = dict(spec or {})
+        missing = [k for k in kind.required_spec if not spec.get(k)]
+        if missing:
+            raise InvalidInput(
+                f"flavor {flavor!r} needs {', '.join(missing)} in its spec", param=missing[0]
+            )
+        digest, size = None, 0
+        if kind.artifact is None and path is not None:
+            raise InvalidInput(f"flavor {flavor!r} takes no artifact", param="path")
+        if kind.artifact is not None:
+            if path is None:
+                raise InvalidInput(f"flavor {flavor!r} needs an artifact path", param="path")
+            is_dir = kind.artifact == "dir"
+            if is_dir != path.is_dir() or not path.exists():
+                what = "a directory" if is_dir else "a file"
+                raise InvalidInput(f"{path} must be {what} for flavor {flavor!r}", param="path")
+            spec.update(kind.check_artifact(path))
+            digest = self.store.put_dir(path) if is_dir else self.store.put_file(path)
+            size = (
+                sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+                if is_dir
+                else (path.stat().st_size)
+            )
+        chash = content_hash({"flavor": flavor, "spec": spec, "artifact": digest})
+        author = author or self.actor
+        with self._write() as session:
+            model = self._lock_subject(session, "model", name)
+            existing = session.scalars(
+                select(ModelVersion).where(
+                    ModelVersion.model_id == model.id, ModelVersion.content_hash == chash
+                )
+            ).one_or_none()
+            if existing is not None:
+                return _info(name, existing), False
+            if digest is not None and session.get(Artifact, digest) is None:
+                session.add(Artifact(digest=digest, kind=kind.artifact or "file", size=size))
+            latest = session.scalar(
+                select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+            )
+            row = ModelVersion(
+                model_id=model.id, version=(latest or 0) + 1, flavor=flavor, spec=spec,
+                artifact_digest=digest, message=message, author=author, content_hash=chash,
+            )  # fmt: skip
+            session.add(row)
+            session.flush()
+            self._move(
+                session, "model", model.id, name, LATEST, row.version,
+                reason=f"registered version {row.version}", actor=author,
+            )  # fmt: skip
+            return _info(name, row), True
+
+    def register_sklearn_model(
+        self, name: str, estimator: Any, *, spec: Mapping[str, Any] | None = None,
+        message: str = "", author: str | None = None,
+    ) -> tuple[ModelVersionInfo, bool]:  # fmt: skip
+        """Save a fitted estimator with skops and register it."""
+        sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.skops"
+            sio.dump(estimator, path)
+            return self.register_model(
+                name, "sklearn", spec, path=path, message=message, author=author
+            )
+
+    def get_model(self, ref: str | Ref) -> ModelVersionInfo:
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        with self._read() as session:
+            model = self._subject(session, "model", ref.name)
+            labels = self._labels(session, "model", model.id)
+            version = ref.version
+            if version is None:
+                label = ref.label or LATEST
+                if label not in labels:
+                    raise NotFound(
+                        f"model {ref.name!r} has no label {label!r} "
+                        f"(labels: {', '.join(sorted(labels))})",
+                        param="label",
+                    )
+                version = labels[label]
+            row = session.scalars(
+                select(ModelVersion).where(
+                    ModelVersion.model_id == model.id, ModelVersion.version == version
+                )
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"model {ref.name!r} has no version {version}", param="version")
+            on_version = sorted(k for k, v in labels.items() if v == version)
+            return _info(ref.name, row, on_version)
+
+    def load_sklearn_model(self, ref: str | Ref) -> Any:
+        """Fetch (hash-verified) and load a scikit-learn version with skops."""
+        version = self.get_model(ref)
+        if version.flavor != "sklearn" or version.artifact_digest is None:
+            raise InvalidInput(f"{ref} is a {version.flavor!r} model, not 'sklearn'")
+        sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.store.fetch_file(version.artifact_digest, Path(tmp) / "model.skops")
+            return sio.load(path, trusted=version.spec.get("untrusted_types", []))
+
+    def fetch_model_dir(self, ref: str | Ref, dest: Path) -> Path:
+        """Materialise an ``hf`` or ``lora`` version's directory (hash-verified)."""
+        version = self.get_model(ref)
+        if version.artifact_digest is None or FLAVORS[version.flavor].artifact != "dir":
+            raise InvalidInput(f"{ref} is a {version.flavor!r} model without a directory")
+        return self.store.fetch_dir(version.artifact_digest, dest)
+
+    def list_models(self) -> list[SubjectSummary]:
+        with self._read() as session:
+            latest = dict(
+                session.execute(
+                    select(ModelVersion.model_id, func.max(ModelVersion.version)).group_by(
+                        ModelVersion.model_id
+                    )
+                ).all()
+            )
+            return [
+                SubjectSummary(
+                    m.name, latest.get(m.id, 0), self._labels(session, "model", m.id), m.created_at
+                )
+                for m in session.scalars(select(RegisteredModel).order_by(RegisteredModel.name))
+            ]
+
+    def model_versions(self, name: str) -> list[ModelVersionInfo]:
+        with self._read() as session:
+            model = self._subject(session, "model", name)
+            by_version: dict[int, list[str]] = {}
+            for label, version in self._labels(session, "model", model.id).items():
+                by_version.setdefault(version, []).append(label)
+            rows = session.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.model_id == model.id)
+                .order_by(ModelVersion.version)
+            )
+            return [_info(name, r, sorted(by_version.get(r.version, []))) for r in rows]

@@ -1,0 +1,293 @@
+"""Prompts: immutable versions of text or chat templates with their model configuration."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from registry._core import content_hash
+from registry.errors import InvalidInput, NotFound
+from registry.labels import LabelsMixin
+from registry.records import (
+    LATEST,
+    PromptVersionInfo,
+    Ref,
+    RenderedPrompt,
+    SubjectSummary,
+    check_name,
+)
+from registry.tables import Label, Prompt, PromptVersion
+from registry.templates import check_variables, render_template, template_variables, variables_of
+
+CONFIG_KEYS = frozenset(
+    {
+        "model", "temperature", "max_tokens", "top_p", "stop", "seed", "response_format",
+        "tools", "tool_choice", "frequency_penalty", "presence_penalty",
+    }
+)  # fmt: skip
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def normalise_template(template: Any) -> tuple[str, Any, list[str]]:
+    """Validate a text or chat template; returns (kind, template, variables)."""
+    if isinstance(template, str):
+        return "text", template, sorted(template_variables(template, where="template"))
+    if not isinstance(template, list) or not template:
+        raise InvalidInput(
+            "a template is a string or a non-empty list of {role, content} messages",
+            param="template",
+        )
+    messages = []
+    for i, message in enumerate(template):
+        if not isinstance(message, Mapping):
+            raise InvalidInput(f"messages[{i}] is not a mapping", param=f"messages[{i}]")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise InvalidInput(
+                f"messages[{i}].role is {role!r}; use one of {', '.join(sorted(ROLES))}",
+                param=f"messages[{i}].role",
+            )
+        if not isinstance(content, str):
+            raise InvalidInput(
+                f"messages[{i}].content must be a string", param=f"messages[{i}].content"
+            )
+        unknown = set(message) - {"role", "content", "name"}
+        if unknown:
+            raise InvalidInput(
+                f"messages[{i}] has unknown field(s): {', '.join(sorted(unknown))}",
+                param=f"messages[{i}]",
+            )
+        messages.append(dict(message))
+    return "chat", messages, variables_of(m["content"] for m in messages)
+
+
+def normalise_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = dict(config or {})
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise InvalidInput(
+            f"unknown model config key(s): {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(CONFIG_KEYS))}",
+            param="config",
+        )
+    return config
+
+
+def load_prompt_file(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Read a prompt file: ``.txt`` is a text template; ``.yaml``/``.json`` holds
+    ``messages`` (or ``template``) and an optional ``config``."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}", param="file") from exc
+    if path.suffix in {".txt", ".md", ".j2", ".jinja"}:
+        return raw, {}
+    if path.suffix not in {".yaml", ".yml", ".json"}:
+        raise InvalidInput(
+            f"{path}: use a .txt text template or a .yaml/.json chat prompt", param="file"
+        )
+    try:
+        data = json.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path}: expected a mapping with 'messages' or 'template'")
+    unknown = set(data) - {"messages", "template", "config"}
+    if unknown:
+        raise InvalidInput(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    if ("messages" in data) == ("template" in data):
+        raise InvalidInput(f"{path}: give exactly one of 'messages' or 'template'")
+    template = data.get("messages", data.get("template"))
+    return template, data.get("config") or {}
+
+
+def _info(name: str, row: Any, labels: list[str] | None = None) -> PromptVersionInfo:
+    return PromptVersionInfo(
+        name=name,
+        version=row.version,
+        kind=row.kind,
+        template=row.template,
+        config=row.config,
+        variables=row.variables,
+        message=row.message,
+        author=row.author,
+        content_hash=row.content_hash,
+        created_at=row.created_at,
+        labels=labels or [],
+    )
+
+
+_RESOLVE_COLUMNS = (
+    PromptVersion.version,
+    PromptVersion.kind,
+    PromptVersion.template,
+    PromptVersion.config,
+    PromptVersion.variables,
+    PromptVersion.message,
+    PromptVersion.author,
+    PromptVersion.content_hash,
+    PromptVersion.created_at,
+)
+
+
+class PromptsMixin(LabelsMixin):
+    def push_prompt(
+        self,
+        name: str,
+        template: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        message: str = "",
+        author: str | None = None,
+    ) -> tuple[PromptVersionInfo, bool]:
+        """Store a new version; identical content returns the existing version and False."""
+        check_name(name, "prompt name")
+        kind, template, variables = normalise_template(template)
+        config = normalise_config(config)
+        digest = content_hash({"kind": kind, "template": template, "config": config})
+        author = author or self.actor
+        with self._write() as session:
+            prompt = self._lock_subject(session, "prompt", name)
+            existing = session.scalars(
+                select(PromptVersion).where(
+                    PromptVersion.prompt_id == prompt.id, PromptVersion.content_hash == digest
+                )
+            ).one_or_none()
+            if existing is not None:
+                return _info(name, existing), False
+            latest = session.scalar(
+                select(func.max(PromptVersion.version)).where(PromptVersion.prompt_id == prompt.id)
+            )
+            row = PromptVersion(
+                prompt_id=prompt.id,
+                version=(latest or 0) + 1,
+                kind=kind,
+                template=template,
+                config=config,
+                variables=variables,
+                message=message,
+                author=author,
+                content_hash=digest,
+            )
+            session.add(row)
+            session.flush()
+            self._move(
+                session, "prompt", prompt.id, name, LATEST, row.version,
+                reason=f"pushed version {row.version}", actor=author,
+            )  # fmt: skip
+            return _info(name, row), True
+
+    def resolve_prompt(
+        self, name: str, label: str | None = None, version: int | None = None
+    ) -> PromptVersionInfo:
+        """The version ``name@label`` (or ``name@version``, or ``name@latest``) points to.
+
+        One indexed query on the hit path: this sits on the gateway's request path.
+        """
+        stmt = select(*_RESOLVE_COLUMNS).join(Prompt, Prompt.id == PromptVersion.prompt_id)
+        if version is not None:
+            stmt = stmt.where(Prompt.name == name, PromptVersion.version == version)
+        else:
+            stmt = stmt.join(
+                Label,
+                and_(
+                    Label.subject_type == "prompt",
+                    Label.subject_id == Prompt.id,
+                    Label.version == PromptVersion.version,
+                ),
+            ).where(Prompt.name == name, Label.name == (label or LATEST))
+        with self._read() as session:
+            row = session.execute(stmt).first()
+            if row is None:
+                self._explain_miss(session, name, label, version)
+        assert row is not None
+        return _info(name, row)
+
+    def get_prompt(self, ref: str | Ref) -> PromptVersionInfo:
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        return self.resolve_prompt(ref.name, ref.label, ref.version)
+
+    def _explain_miss(
+        self, session: Session, name: str, label: str | None, version: int | None
+    ) -> None:
+        prompt = self._subject(session, "prompt", name)
+        if version is not None:
+            raise NotFound(f"prompt {name!r} has no version {version}", param="version")
+        labels = self._labels(session, "prompt", prompt.id)
+        raise NotFound(
+            f"prompt {name!r} has no label {label!r} (labels: {', '.join(sorted(labels))})",
+            param="label",
+        )
+
+    def render_prompt(
+        self, prompt: PromptVersionInfo, variables: Mapping[str, Any]
+    ) -> RenderedPrompt:
+        """Render strictly: missing and unknown variables are errors naming them."""
+        check_variables(prompt.variables, variables)
+        if prompt.kind == "text":
+            text = render_template(prompt.template, variables)
+            return RenderedPrompt(prompt.name, prompt.version, "text", text, None, prompt.config)
+        messages = [
+            {**m, "content": render_template(m["content"], variables)} for m in prompt.template
+        ]
+        return RenderedPrompt(prompt.name, prompt.version, "chat", None, messages, prompt.config)
+
+    def list_prompts(self) -> list[SubjectSummary]:
+        with self._read() as session:
+            latest = dict(
+                session.execute(
+                    select(PromptVersion.prompt_id, func.max(PromptVersion.version)).group_by(
+                        PromptVersion.prompt_id
+                    )
+                ).all()
+            )
+            return [
+                SubjectSummary(
+                    p.name, latest.get(p.id, 0), self._labels(session, "prompt", p.id), p.created_at
+                )
+                for p in session.scalars(select(Prompt).order_by(Prompt.name))
+            ]
+
+    def prompt_versions(self, name: str) -> list[PromptVersionInfo]:
+        with self._read() as session:
+            prompt = self._subject(session, "prompt", name)
+            by_version: dict[int, list[str]] = {}
+            for label, version in self._labels(session, "prompt", prompt.id).items():
+                by_version.setdefault(version, []).append(label)
+            rows = session.scalars(
+                select(PromptVersion)
+                .where(PromptVersion.prompt_id == prompt.id)
+                .order_by(PromptVersion.version)
+            )
+            return [_info(name, r, sorted(by_version.get(r.version, []))) for r in rows]
+
+    def diff_prompts(self, name: str, a: str, b: str) -> str:
+        """Unified diff of two versions (each a version number or a label)."""
+        left, right = (self.get_prompt(f"{name}@{x}") for x in (a, b))
+        return unified_diff(
+            prompt_document(left), prompt_document(right), f"{name}@{left.version}",
+            f"{name}@{right.version}",
+        )  # fmt: skip
+
+
+def prompt_document(prompt: PromptVersionInfo) -> str:
+    """A stable, readable text form of a version's template and config (for diffs)."""
+    body: dict[str, Any] = (
+        {"template": prompt.template} if prompt.kind == "text" else {"messages": prompt.template}
+    )
+    body["config"] = prompt.config
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100)
+
+
+def unified_diff(left: str, right: str, left_name: str, right_name: str) -> str:
+    lines = difflib.unified_diff(
+        left.splitlines(keepends=True), right.splitlines(keepends=True), left_name, right_name
+    )
+    return "".join(lines)

@@ -1,0 +1,169 @@
+"""Runs: a generic record of an eval, fine-tune, drift check or anything else, with
+parameters, metrics (single values and step-wise series), artifacts and lineage."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from registry.errors import InvalidInput, NotFound
+from registry.labels import LabelsMixin
+from registry.records import LineageEdge, MetricPoint, RunInfo
+from registry.tables import Artifact, Run, RunArtifact, RunLineage, RunMetric, utcnow
+
+RUN_KINDS = frozenset({"eval", "finetune", "drift", "other"})
+RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+LINEAGE_TYPES = frozenset({"dataset", "prompt", "model", "run"})
+
+
+def _check_edges(edges: Iterable[LineageEdge]) -> list[LineageEdge]:
+    out = list(edges)
+    for edge in out:
+        if edge.subject_type not in LINEAGE_TYPES or edge.role not in {"input", "output"}:
+            raise InvalidInput(f"bad lineage edge {edge}", param="lineage")
+    return out
+
+
+class RunsMixin(LabelsMixin):
+    def create_run(
+        self,
+        kind: str,
+        *,
+        name: str = "",
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        lineage: Iterable[LineageEdge] = (),
+        status: str = "running",
+        author: str | None = None,
+    ) -> RunInfo:
+        if kind not in RUN_KINDS:
+            raise InvalidInput(f"unknown run kind {kind!r}; use one of {sorted(RUN_KINDS)}")
+        if status not in RUN_STATES:
+            raise InvalidInput(f"unknown run status {status!r}", param="status")
+        edges = _check_edges(lineage)
+        run_id = uuid.uuid4().hex
+        with self._write() as session:
+            session.add(
+                Run(
+                    id=run_id, kind=kind, name=name, status=status, params=dict(params or {}),
+                    metrics={}, tags=dict(tags or {}), author=author or self.actor,
+                )
+            )  # fmt: skip
+            session.flush()
+            session.add_all(
+                RunLineage(
+                    run_id=run_id, subject_type=e.subject_type, subject_ref=e.subject_ref,
+                    role=e.role,
+                )
+                for e in edges
+            )  # fmt: skip
+        return self.get_run(run_id)
+
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None
+    ) -> None:
+        """Append metric points; without a step they also become the run's final values."""
+        now = utcnow()
+        with self._write() as session:
+            run = self._run(session, run_id)
+            session.add_all(
+                RunMetric(run_id=run_id, key=k, step=step, value=float(v), created_at=now)
+                for k, v in metrics.items()
+            )
+            if step is None:
+                run.metrics = {**run.metrics, **{k: float(v) for k, v in metrics.items()}}
+
+    def add_lineage(self, run_id: str, edges: Iterable[LineageEdge]) -> None:
+        checked = _check_edges(edges)
+        with self._write() as session:
+            self._run(session, run_id)
+            session.add_all(
+                RunLineage(run_id=run_id, subject_type=e.subject_type, subject_ref=e.subject_ref,
+                           role=e.role)
+                for e in checked
+            )  # fmt: skip
+
+    def log_artifact(self, run_id: str, name: str, path: Path) -> str:
+        """Store a file or folder in the artifact store and attach it to the run."""
+        digest = self.store.put_dir(path) if path.is_dir() else self.store.put_file(path)
+        size = (
+            sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            if path.is_dir()
+            else path.stat().st_size
+        )
+        with self._write() as session:
+            self._run(session, run_id)
+            if session.get(Artifact, digest) is None:
+                session.add(
+                    Artifact(digest=digest, kind="dir" if path.is_dir() else "file", size=size)
+                )
+            session.merge(RunArtifact(run_id=run_id, name=name, digest=digest))
+        return digest
+
+    def set_run_status(
+        self, run_id: str, status: str, *, error: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> RunInfo:  # fmt: skip
+        if status not in RUN_STATES:
+            raise InvalidInput(f"unknown run status {status!r}", param="status")
+        if metrics:
+            self.log_metrics(run_id, metrics)
+        with self._write() as session:
+            run = self._run(session, run_id)
+            run.status, run.error = status, error
+            if status in FINAL_STATES:
+                run.ended_at = utcnow()
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        with self._read() as session:
+            run = self._run(session, run_id)
+            lineage = [
+                LineageEdge(e.subject_type, e.subject_ref, e.role)
+                for e in session.scalars(
+                    select(RunLineage).where(RunLineage.run_id == run_id).order_by(RunLineage.id)
+                )
+            ]
+            artifacts = {
+                a.name: a.digest
+                for a in session.scalars(select(RunArtifact).where(RunArtifact.run_id == run_id))
+            }
+            series = [
+                MetricPoint(m.key, m.step, m.value, m.created_at)
+                for m in session.scalars(
+                    select(RunMetric)
+                    .where(RunMetric.run_id == run_id, RunMetric.step.is_not(None))
+                    .order_by(RunMetric.key, RunMetric.step)
+                )
+            ]
+            return _info(run, lineage, artifacts, series)
+
+    def list_runs(self, kind: str | None = None, *, limit: int = 50) -> list[RunInfo]:
+        with self._read() as session:
+            stmt = select(Run).order_by(Run.created_at.desc()).limit(limit)
+            if kind is not None:
+                stmt = stmt.where(Run.kind == kind)
+            return [_info(r) for r in session.scalars(stmt)]
+
+    def _run(self, session: Any, run_id: str) -> Run:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}", param="run_id")
+        return run  # type: ignore[no-any-return]
+
+
+def _info(
+    run: Run,
+    lineage: list[LineageEdge] | None = None,
+    artifacts: dict[str, str] | None = None,
+    series: list[MetricPoint] | None = None,
+) -> RunInfo:
+    return RunInfo(
+        run.id, run.kind, run.name, run.status, run.params, run.metrics, run.tags, run.error,
+        run.author, run.created_at, run.ended_at, lineage or [], artifacts or {}, series or [],
+    )  # fmt: skip

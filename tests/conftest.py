@@ -1,0 +1,95 @@
+"""Shared fixtures: a registry on SQLite and on PostgreSQL (127.0.0.1:5432, database ``test``).
+
+Every registry test that takes ``registry`` runs on both backends. PostgreSQL tests use a
+database of their own, created for the session and dropped after it; set
+``LOCKGATE_TEST_PG`` to point elsewhere. When PostgreSQL is unreachable those tests are
+skipped with the reason (``.ci/run`` starts it, so CI never skips them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry import Registry, RegistrySettings
+from registry import db as registry_db
+
+PG_ADMIN_URL = os.environ.get("LOCKGATE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    reason = _pg_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"lockgate_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = registry_db.make_engine(url)
+    registry_db.upgrade(engine)
+    engine.dispose()
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating each time is slow)."""
+    path = tmp_path_factory.mktemp("template") / "registry.db"
+    engine = registry_db.make_engine(f"sqlite:///{path}")
+    registry_db.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    from sqlalchemy import text
+
+    from registry.tables import Base
+
+    engine = registry_db.make_engine(url)
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def registry_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> RegistrySettings:
+    """Settings for an empty registry; parametrized over SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        shutil.copy(sqlite_template, tmp_path / "registry.db")
+        return RegistrySettings(data_dir=tmp_path)
+    url = request.getfixturevalue("pg_url")
+    _truncate_all(url)
+    return RegistrySettings(data_dir=tmp_path, database_url=url)
+
+
+@pytest.fixture
+def registry(registry_settings: RegistrySettings) -> Iterator[Registry]:
+    reg = Registry(registry_settings, actor="tester")
+    yield reg
+    reg.close()
