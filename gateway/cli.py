@@ -5,11 +5,12 @@ Exit codes: 0 ok, 1 a gate or check failed, 2 bad input or an unreachable servic
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
 from registry.errors import LockgateError
@@ -52,7 +53,19 @@ class CliState:
             self._registry.close()
 
 
+class LockgateGroup(TyperGroup):
+    """Turns a :class:`LockgateError` into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LockgateError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=LockgateGroup,
     name="lockgate",
     help="lockgate: an LLMOps gateway with a prompt and model registry, evals and gates.",
     no_args_is_help=True,
@@ -84,12 +97,8 @@ app.add_typer(db_app, name="db")
 
 
 def main() -> None:
-    """Console entry point: user-facing errors become one line on stderr and an exit code."""
-    try:
-        app(standalone_mode=True)
-    except LockgateError as exc:
-        sys.stderr.write(f"error: {exc.message}\n")
-        raise SystemExit(exc.exit_code) from None
+    """Console entry point."""
+    app()
 
 
 if __name__ == "__main__":

@@ -320,6 +320,21 @@ def model_diff(
     emit({"diff": diff}, json_mode, lambda c: c.print(diff or "(no difference)", markup=False))
 
 
+@model_app.command("download")
+def model_download(ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOption = False) -> None:
+    """Fetch a version's artifact (file or directory) to DEST, verifying its sha256."""
+    reg = _registry(ctx)
+    version = reg.get_model(ref)
+    if version.artifact_digest is None:
+        raise InvalidInput(f"{ref} is a {version.flavor!r} model: it has no artifact")
+    if version.flavor == "sklearn":
+        out = reg.store.fetch_file(version.artifact_digest, dest / "model.skops")
+    else:
+        out = reg.fetch_model_dir(ref, dest)
+    emit({"path": str(out), "digest": version.artifact_digest}, json_mode,
+         lambda c: c.print(f"{version.name}@{version.version} -> {out} (sha256 verified)"))  # fmt: skip
+
+
 model_app.command("label")(_label_cmd("model"))
 model_app.command("history")(_history_cmd("model"))
 
@@ -374,6 +389,19 @@ def dataset_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) ->
             markup=False,
         ),
     )
+
+
+@dataset_app.command("download")
+def dataset_download(
+    ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOption = False
+) -> None:
+    """Fetch NAME[@VERSION]'s bytes to DEST (a file or folder), verifying its sha256."""
+    parsed = Ref.parse(ref)
+    reg = _registry(ctx)
+    d = reg.get_dataset(parsed.name, parsed.version)
+    out = reg.fetch_dataset(d.name, d.version, dest)
+    emit({"path": str(out), "digest": d.digest}, json_mode,
+         lambda c: c.print(f"{d.name}@{d.version} -> {out} (sha256 verified)"))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- runs

@@ -158,6 +158,17 @@ class DatasetsMixin(LabelsMixin):
                 raise NotFound(f"dataset {name!r} has no version {version}", param="version")
             return _info(name, row)
 
+    def fetch_dataset(self, name: str, version: int | None, dest: Path) -> Path:
+        """Materialise a version's bytes under ``dest`` (hash-verified); returns the path
+        of the file, or ``dest`` itself for a folder."""
+        info = self.get_dataset(name, version)
+        with self._read() as session:
+            artifact = session.get(Artifact, info.digest)
+            is_dir = artifact is not None and artifact.kind == "dir"
+        if is_dir:
+            return self.store.fetch_dir(info.digest, dest)
+        return self.store.fetch_file(info.digest, dest / Path(info.source).name)
+
     def list_datasets(self) -> list[DatasetVersionInfo]:
         """The latest version of every dataset."""
         with self._read() as session:

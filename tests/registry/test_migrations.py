@@ -1,0 +1,79 @@
+"""Alembic migrations: applied automatically for SQLite, by `db upgrade` for PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from registry import DatabaseError, Registry, RegistrySettings
+from registry import db as registry_db
+from registry.tables import Base
+from tests.conftest import PG_ADMIN_URL, _pg_available
+
+
+def test_embedded_sqlite_is_created_and_migrated(tmp_path: Path) -> None:
+    reg = Registry(RegistrySettings(data_dir=tmp_path / "new"))
+    assert (tmp_path / "new" / "registry.db").exists()
+    assert registry_db.current_revision(reg.engine) == registry_db.head_revision()
+    assert set(Base.metadata.tables) <= set(inspect(reg.engine).get_table_names())
+    reg.close()
+
+
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    reason = _pg_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"lockgate_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_postgres_needs_db_upgrade_then_works(empty_pg: str, tmp_path: Path) -> None:
+    settings = RegistrySettings(data_dir=tmp_path, database_url=empty_pg)
+    with pytest.raises(DatabaseError, match="run `lockgate db upgrade`"):
+        Registry(settings)
+    engine = registry_db.make_engine(empty_pg)
+    registry_db.upgrade(engine)
+    assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+    registry_db.downgrade(engine, "base")
+    assert "prompts" not in inspect(engine).get_table_names()
+    registry_db.upgrade(engine)
+    engine.dispose()
+    reg = Registry(settings)
+    assert reg.push_prompt("p", "x {{ y }}")[0].version == 1
+    reg.close()
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    settings = RegistrySettings(
+        data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    )
+    with pytest.raises(
+        DatabaseError,
+        match=r"cannot use the database at postgresql\+psycopg://nobody@127.0.0.1:1/none",
+    ):
+        Registry(settings)
+
+
+def test_schema_matches_the_tables(tmp_path: Path) -> None:
+    """Autogenerate finds nothing to do: the migrations and the models agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    reg = Registry(RegistrySettings(data_dir=tmp_path))
+    with reg.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    reg.close()
+    assert diff == []
