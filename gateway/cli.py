@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -56,7 +55,7 @@ class CliState:
 class LockgateGroup(TyperGroup):
     """Turns a :class:`LockgateError` into one line on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # click.Context (typer vendors click)
         try:
             return super().invoke(ctx)
         except LockgateError as exc:
@@ -94,6 +93,18 @@ app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
+
+
+@app.command("demo")
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the demo's embedded registry goes (wiped first).")
+    ] = Path(".demo"),
+) -> None:
+    """Run lockgate's whole loop on the embedded defaults: no API keys, no network."""
+    from gateway.demo import run_demo
+
+    run_demo(data_dir.resolve())
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from registry.errors import (
     TemplateSyntaxInvalid,
     VariablesMismatch,
 )
-from registry.settings import RegistrySettings
 
 if TYPE_CHECKING:
     from registry.artifacts import ArtifactStore, FsspecArtifactStore
@@ -36,9 +35,11 @@ if TYPE_CHECKING:
         RunInfo,
     )
     from registry.registry import Registry
+    from registry.settings import RegistrySettings
 
 _LAZY = {
     "Registry": "registry.registry",
+    "RegistrySettings": "registry.settings",
     "ArtifactStore": "registry.artifacts",
     "FsspecArtifactStore": "registry.artifacts",
     "DatasetVersionInfo": "registry.records",

@@ -73,7 +73,7 @@ class RegistryCore:
 
     def _ensure_schema(self, migrate: bool | None) -> None:
         current = db.current_revision(self.engine)
-        head = db.head_revision()
+        head = db.HEAD_REVISION
         if current == head:
             return
         if migrate is None:

@@ -14,7 +14,7 @@ import typer
 
 from registry.console import JsonOption, emit, table, when
 from registry.errors import InvalidInput
-from registry.records import Ref
+from registry.records import Ref, SubjectType
 
 if TYPE_CHECKING:
     from registry.registry import Registry
@@ -69,10 +69,16 @@ def _expect(value: str | None) -> tuple[int | None, bool]:
 
 def _history_rows(moves: list[Any]) -> list[list[Any]]:
     return [
-        [when(m.created_at), m.label, m.from_version or "-", m.to_version, m.actor,
-         ("forced: " if m.forced else "") + m.reason]
+        [
+            when(m.created_at),
+            m.label,
+            m.from_version or "-",
+            m.to_version,
+            m.actor,
+            ("forced: " if m.forced else "") + m.reason,
+        ]
         for m in moves
-    ]  # fmt: skip
+    ]
 
 
 HISTORY_COLUMNS = ["when", "label", "from", "to", "actor", "reason"]
@@ -110,10 +116,24 @@ def prompt_push(
 def prompt_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List prompts with their latest version and labels."""
     prompts = _registry(ctx).list_prompts()
-    emit(prompts, json_mode, lambda c: c.print(table("prompts", ["name", "latest", "labels"], [
-        [p.name, p.latest_version, ", ".join(f"{k}={v}" for k, v in sorted(p.labels.items()))]
-        for p in prompts
-    ])))  # fmt: skip
+    emit(
+        prompts,
+        json_mode,
+        lambda c: c.print(
+            table(
+                "prompts",
+                ["name", "latest", "labels"],
+                [
+                    [
+                        p.name,
+                        p.latest_version,
+                        ", ".join(f"{k}={v}" for k, v in sorted(p.labels.items())),
+                    ]
+                    for p in prompts
+                ],
+            )
+        ),
+    )
 
 
 @prompt_app.command("show")
@@ -135,10 +155,16 @@ def prompt_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> 
             c.print(f"message: {version.message}")
         c.print(f"variables: {', '.join(version.variables) or '(none)'}")
         c.print(prompt_document(version), markup=False)
-        c.print(table("versions", ["version", "labels", "author", "created", "message"], [
-            [v.version, ", ".join(v.labels), v.author, when(v.created_at), v.message]
-            for v in versions
-        ]))  # fmt: skip
+        c.print(
+            table(
+                "versions",
+                ["version", "labels", "author", "created", "message"],
+                [
+                    [v.version, ", ".join(v.labels), v.author, when(v.created_at), v.message]
+                    for v in versions
+                ],
+            )
+        )
 
     emit({**version.to_dict(), "versions": versions}, json_mode, human)
 
@@ -174,7 +200,7 @@ def prompt_diff(
     emit({"diff": diff}, json_mode, lambda c: c.print(diff or "(no difference)", markup=False))
 
 
-def _label_cmd(subject: str) -> Any:
+def _label_cmd(subject: SubjectType) -> Any:
     def label(
         ctx: typer.Context,
         name: str,
@@ -189,9 +215,14 @@ def _label_cmd(subject: str) -> Any:
     ) -> None:
         expect_version, expect_absent = _expect(expect)
         move = _registry(ctx).set_label(
-            subject, name, label, version,  # type: ignore[arg-type]
-            expect_version=expect_version, expect_absent=expect_absent, reason=reason,
-        )  # fmt: skip
+            subject,
+            name,
+            label,
+            version,
+            expect_version=expect_version,
+            expect_absent=expect_absent,
+            reason=reason,
+        )
         emit(
             move,
             json_mode,
@@ -202,14 +233,14 @@ def _label_cmd(subject: str) -> Any:
     return label
 
 
-def _history_cmd(subject: str) -> Any:
+def _history_cmd(subject: SubjectType) -> Any:
     def history(
         ctx: typer.Context,
         name: str,
         label: Annotated[str | None, typer.Option(help="Only this label.")] = None,
         json_mode: JsonOption = False,
     ) -> None:
-        moves = _registry(ctx).label_history(subject, name, label)  # type: ignore[arg-type]
+        moves = _registry(ctx).label_history(subject, name, label)
         emit(
             moves,
             json_mode,
@@ -265,7 +296,8 @@ def model_register(
         {"created": created, **version.to_dict()},
         json_mode,
         lambda c: c.print(
-            f"{'registered' if created else 'unchanged, already'} {name}@{version.version} ({flavor})"
+            f"{'registered' if created else 'unchanged, already'} "
+            f"{name}@{version.version} ({flavor})"
         ),
     )
 
@@ -274,10 +306,24 @@ def model_register(
 def model_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List models with their latest version and labels."""
     models = _registry(ctx).list_models()
-    emit(models, json_mode, lambda c: c.print(table("models", ["name", "latest", "labels"], [
-        [m.name, m.latest_version, ", ".join(f"{k}={v}" for k, v in sorted(m.labels.items()))]
-        for m in models
-    ])))  # fmt: skip
+    emit(
+        models,
+        json_mode,
+        lambda c: c.print(
+            table(
+                "models",
+                ["name", "latest", "labels"],
+                [
+                    [
+                        m.name,
+                        m.latest_version,
+                        ", ".join(f"{k}={v}" for k, v in sorted(m.labels.items())),
+                    ]
+                    for m in models
+                ],
+            )
+        ),
+    )
 
 
 @model_app.command("show")
@@ -295,9 +341,16 @@ def model_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> N
         c.print(f"spec: {json.dumps(version.spec, sort_keys=True)}", markup=False)
         if version.artifact_digest:
             c.print(f"artifact: {version.artifact_digest}")
-        c.print(table("versions", ["version", "flavor", "labels", "created", "message"], [
-            [v.version, v.flavor, ", ".join(v.labels), when(v.created_at), v.message] for v in versions
-        ]))  # fmt: skip
+        c.print(
+            table(
+                "versions",
+                ["version", "flavor", "labels", "created", "message"],
+                [
+                    [v.version, v.flavor, ", ".join(v.labels), when(v.created_at), v.message]
+                    for v in versions
+                ],
+            )
+        )
 
     emit({**version.to_dict(), "versions": versions}, json_mode, human)
 
@@ -331,8 +384,11 @@ def model_download(ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOpti
         out = reg.store.fetch_file(version.artifact_digest, dest / "model.skops")
     else:
         out = reg.fetch_model_dir(ref, dest)
-    emit({"path": str(out), "digest": version.artifact_digest}, json_mode,
-         lambda c: c.print(f"{version.name}@{version.version} -> {out} (sha256 verified)"))  # fmt: skip
+    emit(
+        {"path": str(out), "digest": version.artifact_digest},
+        json_mode,
+        lambda c: c.print(f"{version.name}@{version.version} -> {out} (sha256 verified)"),
+    )
 
 
 model_app.command("label")(_label_cmd("model"))
@@ -359,7 +415,8 @@ def dataset_add(
         json_mode,
         lambda c: c.print(
             f"{'added' if created else 'unchanged, already'} {name}@{version.version}: "
-            f"{version.num_rows} rows, columns {', '.join(version.columns)} ({version.digest[:19]}…)"
+            f"{version.num_rows} rows, columns {', '.join(version.columns)} "
+            f"({version.digest[:19]}…)"
         ),
     )
 
@@ -368,9 +425,17 @@ def dataset_add(
 def dataset_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List datasets (latest version of each)."""
     rows = _registry(ctx).list_datasets()
-    emit(rows, json_mode, lambda c: c.print(table("datasets", ["name", "version", "format", "rows", "digest"], [
-        [d.name, d.version, d.format, d.num_rows, d.digest[:19] + "…"] for d in rows
-    ])))  # fmt: skip
+    emit(
+        rows,
+        json_mode,
+        lambda c: c.print(
+            table(
+                "datasets",
+                ["name", "version", "format", "rows", "digest"],
+                [[d.name, d.version, d.format, d.num_rows, d.digest[:19] + "…"] for d in rows],
+            )
+        ),
+    )
 
 
 @dataset_app.command("show")
@@ -400,8 +465,11 @@ def dataset_download(
     reg = _registry(ctx)
     d = reg.get_dataset(parsed.name, parsed.version)
     out = reg.fetch_dataset(d.name, d.version, dest)
-    emit({"path": str(out), "digest": d.digest}, json_mode,
-         lambda c: c.print(f"{d.name}@{d.version} -> {out} (sha256 verified)"))  # fmt: skip
+    emit(
+        {"path": str(out), "digest": d.digest},
+        json_mode,
+        lambda c: c.print(f"{d.name}@{d.version} -> {out} (sha256 verified)"),
+    )
 
 
 # --------------------------------------------------------------------------- runs
@@ -417,11 +485,27 @@ def run_list(
 ) -> None:
     """The newest runs first."""
     runs = _registry(ctx).list_runs(kind, limit=limit)
-    emit(runs, json_mode, lambda c: c.print(table("runs", ["id", "kind", "name", "status", "created", "metrics"], [
-        [r.id, r.kind, r.name, r.status, when(r.created_at),
-         ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items()))]
-        for r in runs
-    ])))  # fmt: skip
+    emit(
+        runs,
+        json_mode,
+        lambda c: c.print(
+            table(
+                "runs",
+                ["id", "kind", "name", "status", "created", "metrics"],
+                [
+                    [
+                        r.id,
+                        r.kind,
+                        r.name,
+                        r.status,
+                        when(r.created_at),
+                        ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())),
+                    ]
+                    for r in runs
+                ],
+            )
+        ),
+    )
 
 
 @run_app.command("show")
@@ -461,8 +545,11 @@ def db_upgrade(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     finally:
         engine.dispose()
     shown = engine.url.render_as_string(hide_password=True)
-    emit({"database": shown, "from": before, "to": after}, json_mode,
-         lambda c: c.print(f"{shown}: schema {before or 'empty'} -> {after}"))  # fmt: skip
+    emit(
+        {"database": shown, "from": before, "to": after},
+        json_mode,
+        lambda c: c.print(f"{shown}: schema {before or 'empty'} -> {after}"),
+    )
 
 
 @db_app.command("current")
@@ -476,5 +563,8 @@ def db_current(ctx: typer.Context, json_mode: JsonOption = False) -> None:
         current, head = db.current_revision(engine), db.head_revision()
     finally:
         engine.dispose()
-    emit({"current": current, "head": head}, json_mode,
-         lambda c: c.print(f"current {current or 'empty'}, head {head}"))  # fmt: skip
+    emit(
+        {"current": current, "head": head},
+        json_mode,
+        lambda c: c.print(f"current {current or 'empty'}, head {head}"),
+    )

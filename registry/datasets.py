@@ -137,9 +137,15 @@ class DatasetsMixin(LabelsMixin):
                 )
             )
             row = DatasetVersion(
-                dataset_id=dataset.id, version=(latest or 0) + 1, digest=digest, format=fmt,
-                num_rows=rows, columns=columns, source=str(path), author=author,
-            )  # fmt: skip
+                dataset_id=dataset.id,
+                version=(latest or 0) + 1,
+                digest=digest,
+                format=fmt,
+                num_rows=rows,
+                columns=columns,
+                source=str(path),
+                author=author,
+            )
             session.add(row)
             session.flush()
             return _info(name, row), True
@@ -192,6 +198,13 @@ class DatasetsMixin(LabelsMixin):
 
 def _info(name: str, row: DatasetVersion) -> DatasetVersionInfo:
     return DatasetVersionInfo(
-        name, row.version, row.digest, row.format, row.num_rows, list(row.columns), row.source,
-        row.author, row.created_at,
-    )  # fmt: skip
+        name,
+        row.version,
+        row.digest,
+        row.format,
+        row.num_rows,
+        list(row.columns),
+        row.source,
+        row.author,
+        row.created_at,
+    )

@@ -86,9 +86,17 @@ FLAVORS: dict[str, Flavor] = {
 
 def _info(name: str, row: Any, labels: list[str] | None = None) -> ModelVersionInfo:
     return ModelVersionInfo(
-        name, row.version, row.flavor, row.spec, row.artifact_digest, row.message, row.author,
-        row.content_hash, row.created_at, labels or [],
-    )  # fmt: skip
+        name,
+        row.version,
+        row.flavor,
+        row.spec,
+        row.artifact_digest,
+        row.message,
+        row.author,
+        row.content_hash,
+        row.created_at,
+        labels or [],
+    )
 
 
 class ModelsMixin(LabelsMixin):
@@ -149,21 +157,38 @@ class ModelsMixin(LabelsMixin):
                 select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
             )
             row = ModelVersion(
-                model_id=model.id, version=(latest or 0) + 1, flavor=flavor, spec=spec,
-                artifact_digest=digest, message=message, author=author, content_hash=chash,
-            )  # fmt: skip
+                model_id=model.id,
+                version=(latest or 0) + 1,
+                flavor=flavor,
+                spec=spec,
+                artifact_digest=digest,
+                message=message,
+                author=author,
+                content_hash=chash,
+            )
             session.add(row)
             session.flush()
             self._move(
-                session, "model", model.id, name, LATEST, row.version,
-                reason=f"registered version {row.version}", actor=author,
-            )  # fmt: skip
+                session,
+                "model",
+                model.id,
+                name,
+                LATEST,
+                row.version,
+                reason=f"registered version {row.version}",
+                actor=author,
+            )
             return _info(name, row), True
 
     def register_sklearn_model(
-        self, name: str, estimator: Any, *, spec: Mapping[str, Any] | None = None,
-        message: str = "", author: str | None = None,
-    ) -> tuple[ModelVersionInfo, bool]:  # fmt: skip
+        self,
+        name: str,
+        estimator: Any,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        message: str = "",
+        author: str | None = None,
+    ) -> tuple[ModelVersionInfo, bool]:
         """Save a fitted estimator with skops and register it."""
         sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
         with tempfile.TemporaryDirectory() as tmp:

@@ -28,10 +28,19 @@ from registry.templates import check_variables, render_template, template_variab
 
 CONFIG_KEYS = frozenset(
     {
-        "model", "temperature", "max_tokens", "top_p", "stop", "seed", "response_format",
-        "tools", "tool_choice", "frequency_penalty", "presence_penalty",
+        "model",
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "stop",
+        "seed",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "frequency_penalty",
+        "presence_penalty",
     }
-)  # fmt: skip
+)
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
@@ -179,9 +188,15 @@ class PromptsMixin(LabelsMixin):
             session.add(row)
             session.flush()
             self._move(
-                session, "prompt", prompt.id, name, LATEST, row.version,
-                reason=f"pushed version {row.version}", actor=author,
-            )  # fmt: skip
+                session,
+                "prompt",
+                prompt.id,
+                name,
+                LATEST,
+                row.version,
+                reason=f"pushed version {row.version}",
+                actor=author,
+            )
             return _info(name, row), True
 
     def resolve_prompt(
@@ -272,9 +287,11 @@ class PromptsMixin(LabelsMixin):
         """Unified diff of two versions (each a version number or a label)."""
         left, right = (self.get_prompt(f"{name}@{x}") for x in (a, b))
         return unified_diff(
-            prompt_document(left), prompt_document(right), f"{name}@{left.version}",
+            prompt_document(left),
+            prompt_document(right),
+            f"{name}@{left.version}",
             f"{name}@{right.version}",
-        )  # fmt: skip
+        )
 
 
 def prompt_document(prompt: PromptVersionInfo) -> str:

@@ -50,18 +50,26 @@ class RunsMixin(LabelsMixin):
         with self._write() as session:
             session.add(
                 Run(
-                    id=run_id, kind=kind, name=name, status=status, params=dict(params or {}),
-                    metrics={}, tags=dict(tags or {}), author=author or self.actor,
+                    id=run_id,
+                    kind=kind,
+                    name=name,
+                    status=status,
+                    params=dict(params or {}),
+                    metrics={},
+                    tags=dict(tags or {}),
+                    author=author or self.actor,
                 )
-            )  # fmt: skip
+            )
             session.flush()
             session.add_all(
                 RunLineage(
-                    run_id=run_id, subject_type=e.subject_type, subject_ref=e.subject_ref,
+                    run_id=run_id,
+                    subject_type=e.subject_type,
+                    subject_ref=e.subject_ref,
                     role=e.role,
                 )
                 for e in edges
-            )  # fmt: skip
+            )
         return self.get_run(run_id)
 
     def log_metrics(
@@ -83,10 +91,14 @@ class RunsMixin(LabelsMixin):
         with self._write() as session:
             self._run(session, run_id)
             session.add_all(
-                RunLineage(run_id=run_id, subject_type=e.subject_type, subject_ref=e.subject_ref,
-                           role=e.role)
+                RunLineage(
+                    run_id=run_id,
+                    subject_type=e.subject_type,
+                    subject_ref=e.subject_ref,
+                    role=e.role,
+                )
                 for e in checked
-            )  # fmt: skip
+            )
 
     def log_artifact(self, run_id: str, name: str, path: Path) -> str:
         """Store a file or folder in the artifact store and attach it to the run."""
@@ -106,9 +118,13 @@ class RunsMixin(LabelsMixin):
         return digest
 
     def set_run_status(
-        self, run_id: str, status: str, *, error: str | None = None,
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: str | None = None,
         metrics: Mapping[str, float] | None = None,
-    ) -> RunInfo:  # fmt: skip
+    ) -> RunInfo:
         if status not in RUN_STATES:
             raise InvalidInput(f"unknown run status {status!r}", param="status")
         if metrics:
@@ -164,6 +180,18 @@ def _info(
     series: list[MetricPoint] | None = None,
 ) -> RunInfo:
     return RunInfo(
-        run.id, run.kind, run.name, run.status, run.params, run.metrics, run.tags, run.error,
-        run.author, run.created_at, run.ended_at, lineage or [], artifacts or {}, series or [],
-    )  # fmt: skip
+        run.id,
+        run.kind,
+        run.name,
+        run.status,
+        run.params,
+        run.metrics,
+        run.tags,
+        run.error,
+        run.author,
+        run.created_at,
+        run.ended_at,
+        lineage or [],
+        artifacts or {},
+        series or [],
+    )

@@ -130,12 +130,21 @@ def test_malformed_dataset_and_corrupted_artifact(cli, tmp_path: Path, registry_
 
 def test_model_register_show_download(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = cli(
-        "model", "register", "chat", "--flavor", "upstream", "--model", "openai/gpt-4o-mini",
-        "--param", "temperature=0.2", "--json",
-    )  # fmt: skip
+        "model",
+        "register",
+        "chat",
+        "--flavor",
+        "upstream",
+        "--model",
+        "openai/gpt-4o-mini",
+        "--param",
+        "temperature=0.2",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["spec"] == {
-        "model": "openai/gpt-4o-mini", "params": {"temperature": 0.2}
-    }  # fmt: skip
+        "model": "openai/gpt-4o-mini",
+        "params": {"temperature": 0.2},
+    }
     d = tmp_path / "m"
     d.mkdir()
     (d / "config.json").write_text("{}")
@@ -173,7 +182,7 @@ def test_concurrent_label_moves_through_the_cli(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for v in (2, 3)
     ]
     results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]  # type: ignore[union-attr]

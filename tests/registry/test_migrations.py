@@ -56,6 +56,10 @@ def test_postgres_needs_db_upgrade_then_works(empty_pg: str, tmp_path: Path) -> 
     reg.close()
 
 
+def test_head_constant_matches_the_migration_scripts() -> None:
+    assert registry_db.head_revision() == registry_db.HEAD_REVISION
+
+
 def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     settings = RegistrySettings(
         data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"

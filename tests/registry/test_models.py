@@ -70,7 +70,7 @@ def test_flavor_errors_are_clear(registry: Registry, tmp_path: Path) -> None:
         registry.register_model("m", "upstream", {})
     with pytest.raises(InvalidInput, match="needs base_model"):
         registry.register_model("m", "lora", {}, path=tmp_path)
-    with pytest.raises(InvalidInput, match="no adapter_config.json"):
+    with pytest.raises(InvalidInput, match=r"no adapter_config\.json"):
         registry.register_model("m", "lora", {"base_model": "x"}, path=tmp_path)
     with pytest.raises(NotFound):
         registry.get_model("m")

@@ -1,4 +1,4 @@
-"""Prompts: immutable versions, content dedup, strict sandboxed rendering (SQLite and PostgreSQL)."""
+"""Prompts: immutable versions, content dedup, strict sandboxed rendering (both backends)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_variable_values_are_text_never_template_code(registry: Registry) -> Non
 
 def test_sandbox_blocks_attribute_escapes_in_templates(registry: Registry) -> None:
     registry.push_prompt("evil", "{{ x.__class__.__mro__[1].__subclasses__() }}")
-    with pytest.raises(InvalidInput, match="sandbox|unsafe|rendering"):
+    with pytest.raises(InvalidInput, match=r"sandbox|unsafe|rendering"):
         registry.render_prompt(registry.get_prompt("evil"), {"x": "s"})
 
 
@@ -97,7 +97,7 @@ def test_syntax_error_is_rejected_with_its_line_and_nothing_stored(registry: Reg
 def test_bad_messages_and_config_are_rejected(registry: Registry) -> None:
     with pytest.raises(InvalidInput, match=r"messages\[0\].role"):
         registry.push_prompt("p", [{"role": "wizard", "content": "x"}])
-    with pytest.raises(InvalidInput, match="unknown model config key.*temprature"):
+    with pytest.raises(InvalidInput, match=r"unknown model config key.*temprature"):
         registry.push_prompt("p", "x", {"temprature": 0.2})
     with pytest.raises(InvalidInput, match="invalid prompt name"):
         registry.push_prompt("x'; DROP TABLE prompts; --", "x")
