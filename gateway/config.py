@@ -10,6 +10,9 @@ common ones also have short names:
 ``LOCKGATE_ARTIFACT_URL``  ``registry.artifact_url``
 ``LOCKGATE_DATA_DIR``      ``registry.data_dir``
 =========================  =====================================
+
+The gateway also reads ``OTEL_EXPORTER_OTLP_ENDPOINT`` (when ``gateway.tracing.otlp_endpoint``
+is unset) and the API keys that deployments name by ``api_key_env``, here and only here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.settings import GatewaySettings
 from registry.errors import LockgateError
 from registry.settings import RegistrySettings
 
@@ -53,6 +57,7 @@ class LockgateSettings(BaseSettings):
 
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -110,10 +115,21 @@ def load_settings(config_path: Path | None = None) -> LockgateSettings:
         from_env = LockgateSettings()
         env_values = from_env.model_dump(exclude_unset=True)
         merged = _deep_merge(file_values, env_values)
-        return LockgateSettings.model_validate(merged)
+        settings = LockgateSettings.model_validate(merged)
     except ValidationError as exc:
         where = f"{path}" if path else "the LOCKGATE_* environment"
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid configuration in {where}: {problems}") from exc
+    return _with_gateway_environment(settings)
+
+
+def _with_gateway_environment(settings: LockgateSettings) -> LockgateSettings:
+    """Resolve deployment API keys and the standard OTLP endpoint from the environment."""
+    gateway = settings.gateway.with_secrets(os.environ)
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if gateway.tracing.otlp_endpoint is None and endpoint:
+        tracing = gateway.tracing.model_copy(update={"otlp_endpoint": endpoint})
+        gateway = gateway.model_copy(update={"tracing": tracing})
+    return settings.model_copy(update={"gateway": gateway})

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; state arrives through :data:`deps.StateDep`."""

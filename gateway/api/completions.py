@@ -1,0 +1,16 @@
+"""``POST /v1/completions``: OpenAI-compatible, forwarded by :class:`gateway.proxy.Proxy`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.deps import StateDep
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, state: StateDep) -> Response:
+    return await state.proxy.handle(request, "text_completion")

@@ -1,0 +1,36 @@
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the registry database does)."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter
+from sqlalchemy import text
+from starlette.responses import JSONResponse
+
+from gateway.api.deps import StateDep
+from registry.registry import Registry
+
+router = APIRouter(tags=["health"])
+READY_TIMEOUT_S = 3.0
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def _ping(registry: Registry) -> None:
+    with registry.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> JSONResponse:
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S):
+            await anyio.to_thread.run_sync(_ping, state.registry, abandon_on_cancel=True)
+    except Exception as exc:  # boundary: any failure means not ready, and says why
+        reason = f"database unreachable: {type(exc).__name__}: {exc}".splitlines()[0]
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready"})

@@ -1,0 +1,31 @@
+"""``GET /v1/models``: the configured routes, then ``registry:NAME@LABEL`` for every label of
+every registered model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from gateway.api.deps import StateDep
+from gateway.routing import REGISTRY_PREFIX
+
+router = APIRouter(tags=["openai"])
+
+
+def _model(model_id: str, owned_by: str, created: int = 0) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+@router.get("/v1/models")
+async def list_models(state: StateDep) -> Response:
+    data = [_model(name, "lockgate") for name in state.router.route_names]
+    summaries = await anyio.to_thread.run_sync(state.registry.list_models)
+    for summary in summaries:
+        created = int(summary.created_at.timestamp())
+        for label in sorted(summary.labels):
+            data.append(_model(f"{REGISTRY_PREFIX}{summary.name}@{label}", "registry", created))
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

@@ -1,0 +1,83 @@
+"""The FastAPI app: ``create_app(settings)`` for tests and embedding, ``app_factory`` for
+``uvicorn --factory`` (several workers), each building its state in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from opentelemetry.sdk.trace.export import SpanExporter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api import chat, completions, embeddings, health, metrics, models
+from gateway.config import LockgateSettings
+from gateway.state import build_state
+from registry.errors import LockgateError
+
+log = logging.getLogger(__name__)
+_JSON = "application/json"
+
+
+def _error_response(status: int, body: object) -> Response:
+    import orjson
+
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+async def _lockgate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LockgateError)
+    return _error_response(exc.status_code, exc.to_dict())
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    message = str(first.get("msg", "invalid request"))
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                      "code": "validation_error"}}  # fmt: skip
+    return _error_response(422, body)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"message": f"internal error: {type(exc).__name__}", "type": "server_error",
+                      "param": None, "code": "internal_error"}}  # fmt: skip
+    return _error_response(500, body)
+
+
+def create_app(
+    settings: LockgateSettings, *, span_exporters: Sequence[SpanExporter] = ()
+) -> FastAPI:
+    """The gateway app; its registry, HTTP pool, tracer and writers live for its lifespan.
+
+    ``span_exporters`` are added to the app's tracer provider (e.g. an in-memory one in tests).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings, span_exporters)
+        app.state.gateway = state
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(title="lockgate gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_exception_handler(LockgateError, _lockgate_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    for module in (chat, completions, embeddings, models, health, metrics):
+        app.include_router(module.router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For ``uvicorn gateway.app:app_factory --factory``: settings from ``LOCKGATE_CONFIG``."""
+    from gateway.config import load_settings
+
+    return create_app(load_settings())

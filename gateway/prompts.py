@@ -1,0 +1,103 @@
+"""Request-time prompts: a ``prompt`` object in the body or the model ``prompt:NAME@LABEL``.
+
+``{"prompt": {"name": "support", "label": "production", "variables": {"q": "…"}}}`` (the
+openai SDK sends it with ``extra_body``) renders the registry prompt strictly: an unknown
+prompt or label is a 404, missing or unknown variables a 400 naming them. A chat prompt's
+messages come before the request's own; a text prompt becomes one user message (chat) or
+the ``prompt`` (completions). The prompt's model config fills what the request leaves out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.cache import TTLCache
+from gateway.errors import InvalidRequest
+from registry.records import PromptVersionInfo, Ref
+from registry.registry import Registry
+
+PREFIX = "prompt:"
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedPrompt:
+    name: str
+    version: int
+
+
+def _reference(spec: Mapping[str, Any], model: Any) -> Ref:
+    if isinstance(model, str) and model.startswith(PREFIX):
+        return Ref.parse(model[len(PREFIX) :])
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("prompt.name is required (a registry prompt name)", param="prompt")
+    label, version = spec.get("label"), spec.get("version")
+    if label is not None and version is not None:
+        raise InvalidRequest("give prompt.label or prompt.version, not both", param="prompt")
+    if version is not None:
+        if isinstance(version, str) and version.lstrip("v").isdigit():
+            version = int(version.lstrip("v"))
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidRequest("prompt.version must be an integer", param="prompt.version")
+        return Ref.parse(f"{name}@{version}")
+    if label is not None and not isinstance(label, str):
+        raise InvalidRequest("prompt.label must be a string", param="prompt.label")
+    return Ref.parse(f"{name}@{label}" if label else name)
+
+
+class PromptResolver:
+    def __init__(self, registry: Registry, ttl_s: float) -> None:
+        self._registry = registry
+        self._cache: TTLCache[PromptVersionInfo] = TTLCache(ttl_s)
+
+    async def apply(self, operation: str, body: dict[str, Any]) -> AppliedPrompt | None:
+        """Render the prompt the body asks for into it (in place); None when it asks for none."""
+        model = body.get("model")
+        spec = body.get("prompt")
+        by_model = isinstance(model, str) and model.startswith(PREFIX)
+        if not by_model and not isinstance(spec, dict):
+            if spec is not None and operation == "chat":
+                raise InvalidRequest(
+                    "prompt must be an object {name, label | version, variables}", param="prompt"
+                )
+            return None
+        if isinstance(spec, dict):
+            del body["prompt"]
+        else:
+            spec = {}
+        if operation == "embeddings":
+            raise InvalidRequest("registry prompts apply to chat and completions", param="prompt")
+        ref = _reference(spec, model)
+        variables = spec.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise InvalidRequest("prompt.variables must be an object", param="prompt.variables")
+        key = (ref.name, ref.label, ref.version)
+        info = await self._cache.get(
+            key, lambda: self._registry.resolve_prompt(ref.name, ref.label, ref.version)
+        )
+        rendered = self._registry.render_prompt(info, variables)
+        if by_model:
+            del body["model"]
+        if operation == "chat":
+            messages = rendered.messages or [{"role": "user", "content": rendered.text}]
+            extra = body.get("messages") or []
+            if not isinstance(extra, list):
+                raise InvalidRequest("messages must be a list", param="messages")
+            body["messages"] = [*messages, *extra]
+        elif rendered.text is None:
+            raise InvalidRequest(
+                f"prompt {info.name!r} is a chat prompt: use /v1/chat/completions", param="prompt"
+            )
+        else:
+            body["prompt"] = rendered.text
+        for key_, value in rendered.config.items():
+            body.setdefault(key_, value)
+        if "model" not in body:
+            raise InvalidRequest(
+                f"prompt {info.name}@{info.version} names no model in its config: "
+                "give model in the request",
+                param="model",
+            )
+        return AppliedPrompt(info.name, info.version)

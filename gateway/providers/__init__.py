@@ -1,0 +1,103 @@
+"""The ``Provider`` seam: how the gateway talks to an upstream, and the registered kinds.
+
+Two implementations now, registered by name in :data:`PROVIDERS`:
+
+- ``openai``: the fast path for every OpenAI-compatible upstream (OpenAI, vLLM, TGI, Ollama,
+  LM Studio, …): one pooled ``httpx.AsyncClient``, the request body forwarded as JSON, the
+  response bytes returned untouched and the SSE stream relayed as it arrives.
+- ``litellm``: every other provider (Anthropic, Bedrock, Vertex, Gemini, Cohere, …) through
+  litellm's async SDK, normalised to the OpenAI shape; litellm is imported on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from gateway.settings import DeploymentSettings, GatewaySettings
+
+Operation = Literal["chat", "text_completion", "embeddings"]
+PATHS: dict[str, str] = {
+    "chat": "/chat/completions",
+    "text_completion": "/completions",
+    "embeddings": "/embeddings",
+}
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One request to one deployment; ``body`` already names the upstream model."""
+
+    operation: Operation
+    deployment: DeploymentSettings
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """A successful non-streaming answer: the bytes to return and their parsed form."""
+
+    content: bytes
+    data: dict[str, Any]
+
+
+class Provider(Protocol):
+    """Sends calls upstream; raises ``gateway.errors`` exceptions on failure."""
+
+    async def complete(self, call: UpstreamCall) -> UpstreamResponse:
+        """Send a non-streaming call and return the OpenAI-shaped answer."""
+        ...
+
+    async def stream(self, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
+        """Open a streaming call; raise here (before any byte) if the upstream refuses it.
+
+        The generator yields OpenAI SSE bytes (``data: {...}\\n\\n`` … ``data: [DONE]``)
+        as they arrive; closing it releases the upstream connection.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderContext:
+    """What a provider is built from, in the lifespan."""
+
+    http: httpx.AsyncClient
+    settings: GatewaySettings
+
+
+ProviderFactory = Callable[[ProviderContext], Provider]
+PROVIDERS: dict[str, ProviderFactory] = {}
+
+
+def register_provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]:
+    def decorate(factory: ProviderFactory) -> ProviderFactory:
+        PROVIDERS[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_providers(context: ProviderContext) -> dict[str, Provider]:
+    """One instance of every registered provider (cheap: SDKs load on first use)."""
+    from gateway.providers import litellm_sdk, openai_compatible  # noqa: F401  (registration)
+
+    return {name: factory(context) for name, factory in PROVIDERS.items()}
+
+
+__all__ = [
+    "PATHS",
+    "PROVIDERS",
+    "Operation",
+    "Provider",
+    "ProviderContext",
+    "UpstreamCall",
+    "UpstreamResponse",
+    "build_providers",
+    "register_provider",
+]

@@ -1,0 +1,110 @@
+"""Every non-OpenAI-compatible provider through litellm's async SDK, in the OpenAI shape.
+
+A deployment's ``model`` is litellm's ``provider/model`` string (``anthropic/claude-…``).
+litellm is imported on first use, never when the gateway or the CLI starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway._litellm import load_litellm
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.providers import ProviderContext, UpstreamCall, UpstreamResponse, register_provider
+from registry.errors import LockgateError
+
+_FUNCTIONS = {
+    "chat": "acompletion",
+    "text_completion": "atext_completion",
+    "embeddings": "aembedding",
+}
+_DONE = b"data: [DONE]\n\n"
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    dumped: dict[str, Any] = obj.model_dump(exclude_none=True)
+    return dumped
+
+
+def map_litellm_error(exc: Exception, label: str) -> LockgateError:
+    """litellm's exceptions carry the upstream status; keep it and the message."""
+    name = type(exc).__name__
+    message = str(getattr(exc, "message", None) or exc)
+    if "Timeout" in name:
+        return UpstreamTimeout(f"upstream {label} did not answer in time: {message}")
+    if "APIConnectionError" in name:
+        return UpstreamUnreachable(f"upstream {label} unreachable: {message}")
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 600:
+        return UpstreamError(status, message)
+    return UpstreamUnreachable(f"upstream {label} failed: {name}: {message}")
+
+
+class LiteLLMProvider:
+    def __init__(self, context: ProviderContext) -> None:
+        self._local_cost_map = context.settings.litellm_local_cost_map
+        self._sdk: Any = None
+
+    def _litellm(self) -> Any:
+        if self._sdk is None:
+            self._sdk = load_litellm(self._local_cost_map)
+        return self._sdk
+
+    def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
+        d = call.deployment
+        kwargs = dict(call.body)
+        kwargs["model"] = d.model
+        if d.api_base:
+            kwargs["api_base"] = d.api_base
+        if d.api_key is not None:
+            kwargs["api_key"] = d.api_key.get_secret_value()
+        if call.headers:
+            kwargs["extra_headers"] = call.headers
+        return kwargs
+
+    async def _call(self, call: UpstreamCall, **extra: Any) -> Any:
+        function = getattr(self._litellm(), _FUNCTIONS[call.operation])
+        try:
+            return await function(**self._kwargs(call), **extra)
+        except Exception as exc:  # boundary: every litellm failure becomes a gateway error
+            raise map_litellm_error(exc, call.deployment.label) from exc
+
+    async def complete(self, call: UpstreamCall) -> UpstreamResponse:
+        data = _to_dict(await self._call(call))
+        return UpstreamResponse(orjson.dumps(data), data)
+
+    async def stream(self, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
+        chunks: AsyncIterator[Any] = (await self._call(call)).__aiter__()
+        try:  # the first chunk, so that a refused call fails before the response starts
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except Exception as exc:  # boundary, as above
+            raise map_litellm_error(exc, call.deployment.label) from exc
+        return self._relay(first, chunks, call.deployment.label)
+
+    @staticmethod
+    async def _relay(
+        first: Any, chunks: AsyncIterator[Any], label: str
+    ) -> AsyncGenerator[bytes, None]:
+        if first is not None:
+            yield b"data: " + orjson.dumps(_to_dict(first)) + b"\n\n"
+            try:
+                async for chunk in chunks:
+                    yield b"data: " + orjson.dumps(_to_dict(chunk)) + b"\n\n"
+            except Exception as exc:  # boundary, as above
+                raise map_litellm_error(exc, label) from exc
+        yield _DONE
+
+    async def aclose(self) -> None:
+        """litellm keeps its own clients; nothing of ours to close."""
+
+
+@register_provider("litellm")
+def _factory(context: ProviderContext) -> LiteLLMProvider:
+    return LiteLLMProvider(context)
