@@ -1,0 +1,201 @@
+"""Gates: absolute thresholds and regressions against a baseline, with plain verdicts.
+
+Verdicts are ``pass``, ``fail``, ``inconclusive`` (too few examples to tell, with the
+number needed) and ``skipped`` (a relative gate when no baseline was asked for).
+
+* Absolute ``metric >= x``: the run's figure against the threshold; fewer than
+  ``min_examples`` examples (default 20) is inconclusive.
+* Relative ``metric: no significant regression vs baseline`` (margin 0) or
+  ``metric: max_drop m``: with ``drop`` the paired change oriented so that worse is
+  negative, and ``[lo, hi]`` its 95% bootstrap interval,
+
+  - **fail** when the drop is significant (``p < alpha``) and larger than the margin, or the
+    whole interval lies below ``-margin``;
+  - **pass** when there are enough examples to detect a drop of ``effect`` (the margin, or
+    ``min_effect``, default 0.05 of the metric's range) and ``lo >= -max(margin, effect)``;
+  - **inconclusive** otherwise, naming the number of examples needed
+    (:func:`evals.stats.examples_needed`).
+
+:func:`evaluate_gates` is a pure function over summaries and comparisons, so the registry's
+label gate can call it on stored runs.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from evals.compare import MetricComparison, MetricSummary
+from evals.errors import SuiteInvalid
+from evals.stats import examples_needed
+from evals.suite import GateSpec, StatsSpec
+
+Verdict = Literal["pass", "fail", "inconclusive", "skipped"]
+
+_NAME = r"([A-Za-z0-9_][\w.\-/]*)"
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+_ABSOLUTE = re.compile(rf"^\s*{_NAME}\s*(>=|<=|==|>|<)\s*{_NUM}\s*$")
+_REGRESSION = re.compile(
+    rf"^\s*{_NAME}\s*:\s*no\s+(?:significant\s+)?regression(?:\s+(?:vs\.?|against)\s+baseline)?\s*$",
+    re.IGNORECASE,
+)
+_MAX_DROP = re.compile(rf"^\s*{_NAME}\s*:\s*max_drop\s*[:=]?\s*{_NUM}\s*$", re.IGNORECASE)
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq,
+}  # fmt: skip
+
+
+def parse_gate(text: str) -> dict[str, Any]:
+    """A gate string as the fields of :class:`GateSpec`."""
+    if m := _ABSOLUTE.match(text):
+        return {"metric": m[1], "op": m[2], "threshold": float(m[3]), "text": text.strip()}
+    if m := _REGRESSION.match(text):
+        return {"metric": m[1], "regression": True, "text": text.strip()}
+    if m := _MAX_DROP.match(text):
+        return {"metric": m[1], "max_drop": float(m[2]), "text": text.strip()}
+    raise SuiteInvalid(
+        f"cannot read the gate {text!r}; write `accuracy >= 0.9`, "
+        "`accuracy: no significant regression vs baseline` or `accuracy: max_drop 0.02`",
+        param="gates",
+    )
+
+
+@dataclass
+class GateResult:
+    gate: str
+    metric: str
+    kind: Literal["absolute", "relative"]
+    verdict: Verdict
+    reason: str
+    value: float | None = None
+    baseline: float | None = None
+    delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    n: int = 0
+    needed: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("pass", "skipped")
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    return f"{x:.4g}"
+
+
+def _absolute(gate: GateSpec, s: MetricSummary, spec: StatsSpec) -> GateResult:
+    assert gate.op is not None and gate.threshold is not None
+    base = GateResult(gate.describe(), gate.metric, "absolute", "pass", "", value=s.value,
+                      ci_low=s.ci_low, ci_high=s.ci_high, n=s.n)  # fmt: skip
+    minimum = gate.min_examples or spec.min_examples
+    shown = f"{gate.metric} = {_fmt(s.value)} (95% CI {_fmt(s.ci_low)}..{_fmt(s.ci_high)}, n={s.n})"
+    if s.n < minimum:
+        base.verdict, base.needed = "inconclusive", minimum
+        base.reason = (f"inconclusive: {s.n} examples are too few to tell; at least {minimum} "
+                       f"are needed ({shown})")  # fmt: skip
+    elif math.isnan(s.value) or not OPS[gate.op](s.value, gate.threshold):
+        base.verdict = "fail"
+        base.reason = f"{shown}, needs {gate.op} {gate.threshold:g}"
+    else:
+        base.reason = f"{shown} {gate.op} {gate.threshold:g}"
+    return base
+
+
+def _effect(gate: GateSpec, c: MetricComparison, spec: StatsSpec) -> float:
+    if gate.min_effect is not None:
+        return gate.min_effect
+    if gate.max_drop:
+        return gate.max_drop
+    scale = c.scale if c.scale is not None else (abs(c.baseline) or 1.0)
+    return spec.min_effect * scale
+
+
+def _relative(gate: GateSpec, c: MetricComparison, spec: StatsSpec) -> GateResult:
+    margin = gate.max_drop or 0.0
+    imp = c.improvement
+    lo, hi = c.improvement_ci
+    out = GateResult(
+        gate.describe(), gate.metric, "relative", "pass", "", value=c.candidate,
+        baseline=c.baseline, delta=c.delta, ci_low=c.ci_low, ci_high=c.ci_high,
+        p_value=c.p_value, n=c.n_paired,
+    )  # fmt: skip
+    shown = (f"{gate.metric} {_fmt(c.baseline)} -> {_fmt(c.candidate)} "
+             f"(delta {c.delta:+.4g}, 95% CI {_fmt(c.ci_low)}..{_fmt(c.ci_high)}, "
+             f"{c.test} p={_fmt(c.p_value)}, n={c.n_paired})")  # fmt: skip
+    if c.n_paired == 0:
+        out.verdict, out.reason = "inconclusive", "inconclusive: no example scored in both runs"
+        return out
+    significant = c.p_value < spec.alpha
+    if (significant and imp < -margin) or hi < -margin:
+        allowed = f" (allowed drop {margin:g})" if margin else ""
+        out.verdict, out.reason = "fail", f"significant regression{allowed}: {shown}"
+        return out
+    effect = _effect(gate, c, spec)
+    needed = examples_needed(effect, binary=c.binary, observed_sd=c.observed_sd,
+                             score_sd=c.score_sd, alpha=spec.alpha, power=spec.power)  # fmt: skip
+    out.needed = needed
+    bound = max(margin, effect)
+    if c.n_paired >= needed and lo >= -bound:
+        out.reason = f"no regression beyond {bound:.4g}: {shown}"
+        return out
+    out.verdict = "inconclusive"
+    if c.n_paired < needed:
+        out.reason = (f"inconclusive: {c.n_paired} examples are too few to tell a drop of "
+                      f"{effect:.4g} in {gate.metric}; about {needed} are needed "
+                      f"(power {spec.power:.0%}, alpha {spec.alpha:g}): {shown}")  # fmt: skip
+    else:
+        out.reason = (f"inconclusive: the interval still allows a drop of {-lo:.4g} "
+                      f"(more than {bound:.4g}): {shown}")  # fmt: skip
+    return out
+
+
+def evaluate_gates(
+    gates: Sequence[GateSpec],
+    summaries: Mapping[str, MetricSummary],
+    comparisons: Mapping[str, MetricComparison] | None,
+    spec: StatsSpec | None = None,
+) -> list[GateResult]:
+    """Each gate's verdict with its reason; ``comparisons`` is None without a baseline."""
+    spec = spec or StatsSpec()
+    out = []
+    for gate in gates:
+        if not gate.relative:
+            if gate.metric not in summaries:
+                out.append(GateResult(gate.describe(), gate.metric, "absolute", "fail",
+                                      f"the run has no metric {gate.metric!r}"))  # fmt: skip
+                continue
+            out.append(_absolute(gate, summaries[gate.metric], spec))
+        elif comparisons is None:
+            out.append(GateResult(gate.describe(), gate.metric, "relative", "skipped",
+                                  "skipped: no baseline given (use --baseline)"))  # fmt: skip
+        elif gate.metric not in comparisons:
+            out.append(GateResult(gate.describe(), gate.metric, "relative", "fail",
+                                  f"the comparison has no metric {gate.metric!r}"))  # fmt: skip
+        else:
+            out.append(_relative(gate, comparisons[gate.metric], spec))
+    return out
+
+
+def outcome(results: Sequence[GateResult], spec: StatsSpec | None = None) -> Verdict:
+    """The run's overall verdict: any fail fails; any inconclusive is inconclusive."""
+    verdicts = {r.verdict for r in results}
+    if "fail" in verdicts:
+        return "fail"
+    if "inconclusive" in verdicts:
+        return "inconclusive"
+    return "pass"
+
+
+def exit_code(verdict: Verdict, spec: StatsSpec) -> int:
+    """0 pass; 1 fail; inconclusive is 1 unless the suite says ``inconclusive: warn``."""
+    if verdict == "fail" or (verdict == "inconclusive" and spec.inconclusive == "fail"):
+        return 1
+    return 0
