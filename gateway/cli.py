@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from gateway.keys_cli import keys_app
 from registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
 from registry.errors import LockgateError
 
@@ -93,6 +94,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command("demo")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from registry.calls import CallsMixin
 from registry.datasets import DatasetsMixin
+from registry.keys import KeysMixin
 from registry.models import ModelsMixin
 from registry.prompts import PromptsMixin
 from registry.runs import RunsMixin
 
 
-class Registry(PromptsMixin, ModelsMixin, DatasetsMixin, RunsMixin, CallsMixin):
-    """Prompts, models, labels, datasets, runs, artifacts and call records.
+class Registry(PromptsMixin, ModelsMixin, DatasetsMixin, RunsMixin, CallsMixin, KeysMixin):
+    """Prompts, models, labels, datasets, runs, artifacts, call records and API keys.
 
     ``Registry(RegistrySettings(database_url=...))`` opens (and, for the embedded SQLite
     default, migrates) the database. It is safe to share between threads.

@@ -245,6 +245,7 @@ class CallRecord(Base):
     __table_args__ = (
         Index("ix_call_records_created", "created_at"),
         Index("ix_call_records_prompt", "prompt_name", "prompt_version"),
+        Index("ix_call_records_key", "key_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -267,3 +268,24 @@ class CallRecord(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ApiKey(Base):
+    """A virtual API key. Only its sha256 and a short prefix are stored; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[Any] = mapped_column(JSONType)
+    models: Mapped[Any] = mapped_column(JSONType, nullable=True)  # None: every model
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -202,3 +202,24 @@ def test_json_errors_and_exit_code_from_the_real_entry_point(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: no prompt named 'ghost'"
     assert "Traceback" not in proc.stderr
+
+
+def test_keys_create_list_revoke(cli) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli(
+        "keys", "create", "--name", "ci", "--models", "gpt-4o-mini,claude", "--rpm", "60",
+        "--budget-usd", "2.5", "--expires", "30d", "--json",
+    )  # fmt: skip
+    created = json.loads(out)
+    assert code == 0 and created["key"].startswith("lg-") and created["models"] == [
+        "claude", "gpt-4o-mini"
+    ]  # fmt: skip
+    code, out, _ = cli("keys", "list")
+    assert code == 0 and "rpm=60" in out and "active" in out and created["key"] not in out
+    code, out, _ = cli("keys", "list", "--json")
+    assert created["prefix"] in out and created["key"] not in out
+    code, out, _ = cli("keys", "revoke", created["id"])
+    assert code == 0
+    code, out, _ = cli("keys", "list", "--json")
+    assert json.loads(out)[0]["revoked_at"] is not None
+    code, _, err = cli("keys", "create", "--name", "x", "--scopes", "root")
+    assert code == 2 and "unknown scope(s) root" in err

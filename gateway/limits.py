@@ -1,0 +1,283 @@
+"""Per-key rate limits, concurrency limits and budgets.
+
+Two interchangeable backends behind the :class:`Limiter` protocol:
+
+* :class:`MemoryLimiter` — in process, for a single gateway process;
+* :class:`RedisLimiter` — shared by every replica: each decision is one Lua script run
+  atomically on the Redis server, timed by the server's clock, so N replicas together
+  admit no more than the limit (not N times it).
+
+Requests per minute and tokens per minute are counted in one-second buckets over a sliding
+60-second window: at most ``rpm`` requests are admitted in any 60 whole seconds. Tokens are
+known only after a call, so ``tpm`` refuses new requests once the window's tokens reach the
+limit. ``max_parallel`` counts in-flight requests (an entry older than ``stale_after_s`` is
+dropped, so a crashed replica cannot hold slots forever). The budget compares the key's
+spend (initialised from its call records, then incremented by each call's cost) with its
+``budget_usd``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+WINDOW_S = 60
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    key_id: str
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return (
+            self.rpm is None
+            and self.tpm is None
+            and self.max_parallel is None
+            and (self.budget_usd is None)
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str | None = None  # "budget" | "rpm" | "tpm" | "parallel"
+    retry_after_s: int | None = None
+    limit: float | None = None
+
+    def message(self, key_name: str) -> str:
+        what = {
+            "budget": f"budget of ${self.limit:g} is spent",
+            "rpm": f"limit of {self.limit:g} requests per minute is reached",
+            "tpm": f"limit of {self.limit:g} tokens per minute is reached",
+            "parallel": f"limit of {self.limit:g} concurrent requests is reached",
+        }[self.reason or "rpm"]
+        retry = f"; retry after {self.retry_after_s} s" if self.retry_after_s else ""
+        return f"key {key_name!r}: the {what}{retry}"
+
+
+ALLOWED = Decision(True)
+SpendLoader = Callable[[str], Awaitable[float]]
+
+
+class Limiter(Protocol):
+    async def acquire(self, limits: KeyLimits, request_id: str) -> Decision: ...
+
+    async def release(
+        self, limits: KeyLimits, request_id: str, *, tokens: int, cost_usd: float
+    ) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _Window:
+    buckets: dict[int, int] = field(default_factory=dict)
+
+    def total(self, now: int) -> tuple[int, int | None]:
+        for sec in [s for s in self.buckets if s <= now - WINDOW_S]:
+            del self.buckets[sec]
+        oldest = min(self.buckets, default=None)
+        return sum(self.buckets.values()), oldest
+
+    def add(self, now: int, amount: int) -> None:
+        self.buckets[now] = self.buckets.get(now, 0) + amount
+
+
+class MemoryLimiter:
+    """Limits for one process (no Redis configured)."""
+
+    def __init__(self, load_spend: SpendLoader, *, stale_after_s: float = 600.0) -> None:
+        self._load_spend = load_spend
+        self._stale_after_s = stale_after_s
+        self._requests: dict[str, _Window] = {}
+        self._tokens: dict[str, _Window] = {}
+        self._inflight: dict[str, dict[str, float]] = {}
+        self._spend: dict[str, float] = {}
+
+    async def acquire(self, limits: KeyLimits, request_id: str) -> Decision:
+        if limits.unlimited:
+            return ALLOWED
+        key = limits.key_id
+        if limits.budget_usd is not None:
+            if key not in self._spend:
+                self._spend[key] = await self._load_spend(key)
+            if self._spend[key] >= limits.budget_usd:
+                return Decision(False, "budget", None, limits.budget_usd)
+        now_f = time.time()
+        now = int(now_f)
+        requests = self._requests.setdefault(key, _Window())
+        if limits.rpm is not None:
+            count, oldest = requests.total(now)
+            if count >= limits.rpm:
+                return Decision(False, "rpm", _retry(oldest, now), limits.rpm)
+        if limits.tpm is not None:
+            used, oldest = self._tokens.setdefault(key, _Window()).total(now)
+            if used >= limits.tpm:
+                return Decision(False, "tpm", _retry(oldest, now), limits.tpm)
+        inflight = self._inflight.setdefault(key, {})
+        if limits.max_parallel is not None:
+            for rid in [r for r, t in inflight.items() if t < now_f - self._stale_after_s]:
+                del inflight[rid]
+            if len(inflight) >= limits.max_parallel:
+                return Decision(False, "parallel", 1, limits.max_parallel)
+        requests.add(now, 1)
+        inflight[request_id] = now_f
+        return ALLOWED
+
+    async def release(
+        self, limits: KeyLimits, request_id: str, *, tokens: int, cost_usd: float
+    ) -> None:
+        if limits.unlimited:
+            return
+        key = limits.key_id
+        self._inflight.get(key, {}).pop(request_id, None)
+        if tokens:
+            self._tokens.setdefault(key, _Window()).add(int(time.time()), tokens)
+        if cost_usd and key in self._spend:
+            self._spend[key] += cost_usd
+
+    async def close(self) -> None:
+        return None
+
+
+def _retry(oldest: int | None, now: int) -> int:
+    return max(1, (oldest + WINDOW_S - now) if oldest is not None else 1)
+
+
+# One atomic decision. KEYS: requests hash, tokens hash, in-flight zset, spend string.
+# ARGV: rpm, tpm, max_parallel, budget (-1 = none), request id, stale ms.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local now_ms = now * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local par, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function window(key)
+  local vals = redis.call('HGETALL', key)
+  local total, oldest = 0, nil
+  for i = 1, #vals, 2 do
+    local sec = tonumber(vals[i])
+    if sec <= now - 60 then
+      redis.call('HDEL', key, vals[i])
+    else
+      total = total + tonumber(vals[i + 1])
+      if oldest == nil or sec < oldest then oldest = sec end
+    end
+  end
+  local retry = 1
+  if oldest ~= nil then retry = math.max(1, oldest + 60 - now) end
+  return total, retry
+end
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if spent >= budget then return {'budget', 0} end
+end
+if rpm >= 0 then
+  local count, retry = window(KEYS[1])
+  if count >= rpm then return {'rpm', retry} end
+end
+if tpm >= 0 then
+  local used, retry = window(KEYS[2])
+  if used >= tpm then return {'tpm', retry} end
+end
+if par >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - tonumber(ARGV[6]))
+  if redis.call('ZCARD', KEYS[3]) >= par then return {'parallel', 1} end
+  redis.call('ZADD', KEYS[3], now_ms, ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[6]))
+end
+redis.call('HINCRBY', KEYS[1], now, 1)
+redis.call('EXPIRE', KEYS[1], 120)
+return {'ok', 0}
+"""
+
+# KEYS: tokens hash, in-flight zset, spend string. ARGV: request id, tokens, cost.
+_RELEASE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local tokens = tonumber(ARGV[2])
+if tokens > 0 then
+  local now = tonumber(redis.call('TIME')[1])
+  redis.call('HINCRBY', KEYS[1], now, tokens)
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+local cost = tonumber(ARGV[3])
+if cost > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
+end
+return 1
+"""
+
+
+class RedisLimiter:
+    """Limits shared by every gateway replica through one Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        load_spend: SpendLoader,
+        *,
+        prefix: str = "lockgate",
+        stale_after_s: float = 600.0,
+    ) -> None:
+        from registry._extras import require
+
+        redis_asyncio = require("redis.asyncio", feature="Redis-backed limits", extra="redis")
+        self._redis: Any = redis_asyncio.from_url(url)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._load_spend = load_spend
+        self._prefix = prefix
+        self._stale_ms = int(stale_after_s * 1000)
+
+    def _keys(self, key_id: str) -> tuple[str, str, str, str]:
+        base = f"{self._prefix}:{{{key_id}}}"  # one hash slot per key on a Redis Cluster
+        return f"{base}:rpm", f"{base}:tpm", f"{base}:inflight", f"{base}:spend"
+
+    async def acquire(self, limits: KeyLimits, request_id: str) -> Decision:
+        if limits.unlimited:
+            return ALLOWED
+        keys = self._keys(limits.key_id)
+        if limits.budget_usd is not None and not await self._redis.exists(keys[3]):
+            await self._redis.set(keys[3], await self._load_spend(limits.key_id), nx=True)
+        reason, retry = await self._acquire(
+            keys=list(keys),
+            args=[
+                _arg(limits.rpm), _arg(limits.tpm), _arg(limits.max_parallel),
+                _arg(limits.budget_usd), request_id, self._stale_ms,
+            ],
+        )  # fmt: skip
+        reason = reason.decode() if isinstance(reason, bytes) else reason
+        if reason == "ok":
+            return ALLOWED
+        limit = {"budget": limits.budget_usd, "rpm": limits.rpm, "tpm": limits.tpm,
+                 "parallel": limits.max_parallel}[reason]  # fmt: skip
+        return Decision(False, reason, int(retry) or None, limit)
+
+    async def release(
+        self, limits: KeyLimits, request_id: str, *, tokens: int, cost_usd: float
+    ) -> None:
+        if limits.unlimited:
+            return
+        _, tpm_key, inflight, spend = self._keys(limits.key_id)
+        await self._release(
+            keys=[tpm_key, inflight, spend], args=[request_id, int(tokens), repr(float(cost_usd))]
+        )
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _arg(value: float | None) -> str:
+    if value is None:
+        return "-1"
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+__all__ = ["Decision", "KeyLimits", "Limiter", "MemoryLimiter", "RedisLimiter"]
