@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.console import JsonOption, emit, table, when
+from registry.console import JsonOption, emit, table
 from registry.errors import InvalidInput
 
 keys_app = typer.Typer(

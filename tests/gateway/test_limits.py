@@ -71,9 +71,7 @@ async def test_two_replicas_share_one_limit() -> None:
     a = RedisLimiter(REDIS_URL, _spend_zero, prefix=prefix)
     b = RedisLimiter(REDIS_URL, _spend_zero, prefix=prefix)
     key = _key(rpm=10)
-    results = await asyncio.gather(
-        *[(a if i % 2 else b).acquire(key, f"r{i}") for i in range(40)]
-    )
+    results = await asyncio.gather(*[(a if i % 2 else b).acquire(key, f"r{i}") for i in range(40)])
     assert sum(d.allowed for d in results) == 10
     await a.close()
     await b.close()
