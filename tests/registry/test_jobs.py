@@ -1,4 +1,4 @@
-"""Jobs as records: atomic claims, heartbeats, requeue after a lost worker, cancel (both backends)."""
+"""Jobs as records: atomic claims, heartbeats, requeue after a lost worker, cancel."""
 
 from __future__ import annotations
 
