@@ -191,6 +191,7 @@ async def run_suite_async(
         run.wall_s = time.perf_counter() - started
         if registry is not None and run_id is not None:
             _record(registry, run_id, run, results_file.path)
+        results_file.remove()  # finished: a rerun starts over (answered from the cache)
     except BaseException as exc:
         if registry is not None and run_id is not None:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -68,9 +68,22 @@ def test_examples_needed() -> None:
 
 
 def _comparison(**kw: object) -> MetricComparison:
-    base = dict(metric="acc", candidate=0.8, baseline=0.8, delta=0.0, ci_low=0.0, ci_high=0.0,
-                p_value=1.0, test="mcnemar", n_paired=500, binary=True, higher_is_better=True,
-                scale=1.0, observed_sd=0.0, score_sd=0.4)  # fmt: skip
+    base = dict(
+        metric="acc",
+        candidate=0.8,
+        baseline=0.8,
+        delta=0.0,
+        ci_low=0.0,
+        ci_high=0.0,
+        p_value=1.0,
+        test="mcnemar",
+        n_paired=500,
+        binary=True,
+        higher_is_better=True,
+        scale=1.0,
+        observed_sd=0.0,
+        score_sd=0.4,
+    )
     base.update(kw)
     return MetricComparison(**base)  # type: ignore[arg-type]
 
@@ -118,8 +131,11 @@ def test_relative_gate_verdicts() -> None:
 
 def test_absolute_gate_and_skipped_without_baseline() -> None:
     s = MetricSummary("acc", 0.92, 50, 0.85, 0.97, True, True)
-    gates = [GateSpec(**parse_gate("acc >= 0.9")), GateSpec(**parse_gate("acc > 0.95")),
-             GateSpec(**parse_gate("acc: max_drop 0.02"))]  # fmt: skip
+    gates = [
+        GateSpec(**parse_gate("acc >= 0.9")),
+        GateSpec(**parse_gate("acc > 0.95")),
+        GateSpec(**parse_gate("acc: max_drop 0.02")),
+    ]
     verdicts = [g.verdict for g in evaluate_gates(gates, {"acc": s}, None)]
     assert verdicts == ["pass", "fail", "skipped"]
     tiny = MetricSummary("acc", 1.0, 3, 1.0, 1.0, True, True)
