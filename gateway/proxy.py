@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.call_records import CallRecorder
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UpstreamError
 from gateway.metrics import Metrics
 from gateway.prompts import PromptResolver
 from gateway.providers import Operation, UpstreamCall
@@ -265,7 +265,7 @@ class Proxy:
         span = call.span
         if error is not None and error_type is None:
             error_type = getattr(error, "code", None) or type(error).__name__
-            if isinstance(error, LockgateError) and error.code == "upstream_error":
+            if isinstance(error, UpstreamError):  # low cardinality: the upstream's status
                 error_type = str(status)
         if call.input_tokens is not None:
             span.set_attribute("gen_ai.usage.input_tokens", call.input_tokens)
