@@ -148,10 +148,11 @@ class ResolvedSklearnTarget:
         import numpy as np
 
         features = self.spec.features
-        try:
+        x: Any
+        if hasattr(self.estimator, "feature_names_in_"):  # fitted on a DataFrame
             pd: Any = importlib.import_module("pandas")
-            x: Any = pd.DataFrame([{f: r.input[f] for f in features} for r in pending])
-        except ImportError:
+            x = pd.DataFrame([{f: r.input[f] for f in features} for r in pending])
+        else:
             x = np.array([[r.input[f] for f in features] for r in pending])
         predictions = self.estimator.predict(x)
         proba = None
