@@ -109,6 +109,25 @@ def demo(
     run_demo(data_dir.resolve())
 
 
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="lockgate.yaml (as the root option).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Default: server.host (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: server.port (4000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Default: server.workers (1).")] = None,
+) -> None:
+    """Serve the OpenAI-compatible gateway (uvicorn)."""
+    from gateway.serve import serve as run_server
+
+    if config is None and ctx.parent is not None:
+        config = ctx.parent.params.get("config")
+    settings = ctx.obj.settings if config is None else CliState(config).settings
+    run_server(settings, config_path=config, host=host, port=port, workers=workers)
+
+
 def main() -> None:
     """Console entry point."""
     app()
