@@ -1,0 +1,138 @@
+"""Submitting a job: every check that can fail runs before anything is queued.
+
+1. the spec parses (:mod:`finetune.spec`);
+2. the base model exists (:mod:`finetune.base_model`), and a registry label is pinned to
+   the version it points at now, so a label moving later cannot change what is trained;
+3. the machine can do what was asked (``gpus``; skipped for the ``kubernetes`` executor,
+   whose nodes are checked by the worker that runs there);
+4. the training and validation files parse, every bad row named (the OpenAI
+   ``validating_files`` step, done synchronously);
+5. local files are uploaded to the registry (``purpose="fine-tune"``) and the stored spec
+   names them by file id, so any worker on any machine can fetch them.
+
+Only then is the job created, ``queued``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finetune.base_model import REGISTRY_PREFIX, BaseModel, hub_reachable, resolve_base_model
+from finetune.data import DataReport, scan_file
+from finetune.devices import check_gpus
+from finetune.errors import SpecInvalid, TrainingDataInvalid
+from finetune.spec import JobSpec, parse_spec
+from registry.errors import NotFound
+
+if TYPE_CHECKING:
+    from registry.jobs import JobInfo
+    from registry.registry import Registry
+
+JOB_KIND = "finetune"
+
+
+@dataclass(frozen=True)
+class CheckedJob:
+    spec: JobSpec  # with file ids and a pinned base model
+    base: BaseModel
+    training: DataReport
+    validation: DataReport | None
+
+
+def _scan(registry: Registry, ref: str, param: str, tmp: Path) -> tuple[DataReport, str]:
+    """Scan a path or an uploaded file; returns the report and the file id to store."""
+    if ref.startswith("file-"):
+        try:
+            info = registry.get_file(ref)
+        except NotFound as exc:
+            raise SpecInvalid(f"{param}: no uploaded file {ref!r}", param=param) from exc
+        local = registry.fetch_file(ref, tmp / f"{param}-{info.filename}")
+        return scan_file(local, name=f"{info.filename} ({ref})"), ref
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise SpecInvalid(f"{param}: no such file {ref!r}", param=param)
+    report = scan_file(path, name=ref)
+    if report.problems:
+        return report, ref
+    return report, registry.create_file(path, purpose="fine-tune").id
+
+
+def check_job(
+    registry: Registry,
+    spec: JobSpec | Mapping[str, Any],
+    *,
+    check_devices: bool = True,
+    probe_hub: Callable[[str], tuple[bool, str]] = hub_reachable,
+) -> CheckedJob:
+    """Run every pre-flight check; raise the first class of problem found."""
+    spec = spec if isinstance(spec, JobSpec) else parse_spec(dict(spec))
+    base = resolve_base_model(spec.base_model, registry, probe_hub=probe_hub)
+    asked = spec.training.max_seq_length
+    if base.max_positions and asked is not None and asked > base.max_positions:
+        raise SpecInvalid(
+            f"training.max_seq_length {asked} exceeds the base "
+            f"model's {base.max_positions} positions",
+            param="training.max_seq_length",
+        )
+    if check_devices and spec.executor_name != "kubernetes":
+        check_gpus(spec.gpus)
+    if spec.eval is not None and not Path(spec.eval.suite).is_file():
+        raise SpecInvalid(f"eval.suite: no such file {spec.eval.suite!r}", param="eval.suite")
+    with tempfile.TemporaryDirectory(prefix="lockgate-ft-") as tmp:
+        training, training_id = _scan(registry, spec.training_file, "training_file", Path(tmp))
+        validation, validation_id = None, None
+        if spec.validation_file is not None:
+            validation, validation_id = _scan(
+                registry, spec.validation_file, "validation_file", Path(tmp)
+            )
+    problems = training.problems + (validation.problems if validation else [])
+    if problems:
+        param = "training_file" if training.problems else "validation_file"
+        raise TrainingDataInvalid(problems, param=param)
+    pinned = REGISTRY_PREFIX + base.ref if base.kind == "registry" else spec.base_model
+    if base.kind == "path":
+        pinned = base.ref
+    stored = spec.model_copy(update={"base_model": pinned, "training_file": training_id,
+                                     "validation_file": validation_id})  # fmt: skip
+    return CheckedJob(stored, base, training, validation)
+
+
+def submit_job(
+    registry: Registry,
+    spec: JobSpec | Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    check_devices: bool = True,
+    probe_hub: Callable[[str], tuple[bool, str]] = hub_reachable,
+) -> tuple[JobInfo, bool]:
+    """Validate and queue a fine-tuning job; returns (job, created).
+
+    Raises a :class:`~finetune.errors.FinetuneError` (nothing queued) when the spec, the
+    base model, the machine or any data row is wrong. With an ``idempotency_key`` already
+    used, the existing job comes back with ``created=False``.
+    """
+    checked = check_job(registry, spec, check_devices=check_devices, probe_hub=probe_hub)
+    job, created = registry.create_job(
+        JOB_KIND, checked.spec.model_dump(mode="json"), idempotency_key=idempotency_key
+    )
+    if created:
+        summary = {"training": checked.training.to_dict(),
+                   "validation": checked.validation.to_dict() if checked.validation else None,
+                   "base_model": checked.base.lineage_ref}  # fmt: skip
+        rows = checked.training.rows
+        registry.add_job_event(
+            job.id,
+            f"files validated: {rows} training row(s) ({checked.training.format})"
+            + (f", {checked.validation.rows} validation row(s)" if checked.validation else ""),
+            data=summary,
+        )
+    return job, created
+
+
+def job_spec(job: JobInfo) -> JobSpec:
+    """The spec a stored job was queued with."""
+    return parse_spec(job.spec, source=f"job {job.id}")
