@@ -256,9 +256,13 @@ async def _run_llm(
     semaphore = asyncio.Semaphore(suite.concurrency)
     total, finished = len(pending), 0
 
+    stopping = False  # set by the first fatal error, so queued examples are not sent
+
     async def one(sample: ExampleResult) -> None:
-        nonlocal finished
+        nonlocal finished, stopping
         async with semaphore:
+            if stopping:
+                return
             body = target.request(sample.input, registry)
             key = digest({"target": target.identity, "body": body, "epoch": sample.epoch})
             hit = cache.get(key) if cache is not None else None
@@ -268,8 +272,12 @@ async def _run_llm(
             else:
                 try:
                     result = await client.call("/chat/completions", body)
+                except EvalError:
+                    stopping = True
+                    raise
                 except CallFailed as exc:
                     if suite.on_error == "fail":
+                        stopping = True
                         raise TargetFailed(
                             f"example {sample.index} (epoch {sample.epoch}): {exc}; "
                             "rerun to resume, or set on_error: skip | score_zero",

@@ -142,7 +142,7 @@ def test_interrupted_run_resumes_where_it_stopped(
     upstream.state.fail_after = 10
     with pytest.raises(TargetFailed, match="rerun to resume"):
         run_suite(suite, registry=registry, options=opts)
-    assert upstream.state.chat_calls == 11
+    assert upstream.state.chat_calls == 11  # ten answered, the eleventh failed: stop
     assert registry.list_runs(kind="eval")[0].status == "failed"
     upstream.state.reset()
     run = run_suite(suite, registry=registry, options=opts)
