@@ -2,8 +2,9 @@
 
 ``submit`` puts the record on a bounded queue and returns at once; when the queue is full
 the record is dropped and counted (``lockgate_call_records_dropped_total{reason="queue_full"}``).
-A thread of its own takes records in batches (up to ``batch_size``, or whatever arrived
-within ``flush_interval_s``), adds the cost, and writes them with one ``record_calls``.
+A thread of its own wakes on the first record, lets ``flush_interval_s`` worth gather, adds
+the cost and writes them with one ``record_calls`` per ``batch_size``: one transaction per
+interval rather than one per call, which keeps the writer's share of the GIL small.
 A failed write drops that batch, counts it and carries on: a slow or absent database never
 slows or fails a request.
 """
@@ -22,7 +23,6 @@ from gateway.metrics import Metrics
 from gateway.settings import CallRecordSettings
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 class CallSink(Protocol):
@@ -46,6 +46,7 @@ class CallRecorder:
         self._dropped = metrics.records_dropped.labels("queue_full")
         self._failed = metrics.records_dropped.labels("write_failed")
         self._last_warning = 0.0
+        self._closing = threading.Event()
         metrics.watch_queue(self._queue.qsize)
 
     def start(self) -> None:
@@ -59,37 +60,30 @@ class CallRecorder:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Write what is queued (within ``timeout_s``) and stop the thread."""
-        if not self._thread.is_alive():
-            return
-        try:
-            self._queue.put(_STOP, timeout=timeout_s)
-        except queue.Full:
-            return
-        self._thread.join(timeout_s)
+        self._closing.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        batch_size, interval = self._settings.batch_size, self._settings.flush_interval_s
-        stopping = False
-        while not stopping:
+        """Wait for a record, let ``flush_interval_s`` of them gather, write them in batches."""
+        interval = self._settings.flush_interval_s
+        while True:
             try:
                 first = self._queue.get(timeout=interval)
             except queue.Empty:
+                if self._closing.is_set():
+                    return
                 continue
-            batch: list[dict[str, Any]] = []
-            item = first
+            self._closing.wait(interval)  # one write per interval, not one per record
+            pending = [first]
             while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    break
                 try:
-                    item = self._queue.get_nowait()
+                    pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if batch:
-                self._write(batch)
+            size = self._settings.batch_size
+            for start in range(0, len(pending), size):
+                self._write(pending[start : start + size])
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         if self._costs is not None:

@@ -1,15 +1,20 @@
 """Cost per call from litellm's model cost map, loaded in a background thread.
 
-Importing litellm takes seconds, so the map is read once, off the request path, into a
-plain dict of per-token prices; until it is ready (or for an unknown model) cost is None.
+The map is the JSON file bundled with the litellm package, read directly: importing litellm
+would take seconds and over 100 MB per worker. It is read once, off the request path, into
+a plain dict of per-token prices; until it is ready (or for an unknown model) cost is None.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
+from pathlib import Path
 
-from gateway._litellm import load_litellm
+import orjson
+
+COST_MAP_FILE = "model_prices_and_context_window_backup.json"
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +24,18 @@ class CostTable:
         self._prices: dict[str, tuple[float, float]] = {}
         self.ready = threading.Event()
 
-    def load_in_background(self, *, local_cost_map: bool = True) -> threading.Thread:
-        thread = threading.Thread(
-            target=self._load, args=(local_cost_map,), name="lockgate-cost-map", daemon=True
-        )
+    def load_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self._load, name="lockgate-cost-map", daemon=True)
         thread.start()
         return thread
 
-    def _load(self, local_cost_map: bool) -> None:
+    def _load(self) -> None:
         try:
-            model_cost = load_litellm(local_cost_map).model_cost
+            spec = importlib.util.find_spec("litellm")
+            if spec is None or not spec.submodule_search_locations:
+                return
+            path = Path(next(iter(spec.submodule_search_locations))) / COST_MAP_FILE
+            model_cost = orjson.loads(path.read_bytes())
             prices = {}
             for name, entry in model_cost.items():
                 if not isinstance(entry, dict):
@@ -40,7 +47,7 @@ class CostTable:
             self._prices = prices
         except Exception:  # boundary: costs are optional, calls are not
             log.warning(
-                "litellm's model cost map could not be loaded; costs stay empty", exc_info=True
+                "litellm's model cost map could not be read; costs stay empty", exc_info=True
             )
         finally:
             self.ready.set()

@@ -100,7 +100,7 @@ class UpstreamSettings(_Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
-    max_keepalive_connections: int = Field(default=200, ge=0)
+    keepalive_timeout_s: float = Field(default=30.0, gt=0)
     stream_usage: bool = Field(
         default=True,
         description="Ask OpenAI-compatible upstreams for usage in streams (for tokens and cost); "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -25,7 +25,7 @@ from registry.registry import Registry
 class GatewayState:
     settings: LockgateSettings
     registry: Registry
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     providers: dict[str, Provider]
     router: Router
     tracer_provider: TracerProvider
@@ -37,7 +37,7 @@ class GatewayState:
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
-        await self.http.aclose()
+        await self.http.close()
         if self.recorder is not None:
             self.recorder.close()
         self.tracer_provider.shutdown()
@@ -50,13 +50,14 @@ def build_state(
     gateway = settings.gateway
     registry = Registry(settings.registry, actor="gateway")
     upstream = gateway.upstream
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(upstream.read_timeout_s, connect=upstream.connect_timeout_s),
-        limits=httpx.Limits(
-            max_connections=upstream.max_connections,
-            max_keepalive_connections=upstream.max_keepalive_connections,
+    http = aiohttp.ClientSession(  # needs the running loop: build_state runs in the lifespan
+        connector=aiohttp.TCPConnector(
+            limit=upstream.max_connections, keepalive_timeout=upstream.keepalive_timeout_s
         ),
-        follow_redirects=False,
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=upstream.connect_timeout_s, sock_read=upstream.read_timeout_s
+        ),
+        auto_decompress=True,
     )
     providers = build_providers(ProviderContext(http, gateway))
     router = Router(gateway, providers, registry)
@@ -67,7 +68,7 @@ def build_state(
     if gateway.call_records.enabled:
         if gateway.call_records.compute_cost:
             costs = CostTable()
-            costs.load_in_background(local_cost_map=gateway.litellm_local_cost_map)
+            costs.load_in_background()
         recorder = CallRecorder(registry, gateway.call_records, metrics, costs)
         recorder.start()
     proxy = Proxy(

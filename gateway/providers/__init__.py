@@ -3,7 +3,7 @@
 Two implementations now, registered by name in :data:`PROVIDERS`:
 
 - ``openai``: the fast path for every OpenAI-compatible upstream (OpenAI, vLLM, TGI, Ollama,
-  LM Studio, …): one pooled ``httpx.AsyncClient``, the request body forwarded as JSON, the
+  LM Studio, …): one pooled ``aiohttp.ClientSession``, the request body forwarded as JSON, the
   response bytes returned untouched and the SSE stream relayed as it arrives.
 - ``litellm``: every other provider (Anthropic, Bedrock, Vertex, Gemini, Cohere, …) through
   litellm's async SDK, normalised to the OpenAI shape; litellm is imported on first use.
@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import httpx
+import aiohttp
 
 from gateway.settings import DeploymentSettings, GatewaySettings
 
@@ -67,7 +67,7 @@ class Provider(Protocol):
 class ProviderContext:
     """What a provider is built from, in the lifespan."""
 
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     settings: GatewaySettings
 
 
