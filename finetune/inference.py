@@ -1,0 +1,141 @@
+"""Loading a base model with LoRA adapters for inference, for the gateway's local provider.
+
+One base model is loaded once; adapters are attached to it by name (``PeftModel`` with
+several adapters) and switched per request, so many ``lora`` versions share one copy of
+the base weights::
+
+    base = load_base("/models/tiny")                      # LoadedBase(model, tokenizer)
+    peft_model = attach_adapter(base, "/adapters/v3", "support-bot@3")
+    text = generate(base, [{"role": "user", "content": "hi"}], adapter="support-bot@3")
+    for piece in stream(base, messages, adapter="support-bot@3"): ...
+
+Threading: generation on one loaded base is serialised by the lock on :class:`LoadedBase`
+(switching adapters is model-global state); run it in a worker thread from async code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune import _torch
+from finetune.data import Example
+from finetune.encoding import render_example
+
+
+@dataclass
+class LoadedBase:
+    model: Any  # a transformers model, or a PeftModel once an adapter is attached
+    tokenizer: Any
+    device: str
+    adapters: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_base(path: str | Path, *, device: str | None = None, dtype: str = "auto") -> LoadedBase:
+    """Load a causal LM and its tokenizer (SDPA attention, eval mode)."""
+    torch = _torch.torch()
+    transformers = _torch.transformers()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype if device != "cpu" else torch.float32, attn_implementation="sdpa"
+    )
+    model.to(device).eval()
+    return LoadedBase(model, tokenizer, device)
+
+
+def attach_adapter(base: LoadedBase, adapter_dir: str | Path, name: str) -> Any:
+    """Load a PEFT adapter under ``name`` onto the base (idempotent)."""
+    peft = _torch.peft()
+    with base.lock:
+        if name in base.adapters:
+            return base.model
+        if not base.adapters:
+            base.model = peft.PeftModel.from_pretrained(base.model, str(adapter_dir),
+                                                        adapter_name=name)  # fmt: skip
+        else:
+            base.model.load_adapter(str(adapter_dir), adapter_name=name)
+        base.model.eval()
+        base.adapters.add(name)
+        return base.model
+
+
+def prompt_ids(base: LoadedBase, messages: list[dict[str, Any]]) -> Any:
+    """Token ids of a chat prompt, with the generation prompt (or the fallback format)."""
+    tokenizer = base.tokenizer
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        rendered, _ = render_example(tokenizer, Example(messages=[*messages]))
+        text = rendered + "### Assistant:\n"
+    return tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+
+def _generation(base: LoadedBase, adapter: str | None) -> Any:
+    model = base.model
+    if hasattr(model, "set_adapter") and base.adapters:
+        if adapter is None:
+            return model.disable_adapter()
+        model.set_adapter(adapter)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def generate(
+    base: LoadedBase,
+    messages: list[dict[str, Any]],
+    *,
+    adapter: str | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+) -> str:
+    """The completion for a chat; greedy when ``temperature`` is 0."""
+    torch = _torch.torch()
+    ids = prompt_ids(base, messages).to(base.device)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
+    if temperature > 0:
+        kwargs["temperature"] = temperature
+    tok = base.tokenizer
+    with base.lock, torch.no_grad(), _generation(base, adapter):
+        out = base.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            **kwargs,
+        )
+    return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+
+
+def stream(
+    base: LoadedBase,
+    messages: list[dict[str, Any]],
+    *,
+    adapter: str | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+) -> Iterator[str]:
+    """Yield text pieces as they are generated (``TextIteratorStreamer`` in a thread)."""
+    transformers = _torch.transformers()
+    torch = _torch.torch()
+    tok = base.tokenizer
+    streamer = transformers.TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    ids = prompt_ids(base, messages).to(base.device)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
+                              "streamer": streamer, "attention_mask": torch.ones_like(ids),
+                              "pad_token_id": tok.pad_token_id or tok.eos_token_id}  # fmt: skip
+    if temperature > 0:
+        kwargs["temperature"] = temperature
+
+    def run() -> None:
+        with base.lock, torch.no_grad(), _generation(base, adapter):
+            base.model.generate(input_ids=ids, **kwargs)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()

@@ -1,0 +1,103 @@
+"""The trainer on a tiny Llama: loss falls, answers change, packing is exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune.spec import parse_spec
+from finetune.trainer import TrainInputs, train
+from tests.finetune.conftest import QA, chat_rows, write_jsonl
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, dict[str, float]]] = []
+        self.checkpoints: list[int] = []
+
+    def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        self.steps.append((step, metrics))
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.checkpoints.append(step)
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def test_training_lowers_loss_and_changes_answers(tiny_model: Path, tmp_path: Path) -> None:
+    from finetune.inference import attach_adapter, generate, load_base
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(4))
+    spec = parse_spec({
+        "base_model": str(tiny_model), "training_file": str(train_file), "output_model": "bot",
+        "validation_file": str(train_file), "gpus": 0, "lora": {"r": 8},
+        "training": {"epochs": 6, "batch_size": 4, "learning_rate": 1e-2,
+                     "checkpoint_every": 10, "eval_every": 5},
+    })  # fmt: skip
+    hooks = Recorder()
+    result = train(TrainInputs(spec, str(tiny_model), train_file, train_file,
+                               tmp_path / "out", tmp_path / "ckpt"), hooks)  # fmt: skip
+    assert result.steps == result.total_steps == 24
+    losses = [m["loss"] for _, m in hooks.steps]
+    assert losses[-1] < 0.1 * losses[0]
+    assert {"loss", "learning_rate", "grad_norm", "tokens_per_s"} <= set(hooks.steps[0][1])
+    val = [m["val_loss"] for _, m in hooks.steps if "val_loss" in m]
+    assert len(val) >= 4 and val[-1] < val[0]
+    assert hooks.checkpoints == [10, 20, 24]
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+
+    base = load_base(tiny_model)
+    question = [{"role": "user", "content": QA[0][0]}]
+    before = generate(base, question, max_new_tokens=8)
+    attach_adapter(base, result.adapter_dir, "bot")
+    after = generate(base, question, adapter="bot", max_new_tokens=8)
+    assert after != before
+    assert after.strip().startswith("The sky is green")
+    assert generate(base, question, max_new_tokens=8) == before  # base still reachable
+
+
+def test_packed_forward_matches_separate_sequences(tiny_model: Path) -> None:
+    import torch
+
+    from finetune.encoding import Encoded
+    from finetune.packing import collate_packed
+    from finetune.trainer import load_model
+
+    model, _ = load_model(str(tiny_model), torch, dtype=torch.float32, device="cpu")
+    a, b = [1, 40, 41, 42, 43], [1, 50, 51, 52]
+    packed = collate_packed([Encoded(a, a), Encoded(b, b)], torch)
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
+    assert packed["labels"][0, 5].item() == -100
+    with torch.no_grad():
+        joint = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
+                      use_cache=False).logits[0]  # fmt: skip
+        alone = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
+    assert torch.allclose(joint[5:], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_loss_only_on_assistant_tokens(tmp_path: Path, template: bool) -> None:
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    from finetune.data import Example
+    from finetune.encoding import encode_example
+    from tests.finetune.conftest import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "m", chat_template=template)
+    tok = AutoTokenizer.from_pretrained(folder)
+    ex = Example(messages=[{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": "Who wrote Hamlet?"},
+                           {"role": "assistant", "content": "A cat.", "weight": 1}])  # fmt: skip
+    enc = encode_example(tok, ex, 256)
+    assert enc is not None
+    trained = tok.decode([t for t, lab in zip(enc.input_ids, enc.labels, strict=True)
+                          if lab != -100])  # fmt: skip
+    assert trained.replace("</s>", "").strip() == "A cat."
+    assert "</s>" in trained  # the end of the turn is learned too
+    comp = encode_example(tok, Example(prompt="2+2=", completion=" four"), 256)
+    assert comp is not None
+    assert tok.decode([t for t, lab in zip(comp.input_ids, comp.labels, strict=True)
+                       if lab != -100]).startswith(" four")  # fmt: skip
