@@ -211,6 +211,9 @@ def _label_cmd(subject: SubjectType) -> Any:
             typer.Option(help="Fail unless the label now points to this version ('none': unset)."),
         ] = None,
         reason: Annotated[str, typer.Option(help="Why; kept in the history.")] = "",
+        force: Annotated[
+            bool, typer.Option("--force", help="Skip the gate policy (needs --reason; recorded).")
+        ] = False,
         json_mode: JsonOption = False,
     ) -> None:
         expect_version, expect_absent = _expect(expect)
@@ -222,6 +225,7 @@ def _label_cmd(subject: SubjectType) -> Any:
             expect_version=expect_version,
             expect_absent=expect_absent,
             reason=reason,
+            force=force,
         )
         emit(
             move,
@@ -231,6 +235,37 @@ def _label_cmd(subject: SubjectType) -> Any:
 
     label.__doc__ = f"Point LABEL of a {subject} at VERSION (compare-and-set with --expect)."
     return label
+
+
+def _gate_cmd(subject: SubjectType) -> Any:
+    def gate(
+        ctx: typer.Context,
+        name: str,
+        label: str,
+        suite: Annotated[
+            list[str] | None, typer.Option("--suite", help="A suite that must pass; repeatable.")
+        ] = None,
+        clear: Annotated[bool, typer.Option("--clear", help="Remove the gate.")] = False,
+        json_mode: JsonOption = False,
+    ) -> None:
+        reg = _registry(ctx)
+        if suite or clear:
+            reg.set_gate_policy(subject, name, label, [] if clear else suite or [])
+        policies = [p for p in reg.gate_policies(subject, name) if p.label == label]
+        suites = policies[0].suites if policies else []
+        emit(
+            {"name": name, "label": label, "suites": suites},
+            json_mode,
+            lambda c: c.print(
+                f"{name}: moving {label!r} requires "
+                + (", ".join(f"suite {s!r} to pass" for s in suites) if suites else "nothing")
+            ),
+        )
+
+    gate.__doc__ = (
+        f"Show or set the eval suites a {subject} version must pass before LABEL moves to it."
+    )
+    return gate
 
 
 def _history_cmd(subject: SubjectType) -> Any:
@@ -254,6 +289,7 @@ def _history_cmd(subject: SubjectType) -> Any:
 
 
 prompt_app.command("label")(_label_cmd("prompt"))
+prompt_app.command("gate")(_gate_cmd("prompt"))
 prompt_app.command("history")(_history_cmd("prompt"))
 
 # --------------------------------------------------------------------------- models
@@ -392,6 +428,7 @@ def model_download(ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOpti
 
 
 model_app.command("label")(_label_cmd("model"))
+model_app.command("gate")(_gate_cmd("model"))
 model_app.command("history")(_history_cmd("model"))
 
 # --------------------------------------------------------------------------- datasets

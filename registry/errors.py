@@ -11,6 +11,7 @@ Hierarchy::
         │   ├── VariablesMismatch       missing or unknown template variables
         │   └── DatasetFormatError      a malformed data file; carries the row/line number
         ├── Conflict               (409) a compare-and-set label move lost
+        ├── GateRefused            (409, exit 1) a label move whose eval gates did not pass
         ├── ArtifactCorrupted      (500) stored bytes no longer match their sha256
         └── DatabaseError          (503) database unreachable or schema behind the code
 
@@ -110,6 +111,18 @@ class DatasetFormatError(InvalidInput):
 class Conflict(RegistryError):
     status_code = 409
     code = "conflict"
+
+
+class GateRefused(RegistryError):
+    """A label move refused by its gate policy; ``reasons`` lists each unmet suite."""
+
+    status_code = 409
+    code = "gate_failed"
+    exit_code = 1
+
+    def __init__(self, message: str, reasons: list[str]) -> None:
+        super().__init__(message + "".join(f"\n  - {r}" for r in reasons), param="label")
+        self.reasons = reasons
 
 
 class ArtifactCorrupted(RegistryError):

@@ -7,7 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry._core import SUBJECTS, RegistryCore
-from registry.errors import Conflict, InvalidInput, NotFound
+from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
+from registry.gates import promotion_refusals
 from registry.records import LATEST, LabelMove, SubjectType, check_label
 from registry.tables import Label, LabelEvent, utcnow
 
@@ -30,6 +31,9 @@ class LabelsMixin(RegistryCore):
 
         With ``expect_version`` (or ``expect_absent``) the move is compare-and-set: it fails
         with :class:`Conflict` when the label no longer points where the caller last saw it.
+        When a gate policy covers the label, the move is refused with
+        :class:`GateRefused` unless the version passed its suites; ``force`` skips the
+        check and is recorded (give a ``reason``).
         """
         check_label(label)
         if label == LATEST:
@@ -38,6 +42,16 @@ class LabelsMixin(RegistryCore):
             with self._write() as session:
                 subject = self._subject(session, subject_type, name, lock=True)
                 self._check_version(session, subject_type, subject.id, name, version)
+                if force and not reason:
+                    raise InvalidInput("a forced label move needs a reason", param="reason")
+                if not force:
+                    refusals = promotion_refusals(session, subject_type, name, label, version)
+                    if refusals:
+                        raise GateRefused(
+                            f"moving {label!r} of {subject_type} {name!r} to version {version} "
+                            "is refused by its gate policy (force it with a reason to override):",
+                            refusals,
+                        )
                 return self._move(
                     session,
                     subject_type,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from registry.calls import CallsMixin
 from registry.datasets import DatasetsMixin
+from registry.gates import GatesMixin
 from registry.jobs import JobsMixin
 from registry.keys import KeysMixin
 from registry.models import ModelsMixin
@@ -12,7 +13,14 @@ from registry.runs import RunsMixin
 
 
 class Registry(
-    PromptsMixin, ModelsMixin, DatasetsMixin, RunsMixin, CallsMixin, KeysMixin, JobsMixin
+    PromptsMixin,
+    ModelsMixin,
+    DatasetsMixin,
+    RunsMixin,
+    CallsMixin,
+    KeysMixin,
+    JobsMixin,
+    GatesMixin,
 ):
     """Prompts, models, labels, datasets, runs, artifacts, call records, API keys,
     jobs and uploaded files.

@@ -339,3 +339,20 @@ class StoredFile(Base):
     digest: Mapped[str] = mapped_column(String(80))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GatePolicy(Base):
+    """Which eval suites must pass on a version before ``label`` may point at it."""
+
+    __tablename__ = "gate_policies"
+    __table_args__ = (
+        UniqueConstraint("subject_type", "subject_name", "label", name="uq_gate_policies"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(10))
+    subject_name: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(64))
+    suites: Mapped[Any] = mapped_column(JSONType)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

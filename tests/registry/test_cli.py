@@ -223,3 +223,15 @@ def test_keys_create_list_revoke(cli) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(out)[0]["revoked_at"] is not None
     code, _, err = cli("keys", "create", "--name", "x", "--scopes", "root")
     assert code == 2 and "unknown scope(s) root" in err
+
+
+def test_gate_policy_through_the_cli(cli, prompt_files) -> None:  # type: ignore[no-untyped-def]
+    cli("prompt", "push", "qa", "--file", str(prompt_files[0]))
+    code, out, _ = cli("prompt", "gate", "qa", "production", "--suite", "qa-accuracy")
+    assert code == 0 and "suite 'qa-accuracy' to pass" in out
+    code, _, err = cli("prompt", "label", "qa", "1", "production")
+    assert code == 1 and "refused by its gate policy" in err and "no eval run" in err
+    code, _, _ = cli("prompt", "label", "qa", "1", "production", "--force", "--reason", "bootstrap")
+    assert code == 0
+    code, out, _ = cli("prompt", "history", "qa", "--label", "production", "--json")
+    assert json.loads(out)[0]["forced"] is True
