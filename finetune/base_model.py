@@ -60,8 +60,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 def _from_config(kind: str, ref: str, config: dict[str, Any]) -> BaseModel:
     positions = config.get("max_position_embeddings") or config.get("n_positions")
-    return BaseModel(kind, ref, config.get("model_type"),
-                     positions if isinstance(positions, int) else None)  # fmt: skip
+    return BaseModel(
+        kind, ref, config.get("model_type"), positions if isinstance(positions, int) else None
+    )
 
 
 def resolve_base_model(

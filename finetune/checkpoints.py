@@ -52,9 +52,15 @@ def read_state(path: Path) -> TrainState:
 
 
 def save_checkpoint(
-    root: Path, state: TrainState, model: Any, optimizer: Any, scheduler: Any, torch: Any,
-    *, keep: int = 2,
-) -> Path:  # fmt: skip
+    root: Path,
+    state: TrainState,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    torch: Any,
+    *,
+    keep: int = 2,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{state.step:07d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -83,8 +89,9 @@ def load_checkpoint(
 
     device = next(p.device for p in model.parameters())
     set_peft_model_state_dict(model, load_peft_weights(str(path / "adapter"), device=str(device)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device,
-                                         weights_only=True))  # fmt: skip
+    optimizer.load_state_dict(
+        torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+    )
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])

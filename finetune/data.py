@@ -86,8 +86,13 @@ def _chat(row: dict[str, Any]) -> tuple[Example | None, str | None]:
         weight = msg.get("weight", 1)
         if weight not in (0, 1) or (role != "assistant" and "weight" in msg):
             return None, f"messages[{i}].weight must be 0 or 1, on assistant messages only"
-        out.append({"role": "system" if role == "developer" else role,
-                    "content": msg["content"], "weight": weight})  # fmt: skip
+        out.append(
+            {
+                "role": "system" if role == "developer" else role,
+                "content": msg["content"],
+                "weight": weight,
+            }
+        )
     trained = [m for m in out if m["role"] == "assistant" and m["weight"] == 1]
     if not trained:
         return None, "no assistant message to learn from (with weight 1)"
@@ -159,9 +164,13 @@ def scan_file(path: Path, *, name: str | None = None) -> DataReport:
             if report.format is None:
                 report.format = kind
             elif kind != report.format:
-                report.problems.append(RowProblem(
-                    label, number, f"a {kind} row in a {report.format} file (one format per file)"
-                ))  # fmt: skip
+                report.problems.append(
+                    RowProblem(
+                        label,
+                        number,
+                        f"a {kind} row in a {report.format} file (one format per file)",
+                    )
+                )
                 continue
             example, problem = FORMATS[kind][1](row)
             if problem is not None:

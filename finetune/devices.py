@@ -43,8 +43,9 @@ def plan_devices(gpus: int | None, bf16: bool | None) -> DevicePlan:
     use_cuda = have > 0 and gpus != 0
     supports_bf16 = bool(use_cuda and torch.cuda.is_bf16_supported())
     if bf16 and not supports_bf16:
-        raise SettingImpossible("bf16 was asked for but no CUDA device here supports it",
-                                param="training.bf16")  # fmt: skip
+        raise SettingImpossible(
+            "bf16 was asked for but no CUDA device here supports it", param="training.bf16"
+        )
     return DevicePlan(
         device="cuda" if use_cuda else "cpu",
         gpus=(gpus or 1) if use_cuda else 0,

@@ -55,8 +55,9 @@ def attach_adapter(base: LoadedBase, adapter_dir: str | Path, name: str) -> Any:
         if name in base.adapters:
             return base.model
         if not base.adapters:
-            base.model = peft.PeftModel.from_pretrained(base.model, str(adapter_dir),
-                                                        adapter_name=name)  # fmt: skip
+            base.model = peft.PeftModel.from_pretrained(
+                base.model, str(adapter_dir), adapter_name=name
+            )
         else:
             base.model.load_adapter(str(adapter_dir), adapter_name=name)
         base.model.eval()
@@ -125,9 +126,13 @@ def stream(
     tok = base.tokenizer
     streamer = transformers.TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     ids = prompt_ids(base, messages).to(base.device)
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
-                              "streamer": streamer, "attention_mask": torch.ones_like(ids),
-                              "pad_token_id": tok.pad_token_id or tok.eos_token_id}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": temperature > 0,
+        "streamer": streamer,
+        "attention_mask": torch.ones_like(ids),
+        "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+    }
     if temperature > 0:
         kwargs["temperature"] = temperature
 

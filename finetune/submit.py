@@ -96,8 +96,13 @@ def check_job(
     pinned = REGISTRY_PREFIX + base.ref if base.kind == "registry" else spec.base_model
     if base.kind == "path":
         pinned = base.ref
-    stored = spec.model_copy(update={"base_model": pinned, "training_file": training_id,
-                                     "validation_file": validation_id})  # fmt: skip
+    stored = spec.model_copy(
+        update={
+            "base_model": pinned,
+            "training_file": training_id,
+            "validation_file": validation_id,
+        }
+    )
     return CheckedJob(stored, base, training, validation)
 
 
@@ -120,9 +125,11 @@ def submit_job(
         JOB_KIND, checked.spec.model_dump(mode="json"), idempotency_key=idempotency_key
     )
     if created:
-        summary = {"training": checked.training.to_dict(),
-                   "validation": checked.validation.to_dict() if checked.validation else None,
-                   "base_model": checked.base.lineage_ref}  # fmt: skip
+        summary = {
+            "training": checked.training.to_dict(),
+            "validation": checked.validation.to_dict() if checked.validation else None,
+            "base_model": checked.base.lineage_ref,
+        }
         rows = checked.training.rows
         registry.add_job_event(
             job.id,

@@ -73,9 +73,14 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"adapter_dir": str(self.adapter_dir), "steps": self.steps,
-                "total_steps": self.total_steps, "resumed_from": self.resumed_from,
-                "tokens_seen": self.tokens_seen, "metrics": self.metrics}  # fmt: skip
+        return {
+            "adapter_dir": str(self.adapter_dir),
+            "steps": self.steps,
+            "total_steps": self.total_steps,
+            "resumed_from": self.resumed_from,
+            "tokens_seen": self.tokens_seen,
+            "metrics": self.metrics,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,12 @@ def load_model(base_model: str, torch: Any, *, dtype: Any, device: str) -> tuple
 def add_lora(model: Any, spec: JobSpec) -> Any:
     peft = _torch.peft()
     config = peft.LoraConfig(
-        r=spec.lora.r, lora_alpha=spec.lora.lora_alpha, lora_dropout=spec.lora.dropout,
+        r=spec.lora.r,
+        lora_alpha=spec.lora.lora_alpha,
+        lora_dropout=spec.lora.dropout,
         target_modules=spec.lora.modules_for(getattr(model.config, "model_type", None)),
         task_type="CAUSAL_LM",
-    )  # fmt: skip
+    )
     return peft.get_peft_model(model, config)
 
 
@@ -189,8 +196,9 @@ def _train(
     model = add_lora(model, spec)
     model.peft_config["default"].base_model_name_or_path = spec.base_model
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate,
-                                  weight_decay=params.weight_decay)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        trainable, lr=params.learning_rate, weight_decay=params.weight_decay
+    )
     per_epoch_mb = math.ceil(len(train_set) / params.batch_size)
     steps_per_epoch = math.ceil(per_epoch_mb / (params.gradient_accumulation * world))
     total = steps_per_epoch * params.epochs
@@ -235,8 +243,11 @@ def _train(
         picks = [i % len(order) for i in picks if i < len(order) or world > 1]
         batches = [collate([train_set[j] for j in order[i]]) for i in picks]
         started = time.perf_counter()
-        counts = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)],
-                              dtype=torch.float64, device=device)  # fmt: skip
+        counts = torch.tensor(
+            [sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)],
+            dtype=torch.float64,
+            device=device,
+        )
         if world > 1:
             torch.distributed.all_reduce(counts)
         trained = float(counts.item())
@@ -257,38 +268,64 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         elapsed = max(time.perf_counter() - started, 1e-9)
         step = state.step + 1
-        state = TrainState(step, total, step // steps_per_epoch,
-                           (step % steps_per_epoch) * params.gradient_accumulation * world,
-                           state.tokens_seen + tokens * world, state.fingerprint)  # fmt: skip
-        metrics = {"loss": step_loss / max(trained / world, 1.0), "learning_rate": lr,
-                   "grad_norm": grad_norm, "tokens_per_s": tokens * world / elapsed,
-                   "epoch": step / steps_per_epoch}  # fmt: skip
+        state = TrainState(
+            step,
+            total,
+            step // steps_per_epoch,
+            (step % steps_per_epoch) * params.gradient_accumulation * world,
+            state.tokens_seen + tokens * world,
+            state.fingerprint,
+        )
+        metrics = {
+            "loss": step_loss / max(trained / world, 1.0),
+            "learning_rate": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens * world / elapsed,
+            "epoch": step / steps_per_epoch,
+        }
         if val_set and eval_every and (step % eval_every == 0 or step == total):
-            metrics["val_loss"] = evaluate(model, val_set, params.batch_size, collate, loss_fn,
-                                           torch, device, autocast)  # fmt: skip
+            metrics["val_loss"] = evaluate(
+                model, val_set, params.batch_size, collate, loss_fn, torch, device, autocast
+            )
         if rank == 0 and (step % params.log_every == 0 or step == total or "val_loss" in metrics):
             hooks.on_step(step, total, dict(metrics))
         every = params.checkpoint_every
         if rank == 0 and ((every and step % every == 0) or step == total):
             path = save_checkpoint(inputs.checkpoint_dir, state, model, optimizer, scheduler, torch)
             hooks.on_checkpoint(step, path)
-        if step < total and hooks.should_stop():
+        if step < total and _agree(hooks.should_stop(), torch, world, device):
             raise TrainingStopped(f"stopped at step {step} of {total}")
     adapter_dir = inputs.output_dir / "adapter"
     if rank == 0:
         model.save_pretrained(adapter_dir)
     if val_set and "val_loss" not in metrics:
-        metrics["val_loss"] = evaluate(model, val_set, params.batch_size, collate, loss_fn,
-                                       torch, device, autocast)  # fmt: skip
+        metrics["val_loss"] = evaluate(
+            model, val_set, params.batch_size, collate, loss_fn, torch, device, autocast
+        )
     if dropped:
         metrics["dropped_examples"] = float(dropped)
     return TrainResult(adapter_dir, state.step, total, resumed_from, state.tokens_seen, metrics)
 
 
+def _agree(flag: bool, torch: Any, world: int, device: str) -> bool:
+    """Every rank stops together (one rank stopping alone would hang the others)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def evaluate(
-    model: Any, examples: list[Encoded], batch_size: int, collate: Any, loss_fn: _Loss,
-    torch: Any, device: str, autocast: Any,
-) -> float:  # fmt: skip
+    model: Any,
+    examples: list[Encoded],
+    batch_size: int,
+    collate: Any,
+    loss_fn: _Loss,
+    torch: Any,
+    device: str,
+    autocast: Any,
+) -> float:
     """Mean token loss over ``examples`` (no dropout, no gradients)."""
     was_training = model.training
     model.eval()

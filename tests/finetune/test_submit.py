@@ -24,8 +24,13 @@ NO_HUB = lambda repo: (False, "the Hugging Face Hub is not reachable from this m
 
 
 def _spec(model: Path | str, train: Path, **extra: object) -> dict[str, object]:
-    return {"base_model": str(model), "training_file": str(train), "output_model": "bot",
-            "gpus": 0, **extra}  # fmt: skip
+    return {
+        "base_model": str(model),
+        "training_file": str(train),
+        "output_model": "bot",
+        "gpus": 0,
+        **extra,
+    }
 
 
 def test_spec_defaults_and_per_architecture_targets() -> None:
@@ -66,21 +71,31 @@ def test_yaml_spec_paths_are_relative_to_the_spec(tmp_path: Path, train_file: Pa
 
 
 def test_openai_request_maps_onto_a_spec() -> None:
-    spec = spec_from_openai({
-        "model": "registry:tiny@production", "training_file": "file-abc", "suffix": "bot",
-        "hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 2},
-    })  # fmt: skip
+    spec = spec_from_openai(
+        {
+            "model": "registry:tiny@production",
+            "training_file": "file-abc",
+            "suffix": "bot",
+            "hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 2},
+        }
+    )
     assert (spec.base_model, spec.output_model, spec.training.epochs) == (
-        "registry:tiny@production", "bot", 2)  # fmt: skip
+        "registry:tiny@production",
+        "bot",
+        2,
+    )
     assert spec.training.learning_rate == pytest.approx(4e-4)
     assert spec.training.batch_size == 8
 
 
 def test_formats_are_detected_and_bad_rows_named(tmp_path: Path) -> None:
-    good = write_jsonl(tmp_path / "a.jsonl", [
-        {"prompt": "2+2=", "completion": " 4"},
-        {"prompt": "3+3=", "completion": " 6"},
-    ])  # fmt: skip
+    good = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"prompt": "2+2=", "completion": " 4"},
+            {"prompt": "3+3=", "completion": " 6"},
+        ],
+    )
     assert scan_file(good).format == "completion"
     alpaca = scan_file(
         write_jsonl(tmp_path / "b.jsonl", [{"instruction": "Say hi", "input": "", "output": "hi"}])

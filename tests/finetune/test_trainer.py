@@ -30,15 +30,30 @@ def test_training_lowers_loss_and_changes_answers(tiny_model: Path, tmp_path: Pa
     from finetune.inference import attach_adapter, generate, load_base
 
     train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(4))
-    spec = parse_spec({
-        "base_model": str(tiny_model), "training_file": str(train_file), "output_model": "bot",
-        "validation_file": str(train_file), "gpus": 0, "lora": {"r": 8},
-        "training": {"epochs": 6, "batch_size": 4, "learning_rate": 1e-2,
-                     "checkpoint_every": 10, "eval_every": 5},
-    })  # fmt: skip
+    spec = parse_spec(
+        {
+            "base_model": str(tiny_model),
+            "training_file": str(train_file),
+            "output_model": "bot",
+            "validation_file": str(train_file),
+            "gpus": 0,
+            "lora": {"r": 8},
+            "training": {
+                "epochs": 6,
+                "batch_size": 4,
+                "learning_rate": 1e-2,
+                "checkpoint_every": 10,
+                "eval_every": 5,
+            },
+        }
+    )
     hooks = Recorder()
-    result = train(TrainInputs(spec, str(tiny_model), train_file, train_file,
-                               tmp_path / "out", tmp_path / "ckpt"), hooks)  # fmt: skip
+    result = train(
+        TrainInputs(
+            spec, str(tiny_model), train_file, train_file, tmp_path / "out", tmp_path / "ckpt"
+        ),
+        hooks,
+    )
     assert result.steps == result.total_steps == 24
     losses = [m["loss"] for _, m in hooks.steps]
     assert losses[-1] < 0.1 * losses[0]
@@ -71,8 +86,9 @@ def test_packed_forward_matches_separate_sequences(tiny_model: Path) -> None:
     assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
     assert packed["labels"][0, 5].item() == -100
     with torch.no_grad():
-        joint = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
-                      use_cache=False).logits[0]  # fmt: skip
+        joint = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits[0]
         alone = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
     assert torch.allclose(joint[5:], alone, atol=1e-5)
 
@@ -88,16 +104,22 @@ def test_loss_only_on_assistant_tokens(tmp_path: Path, template: bool) -> None:
 
     folder = build_tiny_model(tmp_path / "m", chat_template=template)
     tok = AutoTokenizer.from_pretrained(folder)
-    ex = Example(messages=[{"role": "system", "content": "Be brief."},
-                           {"role": "user", "content": "Who wrote Hamlet?"},
-                           {"role": "assistant", "content": "A cat.", "weight": 1}])  # fmt: skip
+    ex = Example(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Who wrote Hamlet?"},
+            {"role": "assistant", "content": "A cat.", "weight": 1},
+        ]
+    )
     enc = encode_example(tok, ex, 256)
     assert enc is not None
-    trained = tok.decode([t for t, lab in zip(enc.input_ids, enc.labels, strict=True)
-                          if lab != -100])  # fmt: skip
+    trained = tok.decode(
+        [t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != -100]
+    )
     assert trained.replace("</s>", "").strip() == "A cat."
     assert "</s>" in trained  # the end of the turn is learned too
     comp = encode_example(tok, Example(prompt="2+2=", completion=" four"), 256)
     assert comp is not None
-    assert tok.decode([t for t, lab in zip(comp.input_ids, comp.labels, strict=True)
-                       if lab != -100]).startswith(" four")  # fmt: skip
+    assert tok.decode(
+        [t for t, lab in zip(comp.input_ids, comp.labels, strict=True) if lab != -100]
+    ).startswith(" four")

@@ -1,0 +1,255 @@
+"""``lockgate finetune submit|list|status|logs|cancel|worker|run``.
+
+The root CLI (``gateway/cli.py``) puts an object with ``registry()`` and
+``registry_settings`` in the typer context; when it also has ``eval_transport_factory``
+(the gateway in process), eval gates after training call the new version through it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+import typer
+
+from finetune.errors import SpecInvalid
+from registry.console import JsonOption, emit, table, when
+
+if TYPE_CHECKING:
+    from finetune.worker import WorkerSettings
+    from registry.registry import Registry
+    from registry.settings import RegistrySettings
+
+
+class FinetuneContext(Protocol):
+    @property
+    def registry_settings(self) -> RegistrySettings: ...
+
+    def registry(self) -> Registry: ...
+
+
+def _registry(ctx: typer.Context) -> Registry:
+    state: FinetuneContext = ctx.obj
+    return state.registry()
+
+
+finetune_app = typer.Typer(
+    help="LoRA fine-tuning jobs: submit, watch, cancel, work.", no_args_is_help=True
+)
+
+Opt = typer.Option
+
+
+@finetune_app.command("submit")
+def submit(
+    ctx: typer.Context,
+    spec_file: Annotated[Path | None, typer.Argument(help="Job spec YAML.")] = None,
+    base_model: Annotated[
+        str | None, Opt("--base-model", help="Dir, hub id, registry:NAME@LABEL.")
+    ] = None,
+    training_file: Annotated[str | None, Opt("--training-file", help="JSONL or file-id.")] = None,
+    validation_file: Annotated[str | None, Opt("--validation-file")] = None,
+    output_model: Annotated[str | None, Opt("--output-model")] = None,
+    epochs: Annotated[int | None, Opt("--epochs")] = None,
+    learning_rate: Annotated[float | None, Opt("--learning-rate")] = None,
+    batch_size: Annotated[int | None, Opt("--batch-size")] = None,
+    lora_r: Annotated[int | None, Opt("--lora-r")] = None,
+    gpus: Annotated[int | None, Opt("--gpus", help="CUDA devices; 0 for CPU.")] = None,
+    executor: Annotated[str | None, Opt("--executor", help="local|torchrun|kubernetes")] = None,
+    eval_suite: Annotated[str | None, Opt("--eval-suite", help="Suite YAML to gate with.")] = None,
+    label: Annotated[str | None, Opt("--label", help="Label to set when the gates pass.")] = None,
+    idempotency_key: Annotated[str | None, Opt("--idempotency-key")] = None,
+    json_mode: JsonOption = False,
+) -> None:
+    """Validate the data, then queue a job (flags override the spec file)."""
+    from finetune.spec import load_spec, parse_spec
+    from finetune.submit import submit_job
+
+    data: dict[str, Any] = load_spec(spec_file).model_dump() if spec_file else {}
+    flat = {
+        "base_model": base_model,
+        "training_file": training_file,
+        "validation_file": validation_file,
+        "output_model": output_model,
+        "gpus": gpus,
+        "executor": executor,
+    }
+    data.update({k: v for k, v in flat.items() if v is not None})
+    training = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}
+    data["training"] = {
+        **data.get("training", {}),
+        **{k: v for k, v in training.items() if v is not None},
+    }
+    if lora_r is not None:
+        data["lora"] = {**data.get("lora", {}), "r": lora_r}
+    if eval_suite or label:
+        if not (eval_suite or (data.get("eval") or {}).get("suite")):
+            raise SpecInvalid("--label needs --eval-suite (labels move only through gates)")
+        data["eval"] = {
+            **(data.get("eval") or {}),
+            **({"suite": eval_suite} if eval_suite else {}),
+            **({"label": label} if label else {}),
+        }
+    spec = parse_spec(data, source=str(spec_file) if spec_file else "flags")
+    job, created = submit_job(_registry(ctx), spec, idempotency_key=idempotency_key)
+    emit(
+        {"created": created, **job.to_dict()},
+        json_mode,
+        lambda c: c.print(
+            f"{'queued' if created else 'already submitted:'} {job.id}"
+            f"  ({job.status}; lockgate finetune logs {job.id} --follow)"
+        ),
+    )
+
+
+@finetune_app.command("list")
+def list_jobs(
+    ctx: typer.Context, limit: Annotated[int, Opt("--limit")] = 20, json_mode: JsonOption = False
+) -> None:
+    """Recent jobs, newest first."""
+    jobs = _registry(ctx).list_jobs("finetune", limit=limit)
+    rows = [
+        [
+            j.id,
+            j.status,
+            j.spec.get("output_model"),
+            j.result.get("model", ""),
+            j.attempts,
+            when(j.created_at),
+        ]
+        for j in jobs
+    ]
+    emit(
+        jobs,
+        json_mode,
+        lambda c: c.print(
+            table(None, ["job", "status", "output model", "version", "attempts", "created"], rows)
+        ),
+    )
+
+
+@finetune_app.command("status")
+def status(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> None:
+    """One job: state, spec, result or error."""
+    job = _registry(ctx).get_job(job_id)
+
+    def human(c: Any) -> None:
+        c.print(f"{job.id}  {job.status}  attempts {job.attempts}  worker {job.worker_id or '-'}")
+        c.print(f"base {job.spec.get('base_model')} → {job.spec.get('output_model')}")
+        if job.result:
+            c.print(
+                f"result: {job.result.get('model', '')} steps {job.result.get('steps', '')}"
+                f" metrics {job.result.get('metrics', {})}"
+            )
+        if job.error:
+            c.print(f"error: {job.error}")
+
+    emit(job, json_mode, human)
+
+
+def _print_event(event: Any, json_mode: bool) -> None:
+    line = f"{when(event.created_at)} {event.level:5} {event.message}"
+    emit(event, json_mode, lambda c: c.print(line))
+
+
+@finetune_app.command("logs")
+def logs(
+    ctx: typer.Context,
+    job_id: str,
+    follow: Annotated[bool, Opt("--follow", "-f", help="Wait for new events until done.")] = False,
+    interval: Annotated[float, Opt("--interval")] = 1.0,
+    json_mode: JsonOption = False,
+) -> None:
+    """Events and step metrics of a job."""
+    from registry.jobs import FINAL
+
+    registry = _registry(ctx)
+    after = 0
+    while True:
+        events = registry.job_events(job_id, after=after)
+        for e in events:
+            _print_event(e, json_mode)
+            after = e.id
+        if not follow or (registry.get_job(job_id).status in FINAL and not events):
+            return
+        time.sleep(interval)
+
+
+@finetune_app.command("cancel")
+def cancel(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> None:
+    """Cancel a job: at once when queued, at the next step when running."""
+    job = _registry(ctx).cancel_job(job_id)
+    text = (
+        "cancellation requested" if job.cancel_requested and job.status == "running" else job.status
+    )
+    emit(job, json_mode, lambda c: c.print(f"{job.id}: {text}"))
+
+
+def _worker_settings(ctx: typer.Context, **values: Any) -> WorkerSettings:
+    from finetune.worker import WorkerSettings
+
+    state: FinetuneContext = ctx.obj
+    work_dir = values.pop("work_dir") or state.registry_settings.data_dir / "finetune"
+    return WorkerSettings(work_dir=work_dir, **{k: v for k, v in values.items() if v is not None})
+
+
+@finetune_app.command("worker")
+def worker(
+    ctx: typer.Context,
+    gpus: Annotated[int | None, Opt("--gpus", help="GPUs for jobs that leave it open.")] = None,
+    once: Annotated[bool, Opt("--once", help="Exit when the queue is empty.")] = False,
+    poll_interval: Annotated[float | None, Opt("--poll-interval")] = None,
+    executor: Annotated[str | None, Opt("--executor", help="Force an executor.")] = None,
+    work_dir: Annotated[Path | None, Opt("--work-dir")] = None,
+    kubectl_apply: Annotated[bool, Opt("--kubectl-apply", help="Apply Kubernetes Jobs.")] = False,
+) -> None:
+    """Claim and run jobs (requeues jobs whose worker died; resumes from checkpoints)."""
+    from finetune._torch import require_stack
+    from finetune.executors import ExecutorSettings
+    from finetune.results import gate_and_label
+    from finetune.worker import Worker
+
+    require_stack()
+    settings = _worker_settings(
+        ctx,
+        gpus=gpus,
+        poll_interval=poll_interval,
+        executor=executor,
+        work_dir=work_dir,
+        executors=ExecutorSettings(kubectl_apply=kubectl_apply),
+    )
+    factory = getattr(ctx.obj, "eval_transport_factory", None)
+    hook = None
+    if factory is not None:
+
+        def hook(registry: Any, spec: Any, version: Any) -> dict[str, Any]:
+            return gate_and_label(registry, spec, version, transport_factory=factory)
+
+    w = Worker(_registry(ctx), settings, eval_hook=hook)
+    typer.echo(f"worker {w.worker_id} polling for fine-tuning jobs", err=True)
+    handled = w.run(once=once)
+    typer.echo(f"worker {w.worker_id}: {handled} job(s) handled", err=True)
+
+
+@finetune_app.command("run", hidden=True)
+def run_claimed(
+    ctx: typer.Context,
+    job_id: str,
+    worker_id: Annotated[str, Opt("--worker-id", help="The claim to continue.")],
+    gpus: Annotated[int | None, Opt("--gpus")] = None,
+    work_dir: Annotated[Path | None, Opt("--work-dir")] = None,
+) -> None:
+    """Run a job already claimed under WORKER_ID (what a Kubernetes pod executes)."""
+    from finetune._torch import require_stack
+    from finetune.worker import execute_job
+
+    require_stack()
+    registry = _registry(ctx)
+    settings = _worker_settings(
+        ctx, gpus=gpus, work_dir=work_dir, executor="torchrun" if (gpus or 0) > 1 else "local"
+    )
+    job = execute_job(registry, registry.get_job(job_id), worker_id, settings)
+    typer.echo(f"{job.id}: {job.status}", err=True)
+    if job.status == "failed":
+        raise typer.Exit(1)

@@ -1,0 +1,74 @@
+"""Training hooks that write to the registry: step metrics to the run, events to the job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from registry.registry import Registry
+
+
+class RegistryHooks:
+    """:class:`~finetune.trainer.TrainHooks` that report into the registry as steps happen.
+
+    ``stop`` says when to stop (a cancel seen by the heartbeat, or a stop file written by
+    the worker that launched this process)."""
+
+    def __init__(
+        self, registry: Registry, job_id: str, run_id: str, stop: Callable[[], bool]
+    ) -> None:
+        self.registry, self.job_id, self.run_id, self.stop = registry, job_id, run_id, stop
+
+    def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        self.registry.log_metrics(self.run_id, metrics, step=step)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
+        self.registry.add_job_event(
+            self.job_id,
+            f"step {step}/{total}: {shown}",
+            data={"step": step, "total_steps": total, **metrics},
+        )
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.registry.add_job_event(
+            self.job_id, f"checkpoint at step {step}", data={"step": step, "checkpoint": str(path)}
+        )
+
+    def should_stop(self) -> bool:
+        return self.stop()
+
+
+class Heartbeat(threading.Thread):
+    """Heartbeats a claimed job every ``interval`` seconds in the background.
+
+    Sets ``cancelled`` when a cancel was requested, ``lost`` (and ``cancelled``) when the
+    claim went to another worker — the training loop then stops at its next step."""
+
+    def __init__(self, registry: Registry, job_id: str, worker_id: str, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.registry, self.job_id, self.worker_id = registry, job_id, worker_id
+        self.interval = interval
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        from registry.errors import Conflict, DatabaseError
+
+        while not self._done.wait(self.interval):
+            try:
+                if self.registry.heartbeat_job(self.job_id, self.worker_id):
+                    self.cancelled.set()
+            except Conflict:
+                self.lost.set()
+                self.cancelled.set()
+                return
+            except DatabaseError:  # a blip: the next beat may get through before the timeout
+                continue
+
+    def stop(self) -> None:
+        self._done.set()
+        if self.is_alive():
+            self.join(timeout=5)

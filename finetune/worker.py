@@ -1,0 +1,192 @@
+"""The worker: requeue stale jobs, claim one, heartbeat, train through an executor, then
+register the adapter (and gate and label it when the spec names an eval suite).
+
+A job whose worker died (no heartbeat for ``stale_after`` seconds) is requeued by the next
+worker that polls; whoever claims it reuses its registry run and resumes from the latest
+checkpoint in ``work_dir/jobs/<job id>/checkpoints`` — the same total number of steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from finetune.base_model import materialize_base_model, resolve_base_model
+from finetune.errors import FinetuneError
+from finetune.executors import ExecutorSettings, TrainRequest, make_executor
+from finetune.reporting import Heartbeat, RegistryHooks
+from finetune.results import EvalHook, finish_job
+from finetune.submit import JOB_KIND, job_spec
+from finetune.trainer import TrainingStopped, TrainInputs
+from registry.errors import Conflict, LockgateError
+from registry.records import LineageEdge
+
+if TYPE_CHECKING:
+    from registry.jobs import JobInfo
+    from registry.registry import Registry
+
+log = logging.getLogger("lockgate.finetune")
+
+
+class WorkerSettings(BaseModel):
+    work_dir: Path = Field(description="Data, base models, checkpoints and adapters per job.")
+    gpus: int | None = Field(None, ge=0, description="GPUs for jobs whose spec leaves it open.")
+    executor: str | None = Field(None, description="Force an executor for every job.")
+    poll_interval: float = Field(5.0, gt=0)
+    heartbeat_interval: float = Field(10.0, gt=0)
+    stale_after: float = Field(120.0, gt=0, description="Requeue after this long silent.")
+    executors: ExecutorSettings = Field(default_factory=ExecutorSettings)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: WorkerSettings,
+        *,
+        worker_id: str | None = None,
+        eval_hook: EvalHook | None = None,
+    ) -> None:
+        self.registry, self.settings = registry, settings
+        self.worker_id = worker_id or new_worker_id()
+        self.eval_hook = eval_hook
+
+    def poll_once(self) -> JobInfo | None:
+        """Requeue stale jobs, then claim and run one; None when the queue was empty."""
+        for job_id in self.registry.requeue_stale_jobs(self.settings.stale_after, JOB_KIND):
+            log.warning("requeued %s: its worker stopped heartbeating", job_id)
+        job = self.registry.claim_job(self.worker_id, JOB_KIND)
+        if job is None:
+            return None
+        return execute_job(
+            self.registry, job, self.worker_id, self.settings, eval_hook=self.eval_hook
+        )
+
+    def run(self, *, once: bool = False, max_jobs: int | None = None) -> int:
+        """Loop until stopped (``once``: until the queue is empty). Returns jobs handled."""
+        handled = 0
+        while max_jobs is None or handled < max_jobs:
+            job = self.poll_once()
+            if job is not None:
+                handled += 1
+                continue
+            if once:
+                break
+            time.sleep(self.settings.poll_interval)
+        return handled
+
+
+def _prepare(registry: Registry, job: JobInfo, folder: Path) -> tuple[TrainInputs, list[Any]]:
+    """Fetch data and base model into ``folder``; returns the inputs and lineage edges."""
+    spec = job_spec(job)
+    base = resolve_base_model(spec.base_model, registry)
+    base_path = materialize_base_model(base, registry, folder / "base")
+    paths: dict[str, Path | None] = {}
+    edges = [LineageEdge("model", base.lineage_ref, "input")]
+    for role, ref in (("training", spec.training_file), ("validation", spec.validation_file)):
+        if ref is None:
+            paths[role] = None
+            continue
+        info = registry.get_file(ref)
+        target = folder / "data" / f"{role}.jsonl"
+        if not target.is_file():
+            registry.fetch_file(ref, target)
+        paths[role] = target
+        dataset, _ = registry.add_dataset(f"{spec.output_model}-{role}", target, format="jsonl")
+        edges.append(LineageEdge("dataset", f"{dataset.name}@{dataset.version}", "input"))
+        log.debug("%s data %s (%s)", role, info.filename, ref)
+    train_path = paths["training"]
+    assert train_path is not None
+    inputs = TrainInputs(
+        spec, base_path, train_path, paths["validation"], folder / "output", folder / "checkpoints"
+    )
+    return inputs, edges
+
+
+def _run_for(registry: Registry, job: JobInfo, worker_id: str, edges: list[Any]) -> str:
+    """The job's registry run: created on the first attempt, reused when resuming."""
+    if job.run_id is not None:
+        registry.add_job_event(job.id, f"resuming run {job.run_id} (attempt {job.attempts})")
+        return job.run_id
+    spec = job_spec(job)
+    run = registry.create_run(
+        "finetune",
+        name=job.id,
+        lineage=edges,
+        params={"job": job.id, "base_model": spec.base_model, **spec.hyperparameters()},
+        tags={"output_model": spec.output_model},
+    )
+    registry.set_job_status(
+        job.id,
+        "running",
+        worker_id=worker_id,
+        run_id=run.id,
+        message=f"training run {run.id} started",
+    )
+    return run.id
+
+
+def execute_job(
+    registry: Registry,
+    job: JobInfo,
+    worker_id: str,
+    settings: WorkerSettings,
+    *,
+    eval_hook: EvalHook | None = None,
+) -> JobInfo:
+    """Run a job this worker has claimed, to a final state (or until handed over)."""
+    folder = settings.work_dir / "jobs" / job.id
+    heartbeat = Heartbeat(registry, job.id, worker_id, settings.heartbeat_interval)
+    heartbeat.start()
+    run_id: str | None = job.run_id
+    try:
+        inputs, edges = _prepare(registry, job, folder)
+        run_id = _run_for(registry, job, worker_id, edges)
+        spec = inputs.spec
+        gpus = spec.gpus if spec.gpus is not None else (settings.gpus or 0)
+        name = settings.executor or spec.executor_name
+        executor = make_executor(name, settings.executors)
+        request = TrainRequest(
+            job.id, worker_id, run_id, inputs, gpus, registry.settings.model_dump(mode="json")
+        )
+        hooks = RegistryHooks(registry, job.id, run_id, heartbeat.cancelled.is_set)
+        result = executor.run(request, hooks)
+        if result is None:
+            registry.add_job_event(job.id, f"handed over to the {name} executor")
+            return registry.get_job(job.id)
+        return finish_job(registry, job, worker_id, run_id, inputs, result, eval_hook=eval_hook)
+    except TrainingStopped as stop:
+        if heartbeat.lost.is_set():
+            log.warning("job %s was claimed by another worker; stopped", job.id)
+            return registry.get_job(job.id)
+        if run_id is not None:
+            registry.set_run_status(run_id, "cancelled")
+        return registry.set_job_status(
+            job.id, "cancelled", worker_id=worker_id, message=f"cancelled: {stop}"
+        )
+    except Conflict:
+        log.warning("job %s is no longer ours", job.id)
+        return registry.get_job(job.id)
+    except Exception as exc:  # the boundary: any failure ends the job as failed, with why
+        text = exc.message if isinstance(exc, LockgateError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, FinetuneError | LockgateError):
+            log.exception("job %s failed", job.id)
+        if run_id is not None:
+            registry.set_run_status(run_id, "failed", error=text)
+        try:
+            return registry.set_job_status(job.id, "failed", worker_id=worker_id, error=text)
+        except Conflict:
+            return registry.get_job(job.id)
+    finally:
+        heartbeat.stop()
