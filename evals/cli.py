@@ -163,7 +163,7 @@ def run_command(
 ) -> None:
     """Run a suite, compare with a baseline, write reports; exit 1 when a gate fails."""
     from evals.baseline import resolve_baseline
-    from evals.report import build_report
+    from evals.report import build_report, record_verdict
     from evals.runner import RunOptions, Shard, run_suite
     from evals.suite import load_suite
 
@@ -180,6 +180,7 @@ def run_command(
         )  # fmt: skip
         run = run_suite(suite, registry=registry, options=options)
     report = build_report(run, base)
+    record_verdict(registry, report)
     _write_outputs(report, junit, markdown, html, json_out)
     if str(json_out) != "-":
         if quiet:
@@ -203,13 +204,14 @@ def merge_command(
 ) -> None:
     """Merge the JSON reports of ``--shard`` runs into one run, then gate on it."""
     from evals.baseline import resolve_baseline
-    from evals.report import merge_shards
+    from evals.report import merge_shards, record_verdict
     from evals.suite import load_suite
 
     suite = load_suite(suite_path)
     registry = _state(ctx).registry()
     base = resolve_baseline(baseline, suite, registry) if baseline else None
     report = merge_shards(suite, shards, base, registry)
+    record_verdict(registry, report)
     _write_outputs(report, junit, markdown, html, json_out)
     if str(json_out) != "-":
         _show(report)

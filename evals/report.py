@@ -183,3 +183,20 @@ def _record_merge(
     metrics["eval.examples"] = float(len({r.key for r in merged}))
     registry.set_run_status(run.id, "succeeded", metrics=metrics)
     return run.id
+
+
+def record_verdict(registry: Registry, report: EvalReport) -> None:
+    """Keep the verdict on the registry run, where the label gate reads it."""
+    if report.run_id is None:
+        return
+    registry.tag_run(
+        report.run_id,
+        {
+            "suite": report.suite,
+            "verdict": report.verdict,
+            "baseline": report.baseline,
+            "gates": [
+                {"gate": g.gate, "verdict": g.verdict, "reason": g.reason} for g in report.gates
+            ],
+        },
+    )

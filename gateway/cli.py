@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from evals.cli import eval_app
 from gateway.keys_cli import keys_app
 from registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
 from registry.errors import LockgateError
@@ -47,6 +48,12 @@ class CliState:
 
             self._registry = Registry(self.settings.registry)
         return self._registry
+
+    def eval_transport_factory(self) -> Any:
+        """The in-process gateway, for eval suites that name no ``base_url``."""
+        from gateway.inprocess import InProcessGateway
+
+        return InProcessGateway(self.settings)
 
     def close(self) -> None:
         if self._registry is not None:
@@ -95,6 +102,7 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
 
 
 @app.command("demo")
