@@ -82,7 +82,10 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
                     "target": {"model": ref},  # no base_url: the in-process gateway
                     "reference": "answer",
                     "scorers": ["exact_match"],
-                    "gates": ["exact_match >= 0.9", {"exact_match": {"regression": True, "min_effect": 0.15}}],
+                    "gates": [
+                        "exact_match >= 0.9",
+                        {"exact_match": {"regression": True, "min_effect": 0.15}},
+                    ],
                 }
             )
         )
@@ -91,8 +94,16 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
     cache = ["--cache-dir", str(tmp_path / "cache")]
     code, out, err = lockgate("eval", "run", str(suite("prompt:arith@production")), *cache)
     assert code == 0, out + err  # the baseline: production's own run
-    code, out, err = lockgate("eval", "run", str(suite(f"prompt:arith@{bad.version}")), *cache,
-                              "--baseline", "label:production", "--json", str(tmp_path / "bad.json"))  # fmt: skip
+    code, out, err = lockgate(
+        "eval",
+        "run",
+        str(suite(f"prompt:arith@{bad.version}")),
+        *cache,
+        "--baseline",
+        "label:production",
+        "--json",
+        str(tmp_path / "bad.json"),
+    )
     assert code == 1, out + err
     assert upstream.state.chat_calls == 60 + 60  # baseline and candidate, through the gateway
     report = json.loads((tmp_path / "bad.json").read_text())
@@ -106,8 +117,14 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
     assert code == 1 and "refused by its gate policy" in err
 
     good, _ = registry.push_prompt("arith", GOOD, {"model": "stub", "temperature": 0.0, "seed": 1})
-    code, out, err = lockgate("eval", "run", str(suite(f"prompt:arith@{good.version}")), *cache,
-                              "--baseline", "label:production")  # fmt: skip
+    code, out, err = lockgate(
+        "eval",
+        "run",
+        str(suite(f"prompt:arith@{good.version}")),
+        *cache,
+        "--baseline",
+        "label:production",
+    )
     assert code == 0, out + err
     code, out, err = lockgate("prompt", "label", "arith", str(good.version), "production")
     assert code == 0, err
