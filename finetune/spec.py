@@ -19,6 +19,7 @@ executor: local                               # local | torchrun | kubernetes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -218,6 +219,11 @@ def spec_from_openai(body: dict[str, Any]) -> JobSpec:
         "training": training,
     }
     extra = (body.get("metadata") or {}).get("lockgate") if body.get("metadata") else None
+    if isinstance(extra, str):  # OpenAI metadata values are strings: JSON inside
+        try:
+            extra = json.loads(extra)
+        except ValueError as exc:
+            raise SpecInvalid("metadata.lockgate must be a JSON object", param="metadata") from exc
     if isinstance(extra, dict):
         for key, value in extra.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -180,3 +180,36 @@ def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
     assert any("stopped heartbeating; requeued" in m for m in events)
     assert any("resuming run" in m for m in events)
     registry.close()
+
+
+def test_eval_hook_labels_or_refuses_without_failing_the_job(
+    registry: Registry, tiny_model: Path, tmp_path: Path
+) -> None:
+    from evals import SuiteInvalid
+
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: qa\n")
+    spec = {**_spec(tiny_model, train, epochs=1), "eval": {"suite": str(suite)}}
+    seen: list[str] = []
+
+    def passing(reg: Registry, job_spec: Any, version: Any) -> dict[str, Any]:
+        seen.append(f"{version.name}@{version.version}")
+        reg.set_label("model", version.name, job_spec.eval.label, version.version, reason="ok")
+        return {"verdict": "pass", "labelled": job_spec.eval.label}
+
+    submit_job(registry, spec)
+    done = Worker(registry, _settings(tmp_path), eval_hook=passing).poll_once()
+    assert done is not None and done.status == "succeeded"
+    assert done.result["eval"]["labelled"] == "production" and seen == ["qa-bot@1"]
+    assert registry.get_model("qa-bot@production").version == 1
+
+    def broken(reg: Registry, job_spec: Any, version: Any) -> dict[str, Any]:
+        raise SuiteInvalid("the suite has no dataset")
+
+    spec["training"]["epochs"] = 2
+    submit_job(registry, spec)
+    done = Worker(registry, _settings(tmp_path), eval_hook=broken).poll_once()
+    assert done is not None and done.status == "succeeded"
+    assert done.result["eval"] == {"labelled": False, "error": "the suite has no dataset"}
+    assert registry.get_model("qa-bot@production").version == 1
