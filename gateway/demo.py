@@ -5,6 +5,7 @@ Each capability adds a step; every step prints the CLI command a user would type
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ SUPPORT_V2 = [
     },
     {"role": "user", "content": "{{ question }}"},
 ]
+CONFIG_V1 = {"model": "support-bot", "temperature": 0.2}
+CONFIG_V2 = {"model": "support-bot", "temperature": 0.0, "max_tokens": 64}
 
 
 @dataclass
@@ -28,6 +31,9 @@ class Demo:
     root: Path
     out: Any  # a rich console
     registry: Any  # registry.Registry
+    config: Path  # the demo's lockgate.yaml
+    settings: Any  # gateway.config.LockgateSettings
+    model_url: str  # the stand-in model
 
     def say(self, title: str) -> None:
         self.out.rule(f"[bold]{title}")
@@ -40,17 +46,17 @@ def registry_step(demo: Demo) -> None:
     reg = demo.registry
     demo.say("1. Registry: versioned prompts with labels")
     demo.cmd("prompt push support --file support.txt -m 'first prompt'")
-    v1, _ = reg.push_prompt("support", SUPPORT_V1, {"temperature": 0.2}, message="first prompt")
+    v1, _ = reg.push_prompt("support", SUPPORT_V1, CONFIG_V1, message="first prompt")
     demo.out.print(f"pushed support@{v1.version}; variables: {', '.join(v1.variables)}")
     demo.cmd("prompt push support --file support.yaml -m 'chat form, names the product'")
     v2, _ = reg.push_prompt(
         "support",
         SUPPORT_V2,
-        {"temperature": 0.0, "max_tokens": 64},
+        CONFIG_V2,
         message="chat form, names the product",
     )
     demo.out.print(f"pushed support@{v2.version}; variables: {', '.join(v2.variables)}")
-    again, created = reg.push_prompt("support", SUPPORT_V1, {"temperature": 0.2})
+    again, created = reg.push_prompt("support", SUPPORT_V1, CONFIG_V1)
     demo.out.print(
         f"pushing v1's content again returns support@{again.version} (created={created})"
     )
@@ -99,23 +105,174 @@ def registry_step(demo: Demo) -> None:
     )
 
 
-STEPS: list[Callable[[Demo], None]] = [registry_step]
+class DemoFailed(RuntimeError):
+    """A demo step did not end as the loop it shows requires."""
+
+
+def _lockgate(demo: Demo, *args: str, expect: int = 0) -> None:
+    """Run a real `lockgate` command in process, printing what a user would see; the demo
+    stops when its exit code is not the one the loop expects."""
+    from gateway.cli import app
+
+    demo.cmd(" ".join(args))
+    code = app(["--config", str(demo.config), *args], prog_name="lockgate", standalone_mode=False)
+    if int(code or 0) != expect:
+        raise DemoFailed(f"`lockgate {' '.join(args)}` exited {code or 0}, expected {expect}")
+
+
+def _chat(demo: Demo, client: Any, shown: str, body: dict[str, Any]) -> None:
+    """POST a chat completion through the gateway and print what came back."""
+    if body.get("stream"):
+        with client.stream("POST", "/chat/completions", json=body) as response:
+            chunks = [line for line in response.iter_lines() if line.startswith("data: {")]
+        result = f"{response.status_code}: {len(chunks)} SSE chunks"
+    else:
+        response = client.post("/chat/completions", json=body)
+        data = response.json()
+        text = data["choices"][0]["message"]["content"] if response.is_success else None
+        result = f"{response.status_code}: {text or data['error']['message']}"
+    demo.out.print(f"POST /v1/chat/completions {shown} -> {result}", markup=False)
+
+
+def _call_rows(calls: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for c in reversed(calls):
+        prompt = f"{c['prompt_name']}@{c['prompt_version']}" if c["prompt_name"] else "-"
+        ttft = f"{c['ttft_ms']:.1f}" if c["ttft_ms"] else "-"
+        tokens = f"{c['input_tokens'] or 0}/{c['output_tokens'] or 0}"
+        stream = "yes" if c["stream"] else "no"
+        route = c["route"] or c["model"]
+        rows.append(
+            [route, prompt, c["status_code"], stream, f"{c['latency_ms']:.1f}", ttft, tokens]
+        )
+    return rows
+
+
+def gateway_step(demo: Demo) -> None:
+    import httpx
+
+    from gateway.app import create_app
+    from gateway.background import ServerThread
+
+    demo.say("2. Gateway: an OpenAI-compatible endpoint, traced, resolving prompts")
+    demo.out.print(
+        f"upstream: the demo's stand-in model at {demo.model_url} (a scripted OpenAI-compatible "
+        "server; no API keys)"
+    )
+    demo.cmd(f"serve --config {demo.config}")
+    variables = {"product": "Acme Cloud", "question": "Where is my invoice?"}
+    with (
+        ServerThread(create_app(demo.settings)) as gateway,
+        httpx.Client(base_url=gateway.url + "/v1", timeout=30) as client,
+    ):
+        demo.out.print(f"gateway listening on {gateway.url}/v1")
+        question = {"role": "user", "content": "How long does a refund take?"}
+        _chat(demo, client, "model=support-bot", {"model": "support-bot", "messages": [question]})
+        prompt = {"name": "support", "label": "production", "variables": variables}
+        _chat(demo, client, "prompt=support@production", {"model": "support-bot", "prompt": prompt})
+        by_model = "prompt:support@production"
+        streamed = {"variables": {**variables, "question": "I forgot my password."}}
+        body = {"model": by_model, "stream": True, "prompt": streamed}
+        _chat(demo, client, f"model={by_model} stream=true", body)
+        body = {"model": by_model, "prompt": {"variables": {"question": "hi"}}}
+        _chat(demo, client, "with a variable missing", body)
+    columns = ["route", "prompt", "status", "stream", "ms", "ttft ms", "tokens"]
+    rows = _call_rows(demo.registry.list_calls(limit=10))
+    demo.out.print(
+        table("call records (one per request, written off the request path)", columns, rows)
+    )
+
+
+def eval_step(demo: Demo) -> None:
+    import yaml
+
+    from gateway.demo_model import dataset_rows
+
+    demo.say("3. Evals and gates: a regression is caught before it ships")
+    data = demo.root / "support-faq.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in dataset_rows()))
+    suite = demo.root / "support-faq.yaml"
+
+    def write_suite(ref: str) -> Path:
+        suite.write_text(yaml.safe_dump({
+            "name": "support-faq",
+            "dataset": str(data),
+            "target": {"model": ref, "variables": {"product": "product", "question": "question"}},
+            "reference": "fact",
+            "scorers": ["contains"],
+            "gates": ["contains >= 0.9", {"contains": {"regression": True, "min_effect": 0.15}}],
+        }, sort_keys=False))  # fmt: skip
+        return suite
+
+    _lockgate(demo, "prompt", "gate", "support", "production", "--suite", "support-faq")
+    write_suite("prompt:support@production")
+    _lockgate(demo, "eval", "run", str(suite), "--cache-dir", str(demo.root / "cache"), "-q")
+    regressed, _ = demo.registry.push_prompt(
+        "support",
+        [{"role": "system", "content": "You are a support agent for {{ product }}. "
+                                       "Talk like a pirate."},
+         {"role": "user", "content": "{{ question }}"}],
+        CONFIG_V2, message="more personality",
+    )  # fmt: skip
+    demo.out.print(
+        f"pushed support@{regressed.version}: 'Talk like a pirate.' (a planted regression)"
+    )
+    write_suite(f"prompt:support@{regressed.version}")
+    _lockgate(demo, "eval", "run", str(suite), "--baseline", "label:production",
+              "--cache-dir", str(demo.root / "cache"), "--markdown", str(demo.root / "summary.md"),
+              expect=1)  # fmt: skip
+    _lockgate(demo, "prompt", "label", "support", str(regressed.version), "production", expect=1)
+    improved, _ = demo.registry.push_prompt(
+        "support",
+        [{"role": "system", "content": "You are a friendly support agent for {{ product }}. "
+                                       "Answer in one short sentence."},
+         {"role": "user", "content": "{{ question }}"}],
+        CONFIG_V2, message="friendlier, same facts",
+    )  # fmt: skip
+    demo.out.print(f"pushed support@{improved.version}: friendlier wording, same facts")
+    write_suite(f"prompt:support@{improved.version}")
+    _lockgate(demo, "eval", "run", str(suite), "--baseline", "label:production",
+              "--cache-dir", str(demo.root / "cache"), "-q")  # fmt: skip
+    _lockgate(demo, "prompt", "label", "support", str(improved.version), "production",
+              "--reason", "support-faq passed")  # fmt: skip
+    _lockgate(demo, "prompt", "history", "support", "--label", "production")
+
+
+STEPS: list[Callable[[Demo], None]] = [registry_step, gateway_step, eval_step]
 
 
 def run_demo(root: Path) -> None:
-    from registry import Registry, RegistrySettings
+    import yaml
+
+    from gateway.background import ServerThread
+    from gateway.config import load_settings
+    from gateway.demo_model import build_app
+    from registry import Registry
 
     if root.exists():
         shutil.rmtree(root)
-    settings = RegistrySettings(data_dir=root)
-    registry = Registry(settings, actor="demo")
+    root.mkdir(parents=True)
     out = console()
-    out.print(f"lockgate demo — embedded registry at {settings.resolved_database_url()}")
-    try:
-        demo = Demo(root=root, out=out, registry=registry)
-        for step in STEPS:
-            step(demo)
-    finally:
-        registry.close()
+    with ServerThread(build_app()) as model:
+        config = root / "lockgate.yaml"
+        config.write_text(yaml.safe_dump({
+            "registry": {"data_dir": str(root)},
+            "gateway": {"routes": {"support-bot": {"deployments": [
+                {"provider": "openai", "model": "lockgate-demo-faq", "api_base": model.url + "/v1"}
+            ]}}},
+        }, sort_keys=False))  # fmt: skip
+        settings = load_settings(config)
+        registry = Registry(settings.registry, actor="demo")
+        out.print(
+            f"lockgate demo — embedded registry at {settings.registry.resolved_database_url()}"
+        )
+        try:
+            demo = Demo(root, out, registry, config, settings, model.url)
+            for step in STEPS:
+                step(demo)
+        finally:
+            registry.close()
     out.rule()
-    out.print(f"Explore it: LOCKGATE_DATA_DIR={root} lockgate prompt show support@production")
+    out.print(
+        f"Explore it: lockgate --config {root / 'lockgate.yaml'} prompt show support@production"
+    )
