@@ -30,6 +30,9 @@ lint: install
 bench: install ## benchmarks print their figures; see docs/benchmarks.md
 	$(BIN)/python tests/benchmarks/registry_resolve.py
 	$(BIN)/python tests/benchmarks/cli_startup.py
+	$(BIN)/python tests/benchmarks/evals_throughput.py
+	# needs wrk (apt-get install -y wrk); a LiteLLM column with --litellm-venv PATH
+	$(BIN)/python tests/benchmarks/gateway_overhead.py --duration 5
 
 docs: install ## regenerate the CLI reference from --help
 	$(BIN)/python -m gateway.docgen > docs/cli.md
