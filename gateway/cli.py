@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from evals.cli import eval_app
+from finetune.cli import finetune_app
 from gateway.keys_cli import keys_app
 from registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
 from registry.errors import LockgateError
@@ -103,6 +104,7 @@ app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
+app.add_typer(finetune_app, name="finetune")
 
 
 @app.command("demo")
