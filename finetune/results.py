@@ -126,6 +126,9 @@ def gate_and_label(
             base_run = run_on(reference)
             baseline = evals.Baseline(reference, base_run.results, base_run.run_id, reference)
     report = evals.build_report(run, baseline)
+    from evals.report import record_verdict
+
+    record_verdict(registry, report)  # the label gate reads the verdict from the run
     reasons = [f"{g.gate}: {g.reason}" for g in report.gates if not g.passed]
     outcome: dict[str, Any] = {
         "suite": suite.name,
