@@ -83,6 +83,16 @@ def _history_rows(moves: list[Any]) -> list[list[Any]]:
 
 HISTORY_COLUMNS = ["when", "label", "from", "to", "actor", "reason"]
 
+
+def _emit_subjects(title: str, subjects: list[Any], json_mode: bool) -> None:
+    """A prompt or model list: name, latest version, labels."""
+    rows = [
+        [s.name, s.latest_version, ", ".join(f"{k}={v}" for k, v in sorted(s.labels.items()))]
+        for s in subjects
+    ]
+    emit(subjects, json_mode, lambda c: c.print(table(title, ["name", "latest", "labels"], rows)))
+
+
 # --------------------------------------------------------------------------- prompts
 prompt_app = typer.Typer(help="Versioned prompt templates with labels.", no_args_is_help=True)
 
@@ -115,25 +125,7 @@ def prompt_push(
 @prompt_app.command("list")
 def prompt_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List prompts with their latest version and labels."""
-    prompts = _registry(ctx).list_prompts()
-    emit(
-        prompts,
-        json_mode,
-        lambda c: c.print(
-            table(
-                "prompts",
-                ["name", "latest", "labels"],
-                [
-                    [
-                        p.name,
-                        p.latest_version,
-                        ", ".join(f"{k}={v}" for k, v in sorted(p.labels.items())),
-                    ]
-                    for p in prompts
-                ],
-            )
-        ),
-    )
+    _emit_subjects("prompts", _registry(ctx).list_prompts(), json_mode)
 
 
 @prompt_app.command("show")
@@ -341,25 +333,7 @@ def model_register(
 @model_app.command("list")
 def model_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List models with their latest version and labels."""
-    models = _registry(ctx).list_models()
-    emit(
-        models,
-        json_mode,
-        lambda c: c.print(
-            table(
-                "models",
-                ["name", "latest", "labels"],
-                [
-                    [
-                        m.name,
-                        m.latest_version,
-                        ", ".join(f"{k}={v}" for k, v in sorted(m.labels.items())),
-                    ]
-                    for m in models
-                ],
-            )
-        ),
-    )
+    _emit_subjects("models", _registry(ctx).list_models(), json_mode)
 
 
 @model_app.command("show")

@@ -29,6 +29,14 @@ def _check_edges(edges: Iterable[LineageEdge]) -> list[LineageEdge]:
     return out
 
 
+def _lineage_rows(run_id: str, edges: list[LineageEdge]) -> list[RunLineage]:
+    return [
+        RunLineage(run_id=run_id, subject_type=e.subject_type, subject_ref=e.subject_ref,
+                   role=e.role)
+        for e in edges
+    ]  # fmt: skip
+
+
 class RunsMixin(LabelsMixin):
     def create_run(
         self,
@@ -61,15 +69,7 @@ class RunsMixin(LabelsMixin):
                 )
             )
             session.flush()
-            session.add_all(
-                RunLineage(
-                    run_id=run_id,
-                    subject_type=e.subject_type,
-                    subject_ref=e.subject_ref,
-                    role=e.role,
-                )
-                for e in edges
-            )
+            session.add_all(_lineage_rows(run_id, edges))
         return self.get_run(run_id)
 
     def log_metrics(
@@ -90,15 +90,7 @@ class RunsMixin(LabelsMixin):
         checked = _check_edges(edges)
         with self._write() as session:
             self._run(session, run_id)
-            session.add_all(
-                RunLineage(
-                    run_id=run_id,
-                    subject_type=e.subject_type,
-                    subject_ref=e.subject_ref,
-                    role=e.role,
-                )
-                for e in checked
-            )
+            session.add_all(_lineage_rows(run_id, checked))
 
     def log_artifact(self, run_id: str, name: str, path: Path) -> str:
         """Store a file or folder in the artifact store and attach it to the run."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from sqlalchemy import inspect
 from registry import DatabaseError, Registry, RegistrySettings
 from registry import db as registry_db
 from registry.tables import Base
-from tests.conftest import PG_ADMIN_URL, _pg_available
+from tests.conftest import scratch_pg_database
 
 
 def test_embedded_sqlite_is_created_and_migrated(tmp_path: Path) -> None:
@@ -25,18 +24,8 @@ def test_embedded_sqlite_is_created_and_migrated(tmp_path: Path) -> None:
 
 @pytest.fixture
 def empty_pg() -> Iterator[str]:
-    reason = _pg_available()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"lockgate_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_database("lockgate_mig") as url:
+        yield url
 
 
 @pytest.mark.postgres
