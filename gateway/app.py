@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -15,6 +17,7 @@ from starlette.responses import Response
 
 from gateway.api import chat, completions, embeddings, health, metrics, models
 from gateway.config import LockgateSettings
+from gateway.schemas import install_openapi
 from gateway.state import build_state
 from registry.errors import LockgateError
 
@@ -22,15 +25,19 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
-def _error_response(status: int, body: object) -> Response:
-    import orjson
-
-    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+def _error_response(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
 
 
 async def _lockgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LockgateError)
-    return _error_response(exc.status_code, exc.to_dict())
+    content = orjson.dumps(exc.to_dict())
+    state = getattr(request.app.state, "gateway", None)
+    if state is not None:
+        content = state.scrub(content)
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after else None
+    return Response(content, status_code=exc.status_code, media_type=_JSON, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -40,7 +47,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     message = str(first.get("msg", "invalid request"))
     body = {"error": {"message": message, "type": "invalid_request_error", "param": param,
                       "code": "validation_error"}}  # fmt: skip
-    return _error_response(422, body)
+    return _error_response(400, body)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -73,6 +80,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     for module in (chat, completions, embeddings, models, health, metrics):
         app.include_router(module.router)
+    install_openapi(app)
     return app
 
 

@@ -5,11 +5,20 @@ Hierarchy::
     LockgateError (registry.errors)      base of every user-facing error
     └── GatewayError
         ├── InvalidRequest      (400) malformed JSON, missing or ill-typed fields
+        ├── AuthenticationFailed (401) no key, or an unknown, revoked or expired one
+        ├── PermissionDenied    (403) the key lacks the model or the scope
         ├── ModelNotFound       (404) no route, and not a registry:/prompt: reference
+        ├── RequestTimeout      (408) the client did not send its body in time
+        ├── RequestTooLarge     (413) the body is over gateway.requests.max_body_bytes
+        ├── RateLimited         (429) a key's rpm, tpm, concurrency or budget; Retry-After
         ├── UpstreamError       (the upstream's status) an upstream answered with an error;
         │                       its OpenAI-shaped body is passed through unchanged
         ├── UpstreamUnreachable (502) connecting to or reading from the upstream failed
+        │   └── StreamBroken    (502) the upstream stream ended early or sent a bad event
+        ├── AllDeploymentsFailed (503) every deployment in the chain failed; lists why
         └── UpstreamTimeout     (504) the upstream did not answer in time
+
+``retry_after_s`` (when set) becomes a ``Retry-After`` header.
 
 Registry errors raised at request time (``NotFound`` 404 for an unknown prompt or label,
 ``VariablesMismatch`` 400 naming missing and unknown variables, ``DatabaseError`` 503) reach
@@ -18,9 +27,13 @@ the client the same way, through the one exception handler in ``gateway.app``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import LockgateError
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -36,6 +49,40 @@ ERROR_TYPES = {
 
 class GatewayError(LockgateError):
     code = "gateway_error"
+    retry_after_s: float | None = None
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    code = "invalid_api_key"
+    error_type = "authentication_error"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    code = "permission_denied"
+    error_type = "permission_error"
+
+
+class RequestTimeout(GatewayError):
+    status_code = 408
+    code = "request_timeout"
+    error_type = "timeout_error"
+
+
+class RequestTooLarge(GatewayError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, code: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_s = retry_after_s
 
 
 class InvalidRequest(GatewayError):
@@ -62,6 +109,7 @@ class UpstreamError(GatewayError):
         body: dict[str, Any] | None = None,
         code: str | None = None,
         param: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message, param=param)
         self.status_code = status_code
@@ -71,6 +119,7 @@ class UpstreamError(GatewayError):
         if code is not None:
             self.code = code
         self.body = body
+        self.retry_after_s = retry_after_s
 
     def to_dict(self) -> dict[str, object]:
         if self.body is not None:
@@ -88,3 +137,45 @@ class UpstreamTimeout(GatewayError):
     status_code = 504
     code = "upstream_timeout"
     error_type = "server_error"
+
+
+class StreamBroken(UpstreamUnreachable):
+    """Raised inside a relayed stream; ``code`` says how it broke."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AllDeploymentsFailed(GatewayError):
+    status_code = 503
+    code = "all_deployments_failed"
+    error_type = "server_error"
+
+    def __init__(self, route: str, reasons: list[str], retry_after_s: float | None) -> None:
+        super().__init__(
+            f"every deployment for {route!r} failed: " + "; ".join(reasons)
+            + ". Retry later, or check the upstreams.",
+        )  # fmt: skip
+        self.reasons = reasons
+        self.retry_after_s = retry_after_s
+
+
+class SecretScrubber:
+    """Removes the configured upstream keys from error bodies before they leave the gateway
+    (an upstream may quote the key it was sent in its error message)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s.encode() for s in secrets if len(s) >= 8}, key=len, reverse=True)
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> SecretScrubber:
+        keys = [d.api_key for r in settings.routes.values() for d in r.deployments]
+        keys += [c.api_key for c in settings.providers.values()]
+        return cls(k.get_secret_value() for k in keys if k is not None)
+
+    def __call__(self, content: bytes) -> bytes:
+        for secret in self._secrets:
+            if secret in content:
+                content = content.replace(secret, b"[REDACTED]")
+        return content

@@ -9,6 +9,7 @@
 ``lockgate_call_records_written_total``        call records stored in the registry
 ``lockgate_call_records_dropped_total``        reason (queue_full | write_failed)
 ``lockgate_call_records_queue_depth``          call records waiting to be written
+``lockgate_limiter_errors_total``              the limiter (Redis) failed; requests admitted
 =============================================  ==========================================
 
 With several workers each process counts for itself; scrape each or aggregate upstream.
@@ -54,6 +55,9 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "lockgate_call_records_queue_depth", "Call records waiting to be written.", registry=r
+        )
+        self.limiter_errors = Counter(
+            "lockgate_limiter_errors", "Limiter failures (requests admitted).", registry=r
         )
         self._children: dict[tuple[Any, ...], Any] = {}
 

@@ -1,82 +1,56 @@
 """The request path shared by chat, completions and embeddings.
 
-parse the body → render a registry prompt into it → pick the deployment → start the span →
-forward (fast path or litellm) → answer (bytes as they came, or the stream as it comes) →
-end the span, count the metrics, queue the call record. Nothing here touches the database
-when the prompt cache is warm, and nothing is logged per request.
+authenticate → read and check the body → render a registry prompt into it → check the key
+may use the model → admit it under the key's limits → plan the deployments → send, retrying
+and falling back (:mod:`gateway.dispatch`) → answer (bytes as they came, or the stream as it
+comes, :mod:`gateway.relay`) → end the span, count the metrics, queue the call record, give
+the key's limiter slot back with the call's tokens and cost.
+
+Nothing here touches the database when the key and prompt caches are warm, and nothing is
+logged per request. A client that goes away while the gateway waits for the upstream cancels
+the upstream request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
-from opentelemetry.trace import (
-    Span,
-    SpanKind,
-    Status,
-    StatusCode,
-    Tracer,
-    set_span_in_context,
-)
-from starlette.requests import Request
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway.auth import Authenticator
+from gateway.body import parse_body, read_body
 from gateway.call_records import CallRecorder
-from gateway.errors import InvalidRequest, UpstreamError
+from gateway.costs import CostTable
+from gateway.dispatch import Dispatcher
+from gateway.errors import RateLimited, UpstreamError
+from gateway.limits import KeyLimits, Limiter
 from gateway.metrics import Metrics
 from gateway.prompts import PromptResolver
 from gateway.providers import Operation, UpstreamCall
+from gateway.relay import CLIENT_CLOSED, relay
 from gateway.routing import Router, Target
 from gateway.settings import GatewaySettings
+from gateway.spans import Call, response_attributes, start_attributes, stream_attributes
 from gateway.streaming import StreamScan
-from gateway.tracing import (
-    PROPAGATOR,
-    Redactor,
-    output_messages,
-    request_attributes,
-    server_attributes,
-)
+from gateway.tracing import PROPAGATOR, Redactor
 from registry.errors import LockgateError
 
-CLIENT_CLOSED = 499
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+LIMIT_CODES = {"rpm": "rpm_limit", "tpm": "tpm_limit", "parallel": "parallel_limit",
+               "budget": "budget_exceeded"}  # fmt: skip
 
 
-@dataclass(slots=True)
-class Call:
-    """What one call learns on its way, for the span, the metrics and the call record."""
-
-    operation: Operation
-    span: Span
-    started: float
-    created_at: datetime
-    request_id: str
-    model: str | None = None
-    target: Target | None = None
-    prompt_name: str | None = None
-    prompt_version: int | None = None
-    stream: bool = False
-    ttft_s: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    finished: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _tokens(usage: Any) -> tuple[int | None, int | None]:
-    if not isinstance(usage, dict):
-        return None, None
-    given = usage.get("prompt_tokens", usage.get("input_tokens"))
-    taken = usage.get("completion_tokens", usage.get("output_tokens"))
-    return (
-        given if isinstance(given, int) else None,
-        taken if isinstance(taken, int) else None,
-    )
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
 
 
 class Proxy:
@@ -89,6 +63,10 @@ class Proxy:
         tracer: Tracer,
         metrics: Metrics,
         recorder: CallRecorder | None,
+        auth: Authenticator,
+        limiter: Limiter,
+        dispatcher: Dispatcher,
+        costs: CostTable | None,
     ) -> None:
         self._router = router
         self._ids = random.Random()  # uuid4 reads os.urandom: slow on some VMs
@@ -96,10 +74,20 @@ class Proxy:
         self._tracer = tracer
         self._metrics = metrics
         self._recorder = recorder
+        self._auth = auth
+        self._limiter = limiter
+        self._dispatcher = dispatcher
+        self._costs = costs
+        self._requests = settings.requests
         self._stream_usage = settings.upstream.stream_usage
-        self._capture = settings.tracing.capture_content
         tracing = settings.tracing
-        self._redact = Redactor(tracing.redact_patterns, tracing.redaction)
+        self._redact = (
+            Redactor(tracing.redact_patterns, tracing.redaction)
+            if tracing.capture_content
+            else None
+        )
+        self._releases: set[asyncio.Task[None]] = set()
+        self._last_limiter_warning = 0.0
 
     async def handle(self, request: Request, operation: Operation) -> Response:
         started = time.perf_counter()
@@ -118,147 +106,135 @@ class Proxy:
         except LockgateError as exc:
             self.finish(call, exc.status_code, exc)
             raise
+        except (ClientGone, ClientDisconnect):
+            self.finish(call, CLIENT_CLOSED, None, error_type="client_closed")
+            return Response(status_code=CLIENT_CLOSED)
         except Exception as exc:  # boundary: record the failure; the 500 handler answers
             self.finish(call, 500, exc)
             raise
-        except BaseException:  # cancelled: the client went away
+        except BaseException:  # cancelled: the server is going away
             self.finish(call, CLIENT_CLOSED, None, error_type="client_closed")
             raise
 
     async def _forward(self, request: Request, call: Call) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        call.model = model = body.get("model") if isinstance(body.get("model"), str) else None
+        call.principal = principal = await self._auth.authenticate(request.headers)
+        if principal.key_id is not None:
+            call.span.set_attribute("lockgate.key.id", principal.key_id)
+        principal.require_scope("inference")
+        body = parse_body(await read_body(request, self._requests), call.operation)
+        requested = body.get("model")
+        call.model = requested if isinstance(requested, str) else None
         applied = await self._prompts.apply(call.operation, body)
         if applied is not None:
             call.prompt_name, call.prompt_version = applied.name, applied.version
-        call.target = target = await self._router.resolve(body.get("model"))
-        deployment = target.deployment
-        for key, value in deployment.params.items():
-            body.setdefault(key, value)
-        body["model"] = deployment.model
+        model = body.get("model")
+        if principal.models is not None and isinstance(model, str):
+            principal.require_model(model)
+        await self._admit(call)
+        plan = await self._router.plan(model)
+        call.route, call.target = plan.route, plan.candidates[0]
         call.stream = stream = body.get("stream") is True
-        self._start_attributes(call, body, model)
         upstream_headers: dict[str, str] = {}
         PROPAGATOR.inject(upstream_headers, context=set_span_in_context(call.span))
-        response_headers = {"x-request-id": call.request_id}
-        if not stream:
-            upstream = UpstreamCall(call.operation, deployment, body, upstream_headers)
-            result = await target.provider.complete(upstream)
-            self._response_attributes(call, result.data)
-            self.finish(call, 200, None)
-            return Response(result.content, media_type="application/json", headers=response_headers)
         strip_usage = False
-        if self._stream_usage and call.operation != "embeddings":
+        if stream and self._stream_usage and call.operation != "embeddings":
             options = body.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
                 strip_usage = True
                 body["stream_options"] = {**(options or {}), "include_usage": True}
-        upstream = UpstreamCall(call.operation, deployment, body, upstream_headers)
-        chunks = await target.provider.stream(upstream)
-        scan = StreamScan(strip_usage=strip_usage, capture=self._capture)
-        return StreamingResponse(
-            self._relay(call, chunks, scan), media_type="text/event-stream",
-            headers={**response_headers, "cache-control": "no-cache"},
-        )  # fmt: skip
+        sent: dict[str, Any] = body
 
-    async def _relay(
-        self, call: Call, chunks: AsyncGenerator[bytes, None], scan: StreamScan
-    ) -> AsyncGenerator[bytes, None]:
-        status, error, error_type = 200, None, None
-        try:
-            async for chunk in chunks:
-                if call.ttft_s is None:
-                    call.ttft_s = time.perf_counter() - call.started
-                out = scan.feed(chunk)
-                if out:
-                    yield out
-            tail = scan.finish()
-            if tail:
-                yield tail
-        except LockgateError as exc:  # the upstream failed mid-stream: say so in the stream
-            status, error = exc.status_code, exc
-            yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n"
-        except BaseException:
-            status, error_type = CLIENT_CLOSED, "client_closed"
-            raise
-        finally:
-            await chunks.aclose()
-            self._stream_attributes(call, scan)
-            self.finish(call, status, error, error_type=error_type)
+        def build(target: Target) -> UpstreamCall:
+            nonlocal sent
+            deployment = target.deployment
+            sent = {**deployment.params, **body, "model": deployment.model}
+            return UpstreamCall(
+                call.operation, deployment, sent, upstream_headers, target.timeouts.connect_s
+            )
 
-    def _start_attributes(self, call: Call, body: dict[str, Any], requested: str | None) -> None:
-        target = call.target
-        assert target is not None
-        d = target.deployment
-        upstream_model = (
-            d.model.split("/", 1)[1] if d.model.startswith(d.provider + "/") else d.model
+        dispatcher = self._dispatcher
+        response_headers = {"x-request-id": call.request_id}
+        if not stream:
+            target, result = await self._until_disconnect(
+                request, dispatcher.complete(plan, build, call.failures)
+            )
+            call.target = target
+            start_attributes(call, sent, call.model, self._redact)
+            response_attributes(call, result.data, self._redact)
+            self.finish(call, 200, None)
+            return Response(result.content, media_type="application/json", headers=response_headers)
+        target, opened = await self._until_disconnect(
+            request, dispatcher.stream(plan, build, call.failures)
         )
-        span = call.span
-        span.update_name(f"{call.operation} {upstream_model}")
-        attributes: dict[str, Any] = {
-            "gen_ai.provider.name": d.provider,
-            "gen_ai.request.model": upstream_model,
-            "lockgate.route": target.route,
-            "lockgate.deployment": d.label,
-            "lockgate.request_id": call.request_id,
-            "lockgate.stream": call.stream,
-        }
-        if requested is not None and requested != target.route:
-            attributes["lockgate.requested_model"] = requested
-        if call.prompt_name is not None:
-            attributes["lockgate.prompt.name"] = call.prompt_name
-            attributes["lockgate.prompt.version"] = call.prompt_version
-        attributes.update(server_attributes(d.api_base))
-        attributes.update(request_attributes(body))
-        if self._capture:
-            content = body.get("messages", body.get("prompt", body.get("input")))
-            attributes["gen_ai.input.messages"] = self._redact.json(content)
-        span.set_attributes(attributes)
+        call.target = target
+        start_attributes(call, sent, call.model, self._redact)
+        scan = StreamScan(strip_usage=strip_usage, capture=self._redact is not None)
+        deadline = asyncio.get_running_loop().time() + target.timeouts.total_s
+        return StreamingResponse(
+            relay(call, opened, scan, deadline, self._finish_stream),
+            media_type="text/event-stream",
+            headers={**response_headers, "cache-control": "no-cache"},
+        )
 
-    def _response_attributes(self, call: Call, data: dict[str, Any]) -> None:
-        call.input_tokens, call.output_tokens = _tokens(data.get("usage"))
-        attributes: dict[str, Any] = {}
-        if isinstance(data.get("id"), str):
-            attributes["gen_ai.response.id"] = data["id"]
-        if isinstance(data.get("model"), str):
-            attributes["gen_ai.response.model"] = data["model"]
-        reasons = [
-            c["finish_reason"] for c in data.get("choices") or []
-            if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
-        ]  # fmt: skip
-        if reasons:
-            attributes["gen_ai.response.finish_reasons"] = reasons
-        if self._capture and call.operation != "embeddings":
-            attributes["gen_ai.output.messages"] = self._redact.json(output_messages(data))
-        call.span.set_attributes(attributes)
+    async def _admit(self, call: Call) -> None:
+        principal = call.principal
+        limits = principal.limits if principal is not None else None
+        if limits is None or principal is None:
+            return
+        try:
+            decision = await self._limiter.acquire(limits, call.request_id)
+        except Exception:  # boundary: Redis down → admit (fail open), count it, warn now and then
+            self._metrics.limiter_errors.inc()
+            now = time.monotonic()
+            if now - self._last_limiter_warning > 60:
+                self._last_limiter_warning = now
+                log.warning("the rate limiter failed; admitting requests", exc_info=True)
+            return
+        if not decision.allowed:
+            reason = decision.reason or "rpm"
+            raise RateLimited(
+                decision.message(principal.name),
+                code=LIMIT_CODES.get(reason, "rate_limit_exceeded"),
+                retry_after_s=decision.retry_after_s,
+            )
+        call.admitted = True
 
-    def _stream_attributes(self, call: Call, scan: StreamScan) -> None:
-        call.input_tokens, call.output_tokens = _tokens(scan.usage)
-        attributes: dict[str, Any] = {}
-        if scan.response_id:
-            attributes["gen_ai.response.id"] = scan.response_id
-        if scan.response_model:
-            attributes["gen_ai.response.model"] = scan.response_model
-        if scan.finish_reasons:
-            attributes["gen_ai.response.finish_reasons"] = scan.finish_reasons
-        if call.ttft_s is not None:
-            attributes["lockgate.time_to_first_token_ms"] = call.ttft_s * 1000
-        if self._capture:
-            texts = [
-                {"role": "assistant", "content": "".join(t)} for _, t in sorted(scan.texts.items())
-            ]
-            attributes["gen_ai.output.messages"] = self._redact.json(texts)
-        call.span.set_attributes(attributes)
+    @staticmethod
+    async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+        """Await ``work``; if the client disconnects first, cancel it and raise ClientGone."""
+        gone = False
+
+        async def watch(guard: asyncio.Timeout) -> None:
+            nonlocal gone
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    gone = True
+                    guard.reschedule(asyncio.get_running_loop().time())
+                    return
+
+        try:
+            async with asyncio.timeout(None) as guard:
+                watcher = asyncio.ensure_future(watch(guard))
+                try:
+                    return await work
+                finally:
+                    watcher.cancel()
+        except TimeoutError:
+            if gone:
+                raise ClientGone() from None
+            raise
+
+    def _finish_stream(
+        self, call: Call, status: int, error: BaseException | None, scan: StreamScan
+    ) -> None:
+        stream_attributes(call, scan, self._redact)
+        self.finish(call, status, error, error_type="client_closed" if status == 499 else None)
 
     def finish(
         self, call: Call, status: int, error: BaseException | None, *, error_type: str | None = None
     ) -> None:
-        """End the span, count the call and queue its record (once per call)."""
+        """End the span, count the call, queue its record and free its limiter slot (once)."""
         if call.finished:
             return
         call.finished = True
@@ -276,16 +252,26 @@ class Proxy:
         if error_type is not None:
             span.set_attribute("error.type", error_type)
             span.set_status(Status(StatusCode.ERROR, str(error) if error else error_type))
+        if call.failures and call.target is None:
+            span.set_attribute("lockgate.failed_attempts", call.failures)
         span.end()
-        target = call.target
-        route = target.route if target is not None else "-"
+        route = call.route or "-"
         self._metrics.observe_call(
             call.operation, route, status, latency, call.ttft_s,
             call.input_tokens, call.output_tokens, error_type,
         )  # fmt: skip
+        deployment = call.target.deployment if call.target is not None else None
+        cost = None
+        principal = call.principal
+        if self._costs is not None and deployment is not None and call.output_tokens is not None:
+            cost = self._costs.cost(
+                deployment.provider, deployment.model, call.input_tokens, call.output_tokens
+            )
+        if call.admitted and principal is not None and principal.limits is not None:
+            used = (call.input_tokens or 0) + (call.output_tokens or 0)
+            self._release(principal.limits, call.request_id, used, cost or 0.0)
         if self._recorder is None:
             return
-        deployment = target.deployment if target is not None else None
         context = span.get_span_context()
         self._recorder.submit(
             {
@@ -293,19 +279,41 @@ class Proxy:
                 "request_id": call.request_id[:64],
                 "trace_id": format(context.trace_id, "032x") if context.trace_id else None,
                 "operation": call.operation,
-                "route": route if target is not None else None,
-                "model": deployment.model if deployment is not None else call.model,
+                "route": call.route[:200] if call.route is not None else None,
+                "model": deployment.model if deployment is not None else _short(call.model),
                 "provider": deployment.provider if deployment is not None else None,
                 "deployment": deployment.label if deployment is not None else None,
                 "prompt_name": call.prompt_name,
                 "prompt_version": call.prompt_version,
-                "key_id": None,
+                "key_id": principal.key_id if principal is not None else None,
                 "status_code": status,
-                "error_type": error_type,
+                "error_type": error_type[:100] if error_type is not None else None,
                 "stream": call.stream,
                 "latency_ms": latency * 1000,
                 "ttft_ms": call.ttft_s * 1000 if call.ttft_s is not None else None,
                 "input_tokens": call.input_tokens,
                 "output_tokens": call.output_tokens,
+                "cost_usd": cost,
             }
         )
+
+    def _release(self, limits: KeyLimits, request_id: str, tokens: int, cost: float) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._limiter.release(limits, request_id, tokens=tokens, cost_usd=cost)
+        )
+        self._releases.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releases.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._metrics.limiter_errors.inc()
+
+    async def drain(self) -> None:
+        """Wait for pending limiter releases (at shutdown)."""
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+
+
+def _short(model: str | None) -> str | None:
+    return model[:200] if model is not None else None

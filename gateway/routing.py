@@ -1,8 +1,12 @@
-"""From the model string a request names to a deployment and the provider that serves it.
+"""From the model string a request names to the deployments that may serve it, in order.
 
-- a configured route (``gateway.routes``): one of its deployments, chosen by weight;
+- a configured route (``gateway.routes``): one of its deployments chosen by weight, then its
+  other deployments (by weight again), then the deployments of its ``fallbacks`` routes;
 - ``registry:NAME@LABEL``: the registered ``upstream`` model version the label points to
   (cached like prompts), served with the provider defaults in ``gateway.providers``.
+
+Each :class:`Target` carries its route's timeouts; the :class:`Plan` carries the retry policy
+of the route the request named.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import Any
 from gateway.cache import TTLCache
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.providers import Provider
-from gateway.settings import DeploymentSettings, GatewaySettings, RouteSettings
+from gateway.settings import (
+    DeploymentSettings,
+    GatewaySettings,
+    RetrySettings,
+    RouteSettings,
+    TimeoutSettings,
+)
 from registry.records import ModelVersionInfo, Ref
 from registry.registry import Registry
 
@@ -28,21 +38,56 @@ class Target:
     route: str
     deployment: DeploymentSettings
     provider: Provider
+    timeouts: TimeoutSettings
+    key: str = ""  # the deployment's identity for its circuit breaker
+
+    @staticmethod
+    def of(
+        route: str, d: DeploymentSettings, provider: Provider, timeouts: TimeoutSettings
+    ) -> Target:
+        return Target(route, d, provider, timeouts, f"{d.label} {d.api_base or ''}")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a request may be served by, in the order to try, and how hard to try."""
+
+    route: str
+    candidates: tuple[Target, ...]
+    retries: RetrySettings
 
 
 class _Route:
-    __slots__ = ("name", "targets", "totals")
+    __slots__ = ("fallback_targets", "name", "plan", "retries", "targets", "totals")
 
-    def __init__(self, name: str, route: RouteSettings, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self, name: str, route: RouteSettings, providers: dict[str, Provider],
+        settings: GatewaySettings,
+    ) -> None:  # fmt: skip
         self.name = name
-        self.targets = [Target(name, d, providers[d.implementation]) for d in route.deployments]
+        timeouts = settings.route_timeouts(route)
+        self.targets = [
+            Target.of(name, d, providers[d.implementation], timeouts) for d in route.deployments
+        ]
         self.totals = list(accumulate(d.weight for d in route.deployments))
+        self.retries = route.retries or settings.retries
+        self.fallback_targets: tuple[Target, ...] = ()
+        self.plan = Plan(name, tuple(self.targets), self.retries)
 
-    def choose(self, rng: random.Random) -> Target:
+    def link(self, routes: dict[str, _Route], fallbacks: list[str]) -> None:
+        self.fallback_targets = tuple(t for f in fallbacks for t in routes[f].targets)
+        self.plan = Plan(self.name, (*self.targets, *self.fallback_targets), self.retries)
+
+    def choose(self, rng: random.Random) -> Plan:
         if len(self.targets) == 1:
-            return self.targets[0]
-        index = bisect.bisect_right(self.totals, rng.random() * self.totals[-1])
-        return self.targets[min(index, len(self.targets) - 1)]
+            return self.plan
+        order: list[Target] = []
+        targets, totals = list(self.targets), list(self.totals)
+        while targets:  # weighted order without replacement
+            index = bisect.bisect_right(totals, rng.random() * totals[-1])
+            order.append(targets.pop(min(index, len(targets) - 1)))
+            totals = list(accumulate(t.deployment.weight for t in targets))
+        return Plan(self.name, (*order, *self.fallback_targets), self.retries)
 
 
 class Router:
@@ -54,15 +99,18 @@ class Router:
         self._registry = registry
         self._rng = random.Random()
         self._routes = {
-            name: _Route(name, route, providers) for name, route in settings.routes.items()
+            name: _Route(name, route, providers, settings)
+            for name, route in settings.routes.items()
         }
-        self._models: TTLCache[Target] = TTLCache(settings.prompt_cache_ttl_s)
+        for name, route in settings.routes.items():
+            self._routes[name].link(self._routes, route.fallbacks)
+        self._models: TTLCache[Plan] = TTLCache(settings.prompt_cache_ttl_s)
 
     @property
     def route_names(self) -> list[str]:
         return list(self._routes)
 
-    async def resolve(self, model: Any) -> Target:
+    async def plan(self, model: Any) -> Plan:
         if not isinstance(model, str) or not model:
             raise InvalidRequest(
                 "model is required (a route name or registry:NAME@LABEL)", param="model"
@@ -80,9 +128,11 @@ class Router:
             param="model",
         )
 
-    def _registry_target(self, model: str, ref: Ref) -> Target:
+    def _registry_target(self, model: str, ref: Ref) -> Plan:
         deployment = self.registry_deployment(self._registry.get_model(ref))
-        return Target(model, deployment, self._providers[deployment.implementation])
+        provider = self._providers[deployment.implementation]
+        target = Target.of(model, deployment, provider, self._settings.timeouts)
+        return Plan(model, (target,), self._settings.retries)
 
     def registry_deployment(self, info: ModelVersionInfo) -> DeploymentSettings:
         if info.flavor != "upstream":

@@ -19,7 +19,17 @@ gateway:
   prompt_cache_ttl_s: 5
   tracing: {capture_content: false}
   call_records: {queue_size: 10000}
+  auth: auto                          # auto | required | disabled (see docs/gateway.md)
+  admin_key_env: LOCKGATE_ADMIN_KEY   # a bootstrap admin key, from the environment
+  redis_url: redis://redis:6379/0     # per-key limits shared by every replica
+  retries: {max_retries: 2, backoff_base_s: 0.2, backoff_max_s: 5}
+  breaker: {failures: 5, cooldown_s: 30}
+  timeouts: {connect_s: 5, first_token_s: 60, total_s: 600}
+  requests: {max_body_bytes: 4194304, body_timeout_s: 30}
 ```
+
+A route may override ``retries`` and ``timeouts`` and name ``fallbacks`` (other routes tried,
+in order, when all of its own deployments fail).
 
 API keys are referenced by environment-variable name; :meth:`GatewaySettings.with_secrets`
 resolves them from a mapping (``gateway.config.load_settings`` passes the environment).
@@ -30,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 # Providers spoken to over the OpenAI protocol by the fast path unless ``via`` says otherwise.
 OPENAI_COMPATIBLE = frozenset(
@@ -92,8 +102,61 @@ class DeploymentSettings(Credentials):
         return self.name or f"{self.provider}/{self.model}"
 
 
+class RetrySettings(_Strict):
+    """Retries of a failed upstream attempt, only while nothing has reached the client."""
+
+    max_retries: int = Field(
+        default=2, ge=0, description="Attempts beyond one per deployment in the chain."
+    )
+    backoff_base_s: float = Field(default=0.2, ge=0, description="First backoff (doubles).")
+    backoff_max_s: float = Field(default=5.0, ge=0)
+    max_retry_after_s: float = Field(
+        default=10.0, ge=0,
+        description="An upstream Retry-After longer than this moves on instead of waiting.",
+    )  # fmt: skip
+
+
+class TimeoutSettings(_Strict):
+    """Per attempt: connecting, the first streamed chunk, and the whole upstream call."""
+
+    connect_s: float = Field(default=5.0, gt=0)
+    first_token_s: float = Field(
+        default=60.0, gt=0, description="Streams: time to the first chunk of the answer."
+    )
+    total_s: float = Field(default=600.0, gt=0, description="One attempt, stream included.")
+
+
+class TimeoutOverrides(_Strict):
+    connect_s: float | None = Field(default=None, gt=0)
+    first_token_s: float | None = Field(default=None, gt=0)
+    total_s: float | None = Field(default=None, gt=0)
+
+
 class RouteSettings(_Strict):
     deployments: list[DeploymentSettings] = Field(min_length=1)
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Routes tried in order once every deployment of this one has failed.",
+    )
+    retries: RetrySettings | None = Field(default=None, description="Default: gateway.retries.")
+    timeouts: TimeoutOverrides | None = Field(
+        default=None, description="Overrides of gateway.timeouts for this route."
+    )
+
+
+class BreakerSettings(_Strict):
+    """A per-deployment circuit breaker: after ``failures`` consecutive failures the
+    deployment is skipped for ``cooldown_s``, then one probe call decides."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class RequestSettings(_Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger: 413.")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time allowed to receive the request body (408)."
+    )
 
 
 class UpstreamSettings(_Strict):
@@ -147,6 +210,42 @@ class GatewaySettings(_Strict):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     call_records: CallRecordSettings = Field(default_factory=CallRecordSettings)
+    auth: Literal["auto", "required", "disabled"] = Field(
+        default="auto",
+        description="auto: keys are required once an admin key is configured or any key "
+        "exists in the registry; required: always; disabled: never (local development).",
+    )
+    admin_key_env: str | None = Field(
+        default=None, description="Environment variable holding a bootstrap admin key."
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="Resolved at start-up from admin_key_env; avoid setting it."
+    )
+    key_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a looked-up key is trusted (revocation delay)."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for limits shared by replicas; default: in process."
+    )
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    requests: RequestSettings = Field(default_factory=RequestSettings)
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> GatewaySettings:
+        for name, route in self.routes.items():
+            for fallback in route.fallbacks:
+                if fallback not in self.routes or fallback == name:
+                    raise ValueError(
+                        f"route {name!r}: fallback {fallback!r} is not another configured route"
+                    )
+        return self
+
+    def route_timeouts(self, route: RouteSettings) -> TimeoutSettings:
+        if route.timeouts is None:
+            return self.timeouts
+        return self.timeouts.model_copy(update=route.timeouts.model_dump(exclude_none=True))
 
     def with_secrets(self, environ: Mapping[str, str]) -> GatewaySettings:
         """A copy with every ``api_key_env`` resolved from ``environ``."""
@@ -157,4 +256,7 @@ class GatewaySettings(_Strict):
             for name, route in self.routes.items()
         }
         providers = {name: c.resolved(environ) for name, c in self.providers.items()}
-        return self.model_copy(update={"routes": routes, "providers": providers})
+        update: dict[str, Any] = {"routes": routes, "providers": providers}
+        if self.admin_key is None and self.admin_key_env and environ.get(self.admin_key_env):
+            update["admin_key"] = SecretStr(environ[self.admin_key_env])
+        return self.model_copy(update=update)

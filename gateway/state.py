@@ -6,17 +6,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
+import anyio.to_thread
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from gateway.auth import Authenticator
+from gateway.breaker import CircuitBreakers
 from gateway.call_records import CallRecorder
 from gateway.config import LockgateSettings
 from gateway.costs import CostTable
+from gateway.dispatch import Dispatcher
+from gateway.errors import SecretScrubber
+from gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from gateway.metrics import Metrics
 from gateway.prompts import PromptResolver
 from gateway.providers import Provider, ProviderContext, build_providers
 from gateway.proxy import Proxy
 from gateway.routing import Router
+from gateway.settings import GatewaySettings
 from gateway.tracing import INSTRUMENTATION, build_tracer_provider
 from registry.registry import Registry
 
@@ -33,8 +40,14 @@ class GatewayState:
     recorder: CallRecorder | None
     costs: CostTable | None
     proxy: Proxy
+    auth: Authenticator
+    limiter: Limiter
+    breakers: CircuitBreakers
+    scrub: SecretScrubber
 
     async def aclose(self) -> None:
+        await self.proxy.drain()
+        await self.limiter.close()
         for provider in self.providers.values():
             await provider.aclose()
         await self.http.close()
@@ -71,6 +84,9 @@ def build_state(
             costs.load_in_background()
         recorder = CallRecorder(registry, gateway.call_records, metrics, costs)
         recorder.start()
+    auth = Authenticator(gateway, registry)
+    limiter = build_limiter(gateway, registry)
+    breakers = CircuitBreakers(gateway.breaker)
     proxy = Proxy(
         settings=gateway,
         router=router,
@@ -78,8 +94,23 @@ def build_state(
         tracer=tracer_provider.get_tracer(INSTRUMENTATION),
         metrics=metrics,
         recorder=recorder,
+        auth=auth,
+        limiter=limiter,
+        dispatcher=Dispatcher(breakers),
+        costs=costs,
     )
     return GatewayState(
         settings, registry, http, providers, router, tracer_provider, metrics, recorder,
-        costs, proxy,
+        costs, proxy, auth, limiter, breakers, SecretScrubber.of(gateway),
     )  # fmt: skip
+
+
+def build_limiter(gateway: GatewaySettings, registry: Registry) -> Limiter:
+    """Redis when ``gateway.redis_url`` is set (shared by replicas), else in process."""
+
+    async def load_spend(key_id: str) -> float:
+        return await anyio.to_thread.run_sync(registry.key_spend, key_id)
+
+    if gateway.redis_url:
+        return RedisLimiter(gateway.redis_url, load_spend)
+    return MemoryLimiter(load_spend)

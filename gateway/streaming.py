@@ -5,6 +5,10 @@ split across chunks is scanned whole. A line is parsed only when it carries what
 needs: the first event (response id and model), a non-null ``finish_reason``, or a
 ``usage`` object. When the gateway asked the upstream for usage on the client's behalf,
 the usage-only event is removed again, so the client gets the stream it asked for.
+
+It also judges the stream's integrity, cheaply: every ``data:`` payload must be ``[DONE]``
+or look like one JSON object (``{`` … ``}``); the first that does not is ``malformed`` and
+nothing from it on is passed. ``done`` says whether ``data: [DONE]`` arrived.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from typing import Any
 import orjson
 
 _MARKERS = (b'"finish_reason":"', b'"finish_reason": "', b'"usage":{', b'"usage": {')
+DONE = b"data: [DONE]\n\n"
 
 
 class StreamScan:
     __slots__ = (
         "capture",
         "carry",
+        "done",
         "finish_reasons",
+        "malformed",
         "response_id",
         "response_model",
         "strip_usage",
@@ -37,6 +44,8 @@ class StreamScan:
         self.finish_reasons: list[str] = []
         self.usage: dict[str, Any] | None = None
         self.texts: dict[int, list[str]] = {}
+        self.done = False
+        self.malformed: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send on now (complete lines only)."""
@@ -46,9 +55,7 @@ class StreamScan:
             self.carry = data
             return b""
         out, self.carry = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
-        if self.response_id is None or self.capture or any(m in out for m in _MARKERS):
-            return self._scan(out)
-        return out
+        return self._scan(out)
 
     def finish(self) -> bytes:
         """Whatever is left after the last line break (a stream that does not end in one)."""
@@ -58,10 +65,19 @@ class StreamScan:
     def _scan(self, out: bytes) -> bytes:
         lines = out.split(b"\n")
         changed = False
+        observe_all = self.response_id is None or self.capture
         for i, line in enumerate(lines):
             if not line.startswith(b"data:"):
                 continue
-            if not (self.response_id is None or self.capture or any(m in line for m in _MARKERS)):
+            payload = line[5:].strip()
+            if not (payload.startswith(b"{") and payload.endswith(b"}")):
+                if payload == b"[DONE]":
+                    self.done = True
+                    continue
+                self.malformed = payload[:100]
+                good = b"\n".join(lines[:i])
+                return good + b"\n" if good else b""
+            if not (observe_all or any(m in line for m in _MARKERS)):
                 continue
             try:
                 event = orjson.loads(line[5:])

@@ -118,6 +118,11 @@ class KeysMixin(LabelsMixin):
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
             return None if row is None else _info(row)
 
+    def has_keys(self) -> bool:
+        """Whether any key was ever created (revoked and expired ones count)."""
+        with self._read() as session:
+            return session.scalar(select(ApiKey.id).limit(1)) is not None
+
     def list_keys(self) -> list[KeyInfo]:
         with self._read() as session:
             spent = dict(

@@ -1,5 +1,5 @@
 """``GET /v1/models``: the configured routes, then ``registry:NAME@LABEL`` for every label of
-every registered model."""
+every registered model; a key limited to some models sees only those."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter
+from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.deps import StateDep
@@ -21,11 +22,15 @@ def _model(model_id: str, owned_by: str, created: int = 0) -> dict[str, Any]:
 
 
 @router.get("/v1/models")
-async def list_models(state: StateDep) -> Response:
+async def list_models(request: Request, state: StateDep) -> Response:
+    principal = await state.auth.authenticate(request.headers)
+    principal.require_scope("inference")
     data = [_model(name, "lockgate") for name in state.router.route_names]
     summaries = await anyio.to_thread.run_sync(state.registry.list_models)
     for summary in summaries:
         created = int(summary.created_at.timestamp())
         for label in sorted(summary.labels):
             data.append(_model(f"{REGISTRY_PREFIX}{summary.name}@{label}", "registry", created))
+    if principal.models is not None:
+        data = [m for m in data if m["id"] in principal.models]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

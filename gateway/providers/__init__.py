@@ -35,6 +35,7 @@ class UpstreamCall:
     deployment: DeploymentSettings
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -31,10 +31,13 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     return dumped
 
 
-def map_litellm_error(exc: Exception, label: str) -> LockgateError:
-    """litellm's exceptions carry the upstream status; keep it and the message."""
+def map_litellm_error(exc: Exception, label: str, secret: str = "") -> LockgateError:
+    """litellm's exceptions carry the upstream status; keep it and the message (without the
+    API key, should the upstream quote it)."""
     name = type(exc).__name__
     message = str(getattr(exc, "message", None) or exc)
+    if secret and secret in message:
+        message = message.replace(secret, "[REDACTED]")
     if "Timeout" in name:
         return UpstreamTimeout(f"upstream {label} did not answer in time: {message}")
     if "APIConnectionError" in name:
@@ -43,6 +46,11 @@ def map_litellm_error(exc: Exception, label: str) -> LockgateError:
     if isinstance(status, int) and 400 <= status < 600:
         return UpstreamError(status, message)
     return UpstreamUnreachable(f"upstream {label} failed: {name}: {message}")
+
+
+def _secret(call: UpstreamCall) -> str:
+    key = call.deployment.api_key
+    return key.get_secret_value() if key is not None else ""
 
 
 class LiteLLMProvider:
@@ -72,7 +80,7 @@ class LiteLLMProvider:
         try:
             return await function(**self._kwargs(call), **extra)
         except Exception as exc:  # boundary: every litellm failure becomes a gateway error
-            raise map_litellm_error(exc, call.deployment.label) from exc
+            raise map_litellm_error(exc, call.deployment.label, _secret(call)) from exc
 
     async def complete(self, call: UpstreamCall) -> UpstreamResponse:
         data = _to_dict(await self._call(call))
@@ -85,7 +93,7 @@ class LiteLLMProvider:
         except StopAsyncIteration:
             first = None
         except Exception as exc:  # boundary, as above
-            raise map_litellm_error(exc, call.deployment.label) from exc
+            raise map_litellm_error(exc, call.deployment.label, _secret(call)) from exc
         return self._relay(first, chunks, call.deployment.label)
 
     @staticmethod

@@ -12,7 +12,7 @@ same upstream. See docs/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,8 +29,32 @@ from gateway.providers import (
 from gateway.settings import DEFAULT_API_BASES, DeploymentSettings
 
 
-def upstream_error(status: int, content: bytes) -> UpstreamError:
-    """An upstream error answer, kept as it came when it is OpenAI-shaped."""
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds; an HTTP date is ignored)."""
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def upstream_error(
+    status: int,
+    content: bytes,
+    headers: Mapping[str, str] | None = None,
+    deployment: DeploymentSettings | None = None,
+) -> UpstreamError:
+    """An upstream error answer, kept as it came when it is OpenAI-shaped (less the API key
+    we sent, should the upstream quote it)."""
+    after = retry_after(headers) if status in (429, 503) else None
+    secret = deployment.api_key.get_secret_value() if deployment and deployment.api_key else ""
+    if secret and secret.encode() in content:
+        content = content.replace(secret.encode(), b"[REDACTED]")
     try:
         data: Any = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -43,11 +67,14 @@ def upstream_error(status: int, content: bytes) -> UpstreamError:
             body=data,
             code=err.get("code") if isinstance(err.get("code"), str) else None,
             param=err.get("param") if isinstance(err.get("param"), str) else None,
+            retry_after_s=after,
         )
     if isinstance(data, dict) and isinstance(data.get("message"), str):  # vLLM / TGI style
-        return UpstreamError(status, data["message"])
+        return UpstreamError(status, data["message"], retry_after_s=after)
     text = content[:300].decode("utf-8", errors="replace").strip()
-    return UpstreamError(status, f"upstream returned HTTP {status}: {text or '(empty body)'}")
+    return UpstreamError(
+        status, f"upstream returned HTTP {status}: {text or '(empty body)'}", retry_after_s=after
+    )
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -65,6 +92,19 @@ class OpenAICompatibleProvider:
     def __init__(self, context: ProviderContext) -> None:
         self._http = context.http
         self._urls: dict[tuple[str, str], str] = {}
+        self._read_timeout_s = context.settings.upstream.read_timeout_s
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, call: UpstreamCall) -> aiohttp.ClientTimeout:
+        connect = call.connect_timeout_s
+        if connect is None:
+            return self._http.timeout
+        timeout = self._timeouts.get(connect)
+        if timeout is None:
+            timeout = self._timeouts[connect] = aiohttp.ClientTimeout(
+                total=None, connect=connect, sock_read=self._read_timeout_s
+            )
+        return timeout
 
     def _url(self, deployment: DeploymentSettings, operation: str) -> str:
         base = deployment.api_base or DEFAULT_API_BASES.get(deployment.provider)
@@ -90,14 +130,15 @@ class OpenAICompatibleProvider:
         url = self._url(call.deployment, call.operation)
         try:
             async with self._http.post(
-                url, data=orjson.dumps(call.body), headers=self._headers(call)
-            ) as resp:
+                url, data=orjson.dumps(call.body), headers=self._headers(call),
+                timeout=self._timeout(call),
+            ) as resp:  # fmt: skip
                 content = await resp.read()
                 status = resp.status
+                if status >= 400:
+                    raise upstream_error(status, content, resp.headers, call.deployment)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, call.deployment) from exc
-        if status >= 400:
-            raise upstream_error(status, content)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -111,7 +152,9 @@ class OpenAICompatibleProvider:
         headers = self._headers(call)
         headers["accept-encoding"] = "identity"  # relayed raw: no compression to undo
         try:
-            resp = await self._http.post(url, data=orjson.dumps(call.body), headers=headers)
+            resp = await self._http.post(
+                url, data=orjson.dumps(call.body), headers=headers, timeout=self._timeout(call)
+            )
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, call.deployment) from exc
         if resp.status >= 400:
@@ -121,7 +164,7 @@ class OpenAICompatibleProvider:
                 raise transport_error(exc, call.deployment) from exc
             finally:
                 resp.release()
-            raise upstream_error(resp.status, content)
+            raise upstream_error(resp.status, content, resp.headers, call.deployment)
         return self._relay(resp, call.deployment)
 
     @staticmethod

@@ -85,7 +85,9 @@ def gateway_settings(
         "routes": routes,
         "providers": {"openai": {"api_base": v1, "api_key": key}},
         "prompt_cache_ttl_s": 0.2,
+        "key_cache_ttl_s": 0.2,
         "call_records": {"flush_interval_s": 0.05},
+        "retries": {"backoff_base_s": 0.01, "backoff_max_s": 0.05},
     }
     for name, value in over.items():
         gateway[name] = (

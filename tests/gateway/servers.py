@@ -40,3 +40,66 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+class ResetServer:
+    """A TCP server that resets the first ``resets`` connections once their request has
+    arrived (SO_LINGER 0: an RST, not a FIN), then answers a chat completion."""
+
+    ANSWER = (
+        b'{"id":"chatcmpl-reset","object":"chat.completion","created":1,"model":"reset-model",'
+        b'"choices":[{"index":0,"message":{"role":"assistant","content":"after the reset"},'
+        b'"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3,'
+        b'"total_tokens":6}}'
+    )
+
+    def __init__(self, resets: int) -> None:
+        self.resets = resets
+        self.connections = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        import struct
+
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                part = conn.recv(65536)
+                if not part:
+                    return
+                data += part
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            while len(body) < length:
+                part = conn.recv(65536)
+                if not part:
+                    return
+                body += part
+            self.connections += 1
+            if self.connections <= self.resets:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"content-length: " + str(len(self.ANSWER)).encode() + b"\r\n\r\n" + self.ANSWER
+            )
+
+    def stop(self) -> None:
+        self.sock.close()

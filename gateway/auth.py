@@ -1,0 +1,203 @@
+"""Who is calling: ``Authorization: Bearer <key>`` (or ``api-key: <key>``) to a :class:`Principal`.
+
+Keys live in the registry (``lockgate keys create``), hashed; a bootstrap admin key may come
+from configuration (``gateway.admin_key_env``). A looked-up key is trusted for
+``gateway.key_cache_ttl_s`` (5 s): a warm request costs a dict look-up, and a revoked key is
+refused within that time. When the registry cannot be reached, the last answer for a key is
+kept (a stale allow beats failing every request); a key never seen before is then a 503.
+
+``gateway.auth``:
+
+- ``auto`` (default): keys are required once an admin key is configured or any key exists in
+  the registry; before that (a fresh local install) calls are let through unauthenticated.
+- ``required``: always; with no key at all every call is a 401.
+- ``disabled``: never (local development behind something else that authenticates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio.to_thread
+
+from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.limits import KeyLimits
+from gateway.settings import GatewaySettings
+from registry.keys import KeyInfo
+from registry.registry import Registry
+
+ADMIN_KEY_ID = "admin"
+MAX_CACHED_KEYS = 10_000
+RETRY_AFTER_ERROR_S = 1.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller; ``key_id`` is None when authentication is off."""
+
+    key_id: str | None
+    name: str
+    scopes: frozenset[str]
+    models: frozenset[str] | None = None
+    limits: KeyLimits | None = None
+    expires_at: float | None = None  # epoch seconds
+    revoked: bool = False
+
+    def has_scope(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def require_scope(self, scope: str) -> None:
+        if not self.has_scope(scope):
+            raise PermissionDenied(
+                f"key {self.name!r} lacks the {scope!r} scope; create a key with --scopes {scope}",
+                param="authorization",
+            )
+
+    def require_model(self, model: str) -> None:
+        if self.models is not None and model not in self.models:
+            allowed = ", ".join(sorted(self.models)) or "none"
+            raise PermissionDenied(
+                f"key {self.name!r} may not use model {model!r} (it may use: {allowed})",
+                param="model",
+            )
+
+
+ANONYMOUS = Principal(None, "anonymous", frozenset({"admin"}))
+ADMIN = Principal(ADMIN_KEY_ID, "admin (configured)", frozenset({"admin"}))
+
+
+def principal_for(key: KeyInfo) -> Principal:
+    limits = KeyLimits(key.id, key.rpm, key.tpm, key.max_parallel, key.budget_usd)
+    return Principal(
+        key.id, key.name, frozenset(key.scopes),
+        None if key.models is None else frozenset(key.models),
+        None if limits.unlimited else limits,
+        key.expires_at.timestamp() if key.expires_at is not None else None,
+        key.revoked_at is not None,
+    )  # fmt: skip
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    return headers.get("api-key") or None
+
+
+class _Cache:
+    """Answers by key, each with an expiry; a failed refresh keeps serving the old answer."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl = ttl_s
+        self.entries: dict[str, tuple[float, Principal | None]] = {}
+        self.pending: dict[str, asyncio.Task[Principal | None]] = {}
+
+
+class Authenticator:
+    def __init__(self, settings: GatewaySettings, registry: Registry) -> None:
+        self._mode = settings.auth
+        admin = settings.admin_key
+        self._admin = admin.get_secret_value().encode() if admin is not None else None
+        self._registry = registry
+        self._cache = _Cache(settings.key_cache_ttl_s)
+        self._keys_exist = self._mode == "required" or self._admin is not None
+        self._keys_checked = 0.0 if not self._keys_exist else float("inf")
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if self._mode == "disabled" or not await self._required():
+            return ANONYMOUS
+        secret = presented_key(headers)
+        if secret is None:
+            raise AuthenticationFailed(
+                "no API key: send Authorization: Bearer <key> (create one with "
+                "lockgate keys create)",
+                param="authorization",
+            )
+        if self._admin is not None and hmac.compare_digest(secret.encode(), self._admin):
+            return ADMIN
+        principal = await self._lookup(secret)
+        if principal is None:
+            raise AuthenticationFailed(
+                f"unknown API key {secret[:6]}…: check it, or create one with lockgate keys create",
+                param="authorization",
+            )
+        if principal.revoked:
+            raise AuthenticationFailed(f"API key {principal.name!r} was revoked")
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise AuthenticationFailed(f"API key {principal.name!r} has expired")
+        return principal
+
+    async def _required(self) -> bool:
+        """auto mode: whether any key exists yet (checked at most once per TTL, then latched)."""
+        if self._keys_exist:
+            return True
+        now = time.monotonic()
+        if now < self._keys_checked:
+            return False
+        try:
+            self._keys_exist = await anyio.to_thread.run_sync(self._registry.has_keys)
+        except Exception:  # boundary: the registry is down; keep the last answer if there was one
+            if self._keys_checked == 0.0:
+                raise
+            self._keys_checked = now + RETRY_AFTER_ERROR_S
+            return False
+        self._keys_checked = now + self._cache.ttl
+        return self._keys_exist
+
+    async def _lookup(self, secret: str) -> Principal | None:
+        cache = self._cache
+        hit = cache.entries.get(secret)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        task = cache.pending.get(secret)
+        if task is None:  # one look-up per key however many requests wait for it
+            task = cache.pending[secret] = asyncio.ensure_future(self._fetch(secret, hit))
+            task.add_done_callback(lambda t: _settled(cache.pending, secret, t))
+        return await asyncio.shield(task)
+
+    async def _fetch(
+        self, secret: str, stale: tuple[float, Principal | None] | None
+    ) -> Principal | None:
+        cache = self._cache
+        try:
+            info = await anyio.to_thread.run_sync(self._registry.lookup_key, secret)
+        except Exception:  # boundary: the registry is down; a stale answer is better than none
+            if stale is None:
+                raise
+            cache.entries[secret] = (time.monotonic() + RETRY_AFTER_ERROR_S, stale[1])
+            return stale[1]
+        principal = None if info is None else principal_for(info)
+        if len(cache.entries) >= MAX_CACHED_KEYS:
+            _evict(cache.entries, time.monotonic())
+        cache.entries[secret] = (time.monotonic() + cache.ttl, principal)
+        return principal
+
+
+def _settled(pending: dict[str, asyncio.Task[T]], secret: str, task: asyncio.Task[T]) -> None:
+    pending.pop(secret, None)
+    if not task.cancelled():
+        task.exception()  # retrieved: the waiters re-raise it
+
+
+def _evict(entries: dict[str, tuple[float, T]], now: float) -> None:
+    """Drop expired entries, and unknown keys first when that is not enough."""
+    for secret in [s for s, (expiry, _) in entries.items() if expiry <= now]:
+        del entries[secret]
+    if len(entries) >= MAX_CACHED_KEYS:
+        for secret in [s for s, (_, value) in entries.items() if value is None]:
+            del entries[secret]
+    if len(entries) >= MAX_CACHED_KEYS:
+        entries.clear()
+
+
+__all__ = ["ADMIN", "ANONYMOUS", "Authenticator", "Principal", "presented_key"]

@@ -1,0 +1,129 @@
+"""What one call learns on its way (:class:`Call`), and how it lands on the call's span.
+
+Attribute names follow the GenAI semantic conventions (``gen_ai.*``) plus ``lockgate.*``:
+route, deployment, request id, stream, prompt name and version, key id, attempts and the
+fallback route that answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from gateway.auth import Principal
+from gateway.providers import Operation
+from gateway.routing import Target
+from gateway.streaming import StreamScan
+from gateway.tracing import Redactor, output_messages, request_attributes, server_attributes
+
+
+@dataclass(slots=True)
+class Call:
+    """What one call learns on its way, for the span, the metrics and the call record."""
+
+    operation: Operation
+    span: Span
+    started: float
+    created_at: datetime
+    request_id: str
+    principal: Principal | None = None
+    model: str | None = None
+    route: str | None = None
+    target: Target | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    stream: bool = False
+    ttft_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    admitted: bool = False  # holds a limiter slot to give back
+    finished: bool = False
+    failures: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tokens(usage: Any) -> tuple[int | None, int | None]:
+    if not isinstance(usage, dict):
+        return None, None
+    given = usage.get("prompt_tokens", usage.get("input_tokens"))
+    taken = usage.get("completion_tokens", usage.get("output_tokens"))
+    return (
+        given if isinstance(given, int) else None,
+        taken if isinstance(taken, int) else None,
+    )
+
+
+def start_attributes(
+    call: Call, body: dict[str, Any], requested: str | None, redact: Redactor | None
+) -> None:
+    """Set once the deployment that answers is known (``redact`` when capturing content)."""
+    target = call.target
+    assert target is not None
+    d = target.deployment
+    upstream_model = d.model.split("/", 1)[1] if d.model.startswith(d.provider + "/") else d.model
+    span = call.span
+    span.update_name(f"{call.operation} {upstream_model}")
+    attributes: dict[str, Any] = {
+        "gen_ai.provider.name": d.provider,
+        "gen_ai.request.model": upstream_model,
+        "lockgate.route": call.route or target.route,
+        "lockgate.deployment": d.label,
+        "lockgate.request_id": call.request_id,
+        "lockgate.stream": call.stream,
+    }
+    if call.route is not None and target.route != call.route:
+        attributes["lockgate.fallback_route"] = target.route
+    if call.failures:
+        attributes["lockgate.attempts"] = len(call.failures) + 1
+        attributes["lockgate.failed_attempts"] = call.failures
+    if requested is not None and requested != call.route:
+        attributes["lockgate.requested_model"] = requested
+    if call.prompt_name is not None:
+        attributes["lockgate.prompt.name"] = call.prompt_name
+        attributes["lockgate.prompt.version"] = call.prompt_version
+    attributes.update(server_attributes(d.api_base))
+    attributes.update(request_attributes(body))
+    if redact is not None:
+        content = body.get("messages", body.get("prompt", body.get("input")))
+        attributes["gen_ai.input.messages"] = redact.json(content)
+    span.set_attributes(attributes)
+
+
+def response_attributes(call: Call, data: dict[str, Any], redact: Redactor | None) -> None:
+    call.input_tokens, call.output_tokens = tokens(data.get("usage"))
+    attributes: dict[str, Any] = {}
+    if isinstance(data.get("id"), str):
+        attributes["gen_ai.response.id"] = data["id"]
+    if isinstance(data.get("model"), str):
+        attributes["gen_ai.response.model"] = data["model"]
+    reasons = [
+        c["finish_reason"] for c in data.get("choices") or []
+        if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
+    ]  # fmt: skip
+    if reasons:
+        attributes["gen_ai.response.finish_reasons"] = reasons
+    if redact is not None and call.operation != "embeddings":
+        attributes["gen_ai.output.messages"] = redact.json(output_messages(data))
+    call.span.set_attributes(attributes)
+
+
+def stream_attributes(call: Call, scan: StreamScan, redact: Redactor | None) -> None:
+    call.input_tokens, call.output_tokens = tokens(scan.usage)
+    attributes: dict[str, Any] = {}
+    if scan.response_id:
+        attributes["gen_ai.response.id"] = scan.response_id
+    if scan.response_model:
+        attributes["gen_ai.response.model"] = scan.response_model
+    if scan.finish_reasons:
+        attributes["gen_ai.response.finish_reasons"] = scan.finish_reasons
+    if call.ttft_s is not None:
+        attributes["lockgate.time_to_first_token_ms"] = call.ttft_s * 1000
+    if redact is not None:
+        texts = [
+            {"role": "assistant", "content": "".join(t)} for _, t in sorted(scan.texts.items())
+        ]
+        attributes["gen_ai.output.messages"] = redact.json(texts)
+    call.span.set_attributes(attributes)
