@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api import chat, completions, embeddings, health, metrics, models
+from gateway.api import chat, completions, embeddings, files, fine_tuning, health, metrics, models
 from gateway.config import LockgateSettings
 from gateway.schemas import install_openapi
 from gateway.state import build_state
@@ -78,7 +78,7 @@ def create_app(
     app.add_exception_handler(LockgateError, _lockgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for module in (chat, completions, embeddings, models, health, metrics):
+    for module in (chat, completions, embeddings, models, files, fine_tuning, health, metrics):
         app.include_router(module.router)
     install_openapi(app)
     return app

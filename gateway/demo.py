@@ -131,7 +131,8 @@ def _chat(demo: Demo, client: Any, shown: str, body: dict[str, Any]) -> None:
         data = response.json()
         text = data["choices"][0]["message"]["content"] if response.is_success else None
         result = f"{response.status_code}: {text or data['error']['message']}"
-    demo.out.print(f"POST /v1/chat/completions {shown} -> {result}", markup=False)
+    printable = "".join(ch if ch.isprintable() else "?" for ch in result)
+    demo.out.print(f"POST /v1/chat/completions {shown} -> {printable}", markup=False)
 
 
 def _call_rows(calls: list[dict[str, Any]]) -> list[list[Any]]:
@@ -238,7 +239,100 @@ def eval_step(demo: Demo) -> None:
     _lockgate(demo, "prompt", "history", "support", "--label", "production")
 
 
-STEPS: list[Callable[[Demo], None]] = [registry_step, gateway_step, eval_step]
+def _faq_chats() -> list[dict[str, Any]]:
+    from gateway.demo_model import FAQ, PHRASINGS
+
+    return [
+        {"messages": [{"role": "user", "content": p.format(q=question)},
+                      {"role": "assistant", "content": answer}]}
+        for question, answer, _ in FAQ.values()
+        for p in PHRASINGS
+    ]  # fmt: skip
+
+
+def finetune_step(demo: Demo) -> None:
+    import importlib.util
+
+    import yaml
+
+    demo.say("4. Fine-tuning: a LoRA adapter trained, gated by evals, labelled and served")
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "peft", "transformers")):
+        demo.out.print(
+            "skipped: install the fine-tuning stack with pip install 'lockgate[finetune]'"
+        )
+        return
+    import torch
+
+    from finetune.tiny import build_tiny_llama
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    chats = _faq_chats()
+    corpus = [f"user\n{c['messages'][0]['content']}\nassistant\n{c['messages'][1]['content']}"
+              for c in chats]  # fmt: skip
+    base = build_tiny_llama(demo.root / "tiny-base", corpus)
+    demo.out.print("built a tiny Llama from a config (2 layers, random weights: it knows nothing), "
+                   "with a tokenizer trained on the FAQ — no downloads")  # fmt: skip
+    _lockgate(demo, "model", "register", "support-base", "--flavor", "hf", "--path", str(base),
+              "-m", "tiny base model")  # fmt: skip
+    train = demo.root / "support-train.jsonl"
+    train.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    suite = demo.root / "support-lm.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "support-lm",
+        "dataset": str(demo.root / "support-faq.jsonl"),
+        "target": {"model": "registry:support-base@latest",  # the job puts in the new version
+                   "messages": [{"role": "user", "content": "{{ question }}"}],
+                   "params": {"max_tokens": 24, "temperature": 0}},
+        "reference": "fact",
+        "scorers": ["contains"],
+        "gates": ["contains >= 0.9", {"contains": {"regression": True, "min_effect": 0.15}}],
+    }, sort_keys=False))  # fmt: skip
+    spec = demo.root / "support-lm-job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "base_model": "registry:support-base@latest",
+        "training_file": str(train),
+        "output_model": "support-lm",
+        "lora": {"r": 16},
+        "training": {"epochs": 30, "learning_rate": 5.0e-3, "batch_size": 8, "seed": 0},
+        "eval": {"suite": str(suite), "label": "production"},
+    }, sort_keys=False))  # fmt: skip
+    _lockgate(demo, "finetune", "submit", str(spec))
+    _lockgate(demo, "finetune", "worker", "--once", "--work-dir", str(demo.root / "work"))
+    job = demo.registry.list_jobs("finetune", limit=1)[0]
+    if job.status != "succeeded" or not job.result.get("eval", {}).get("labelled"):
+        raise DemoFailed(f"fine-tuning job {job.id} ended {job.status}: {job.error or job.result}")
+    _lockgate(demo, "finetune", "status", job.id)
+    outcome = job.result["eval"]
+    verdict = f"{outcome['verdict']}; label moved: {outcome['labelled']}"
+    shown = f"eval gate {outcome['suite']!r} on support-lm vs {outcome['baseline']}: {verdict}"
+    demo.out.print(shown, markup=False)
+    for gate in outcome["gates"]:
+        demo.out.print(f"  {gate['verdict']:>5}  {gate['gate']}: {gate['reason']}", markup=False)
+    _lockgate(demo, "model", "show", "support-lm@production")
+    _serve_trained(demo)
+
+
+def _serve_trained(demo: Demo) -> None:
+    import httpx
+
+    from gateway.app import create_app
+    from gateway.background import ServerThread
+    from gateway.demo_model import FAQ
+
+    questions = [FAQ["refund"][0], "Hello, " + FAQ["warranty"][0]]
+    with (
+        ServerThread(create_app(demo.settings)) as gateway,
+        httpx.Client(base_url=gateway.url + "/v1", timeout=120) as client,
+    ):
+        demo.out.print(f"gateway at {gateway.url}/v1 serves registry models in process:")
+        for model in ("registry:support-base@latest", "registry:support-lm@production"):
+            for question in questions:
+                body = {"model": model, "max_tokens": 24,
+                        "messages": [{"role": "user", "content": question}]}  # fmt: skip
+                _chat(demo, client, f"model={model} {question!r}", body)
+
+
+STEPS: list[Callable[[Demo], None]] = [registry_step, gateway_step, eval_step, finetune_step]
 
 
 def run_demo(root: Path) -> None:

@@ -31,6 +31,7 @@ from registry.records import ModelVersionInfo, Ref
 from registry.registry import Registry
 
 REGISTRY_PREFIX = "registry:"
+LOCAL_FLAVORS = frozenset({"hf", "lora"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +136,13 @@ class Router:
         return Plan(model, (target,), self._settings.retries)
 
     def registry_deployment(self, info: ModelVersionInfo) -> DeploymentSettings:
+        if info.flavor in LOCAL_FLAVORS:  # served in process by the local provider
+            ref = f"{info.name}@{info.version}"
+            return DeploymentSettings(provider="local", model=ref, name=ref, via="local")
         if info.flavor != "upstream":
             raise InvalidRequest(
                 f"model {info.name}@{info.version} is a {info.flavor!r} model; the gateway serves "
-                "'upstream' models (in-process models arrive with fine-tuning)",
+                "'upstream', 'hf' and 'lora' models",
                 param="model",
             )
         spec = info.spec

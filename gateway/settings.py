@@ -38,6 +38,7 @@ resolves them from a mapping (``gateway.config.load_settings`` passes the enviro
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -83,7 +84,7 @@ class DeploymentSettings(Credentials):
     model: str = Field(description="The model name the upstream expects.")
     name: str | None = Field(default=None, description="Shown in traces; default provider/model.")
     weight: float = Field(default=1.0, gt=0)
-    via: Literal["openai", "litellm"] | None = Field(
+    via: Literal["openai", "litellm", "local"] | None = Field(
         default=None,
         description="Provider implementation; default: openai for OpenAI-compatible providers.",
     )
@@ -195,6 +196,14 @@ class CallRecordSettings(_Strict):
     )
 
 
+class LocalModelSettings(_Strict):
+    """Registry ``hf``/``lora`` versions served in process (the ``local`` provider)."""
+
+    cache_dir: Path | None = Field(
+        default=None, description="Where model files are materialised; default DATA_DIR/models."
+    )
+
+
 class GatewaySettings(_Strict):
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     providers: dict[str, Credentials] = Field(
@@ -210,6 +219,7 @@ class GatewaySettings(_Strict):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     call_records: CallRecordSettings = Field(default_factory=CallRecordSettings)
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     auth: Literal["auto", "required", "disabled"] = Field(
         default="auto",
         description="auto: keys are required once an admin key is configured or any key "

@@ -72,7 +72,7 @@ def build_state(
         ),
         auto_decompress=True,
     )
-    providers = build_providers(ProviderContext(http, gateway))
+    providers = build_providers(ProviderContext(http, gateway, registry))
     router = Router(gateway, providers, registry)
     tracer_provider = build_tracer_provider(gateway.tracing, span_exporters)
     metrics = Metrics()

@@ -21,3 +21,9 @@ def test_demo_runs_the_loop(tmp_path: Path) -> None:
     assert "refused by its gate policy" in out  # the planted regression is stopped
     assert "support: production 2 -> 4" in out  # the good version ships
     assert (tmp_path / "demo" / "summary.md").read_text().count("fail") >= 1
+    # a tiny model fine-tuned, gated against its base, labelled and served in process
+    assert "label moved: production" in out
+    assert (
+        "model=registry:support-lm@production 'How long does a refund take?' -> 200: "
+        "Refunds reach your card within 5 business days" in out
+    )

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
 
 from gateway.settings import DeploymentSettings, GatewaySettings
+
+if TYPE_CHECKING:
+    from registry.registry import Registry
 
 Operation = Literal["chat", "text_completion", "embeddings"]
 PATHS: dict[str, str] = {
@@ -70,6 +73,7 @@ class ProviderContext:
 
     http: aiohttp.ClientSession
     settings: GatewaySettings
+    registry: Registry | None = None  # for the local provider's registry models
 
 
 ProviderFactory = Callable[[ProviderContext], Provider]
@@ -86,7 +90,11 @@ def register_provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]
 
 def build_providers(context: ProviderContext) -> dict[str, Provider]:
     """One instance of every registered provider (cheap: SDKs load on first use)."""
-    from gateway.providers import litellm_sdk, openai_compatible  # noqa: F401  (registration)
+    from gateway.providers import (  # noqa: F401  (registration)
+        litellm_sdk,
+        local,
+        openai_compatible,
+    )
 
     return {name: factory(context) for name, factory in PROVIDERS.items()}
 

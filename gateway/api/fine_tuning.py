@@ -1,0 +1,144 @@
+"""``/v1/fine_tuning/jobs``: the OpenAI fine-tuning API over lockgate's job records.
+
+A job is validated (its files row by row) before it is queued; workers
+(``lockgate finetune worker``) train it. The job object follows OpenAI's shape;
+``fine_tuned_model`` is the registry model string the gateway serves
+(``registry:NAME@VERSION``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query
+
+from gateway.api.deps import READ, WRITE, StateDep
+from registry.jobs import JobEventInfo, JobInfo
+
+router = APIRouter(tags=["fine-tuning"])
+KIND = "finetune"
+
+
+def job_object(job: JobInfo) -> dict[str, Any]:
+    spec, result = job.spec, job.result
+    training = spec.get("training") or {}
+    error = None
+    if job.status == "failed":
+        error = {"code": "training_failed", "message": job.error or "failed", "param": None}
+    metadata = spec.get("metadata")
+    return {
+        "id": job.id,
+        "object": "fine_tuning.job",
+        "created_at": int(job.created_at.timestamp()),
+        "finished_at": int(job.finished_at.timestamp()) if job.finished_at else None,
+        "model": spec.get("base_model"),
+        "fine_tuned_model": result.get("fine_tuned_model"),
+        "organization_id": "lockgate",
+        "status": job.status,
+        "training_file": spec.get("training_file"),
+        "validation_file": spec.get("validation_file"),
+        "hyperparameters": {
+            "n_epochs": training.get("epochs", "auto"),
+            "batch_size": training.get("batch_size", "auto"),
+            "learning_rate_multiplier": (
+                training["learning_rate"] / 2e-4 if training.get("learning_rate") else "auto"
+            ),
+        },
+        "seed": training.get("seed", 0),
+        "trained_tokens": result.get("trained_tokens"),
+        "result_files": [],
+        "error": error,
+        "estimated_finish": None,
+        "integrations": [],
+        "metadata": metadata if isinstance(metadata, dict) else None,
+        "user_provided_suffix": spec.get("output_model"),
+    }
+
+
+def event_object(event: JobEventInfo) -> dict[str, Any]:
+    return {
+        "id": f"ftevent-{event.id}", "object": "fine_tuning.job.event",
+        "created_at": int(event.created_at.timestamp()), "level": event.level,
+        "message": event.message, "data": event.data,
+        "type": "metrics" if "loss" in event.data else "message",
+    }  # fmt: skip
+
+
+def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list", "data": items, "has_more": has_more,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+    }  # fmt: skip
+
+
+@router.post("/v1/fine_tuning/jobs", dependencies=[WRITE])
+def create_job(
+    state: StateDep,
+    body: Annotated[dict[str, Any], Body(description="An OpenAI fine-tuning job request.")],
+    idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
+) -> dict[str, Any]:
+    from finetune import spec_from_openai, submit_job
+
+    job, _ = submit_job(state.registry, spec_from_openai(body), idempotency_key=idempotency_key)
+    return job_object(job)
+
+
+@router.get("/v1/fine_tuning/jobs", dependencies=[READ])
+def list_jobs(
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> dict[str, Any]:
+    jobs = state.registry.list_jobs(KIND, limit=1000)
+    if after is not None:
+        ids = [j.id for j in jobs]
+        jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+    page = [job_object(j) for j in jobs[:limit]]
+    return _page(page, len(jobs) > limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}", dependencies=[READ])
+def get_job(state: StateDep, job_id: str) -> dict[str, Any]:
+    return job_object(state.registry.get_job(job_id))
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel", dependencies=[WRITE])
+def cancel_job(state: StateDep, job_id: str) -> dict[str, Any]:
+    return job_object(state.registry.cancel_job(job_id))
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events", dependencies=[READ])
+def list_events(
+    state: StateDep,
+    job_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """Newest first, as OpenAI lists them; ``after`` pages towards older events."""
+    events = list(reversed(state.registry.job_events(job_id, limit=100_000)))
+    if after is not None:
+        ids = [f"ftevent-{e.id}" for e in events]
+        events = events[ids.index(after) + 1 :] if after in ids else []
+    return _page([event_object(e) for e in events[:limit]], len(events) > limit)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", dependencies=[READ])
+def list_checkpoints(
+    state: StateDep, job_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> dict[str, Any]:
+    job = state.registry.get_job(job_id)
+    model = job.result.get("fine_tuned_model") or job.id
+    checkpoints = []
+    for event in reversed(state.registry.job_events(job_id, limit=100_000)):
+        step = event.data.get("checkpoint_step", event.data.get("step"))
+        if not event.message.startswith("checkpoint") or not isinstance(step, int):
+            continue
+        checkpoints.append({
+            "id": f"ftckpt-{event.id}", "object": "fine_tuning.job.checkpoint",
+            "created_at": int(event.created_at.timestamp()), "fine_tuning_job_id": job.id,
+            "step_number": step, "metrics": {k: v for k, v in event.data.items()
+                                             if isinstance(v, int | float) and k != "step"},
+            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{step}",
+        })  # fmt: skip
+    return _page(checkpoints[:limit], len(checkpoints) > limit)

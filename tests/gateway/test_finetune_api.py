@@ -1,0 +1,130 @@
+"""Fine-tuning through the OpenAI SDK against the gateway, and the trained adapter served by
+the gateway's in-process local provider — on a tiny model built from a config, on CPU."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.finetune.conftest import QA, build_tiny_model, chat_rows
+from tests.gateway.conftest import Gateway, StartGateway
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def ft_gateway(start_gateway: StartGateway, tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+    import torch
+
+    torch.set_num_threads(2)
+    gateway = start_gateway()
+    base = build_tiny_model(tmp_path_factory.mktemp("base") / "tiny")
+    gateway.registry.register_model("tiny-base", "hf", path=base)
+    return gateway
+
+
+def _jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_jobs_api_trains_registers_and_serves(ft_gateway: Gateway, tmp_path: Path) -> None:
+    from finetune import Worker, WorkerSettings
+
+    client = ft_gateway.client()
+    train = client.files.create(file=_jsonl(tmp_path / "t.jsonl", chat_rows(2)).open("rb"),
+                                purpose="fine-tune")  # fmt: skip
+    assert train.id.startswith("file-") and train.purpose == "fine-tune"
+    assert client.files.retrieve(train.id).bytes == (tmp_path / "t.jsonl").stat().st_size
+
+    job = client.fine_tuning.jobs.create(
+        model="registry:tiny-base@latest", training_file=train.id, suffix="tiny-qa",
+        hyperparameters={"n_epochs": 12, "learning_rate_multiplier": 25, "batch_size": 4},
+    )  # fmt: skip
+    assert job.status == "queued" and job.model == "registry:tiny-base@1"  # the label, pinned
+    assert [j.id for j in client.fine_tuning.jobs.list().data] == [job.id]
+
+    handled = Worker(ft_gateway.registry, WorkerSettings(work_dir=tmp_path / "work")).run(once=True)
+    assert handled == 1
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model == "registry:tiny-qa@1"
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert any("checkpoint" in e.message for e in events)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoints and checkpoints[0].step_number > 0
+
+    question, answer = QA[0]
+    messages = [{"role": "user", "content": question}]
+    tuned = client.chat.completions.create(model=done.fine_tuned_model, messages=messages,
+                                           max_tokens=16)  # fmt: skip
+    base = client.chat.completions.create(model="registry:tiny-base@latest", messages=messages,
+                                          max_tokens=16)  # fmt: skip
+    assert tuned.choices[0].message.content.strip() == answer
+    assert base.choices[0].message.content.strip() != answer
+    assert tuned.usage is not None and tuned.usage.completion_tokens > 0
+
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=done.fine_tuned_model, messages=messages, max_tokens=16, stream=True
+        )
+        if c.choices
+    ]
+    assert len([p for p in pieces if p]) > 1 and "".join(pieces).strip() == answer
+
+    deadline = time.monotonic() + 5
+    while (
+        len(calls := ft_gateway.registry.list_calls(limit=50)) < 4 and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)  # records are written off the request path, in batches
+    local = [c for c in calls if c["provider"] == "local"]
+    assert len(local) == 3 and {c["status_code"] for c in local} == {200}
+    assert {c["deployment"] for c in local} == {"tiny-qa@1", "tiny-base@1"}
+
+
+def test_bad_data_is_refused_before_anything_is_queued(ft_gateway: Gateway, tmp_path: Path) -> None:
+    client = ft_gateway.client()
+    bad = _jsonl(tmp_path / "bad.jsonl", [*chat_rows(), {"messages": [{"role": "user"}]}])
+    upload = client.files.create(file=bad.open("rb"), purpose="fine-tune")
+    before = len(client.fine_tuning.jobs.list().data)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(model="registry:tiny-base@latest", training_file=upload.id)
+    assert "line 5" in str(err.value)
+    with pytest.raises(openai.BadRequestError, match="no model named 'nope'"):
+        client.fine_tuning.jobs.create(model="registry:nope@latest", training_file=upload.id)
+    assert len(client.fine_tuning.jobs.list().data) == before
+
+
+def test_cancel_a_queued_job(ft_gateway: Gateway, tmp_path: Path) -> None:
+    client = ft_gateway.client()
+    upload = client.files.create(file=_jsonl(tmp_path / "t.jsonl", chat_rows()).open("rb"),
+                                 purpose="fine-tune")  # fmt: skip
+    job = client.fine_tuning.jobs.create(model="registry:tiny-base@latest", training_file=upload.id)
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-missing")
+
+
+def test_scopes_guard_the_management_api(start_gateway: StartGateway, tmp_path: Path) -> None:
+    gateway = start_gateway(admin_key="lg-admin-for-ft-tests")
+    inference = gateway.registry.create_key("app", scopes=["inference"]).secret
+    writer = gateway.registry.create_key("ml", scopes=["registry:write", "registry:read"]).secret
+    data = _jsonl(tmp_path / "t.jsonl", chat_rows())
+
+    def as_key(key: str | None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+
+    with pytest.raises(openai.AuthenticationError):
+        as_key("lg-not-a-key").files.list()
+    with pytest.raises(openai.PermissionDeniedError, match="registry:write"):
+        as_key(inference).files.create(file=data.open("rb"), purpose="fine-tune")
+    upload = as_key(writer).files.create(file=data.open("rb"), purpose="fine-tune")
+    assert as_key("lg-admin-for-ft-tests").files.retrieve(upload.id).id == upload.id
+    with pytest.raises(openai.PermissionDeniedError):
+        as_key(inference).fine_tuning.jobs.list()
