@@ -45,6 +45,16 @@ class Gateway:
                 return spans
             time.sleep(0.01)
 
+    def record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The call record of ``request_id`` (records are written in batches, off the path)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for call in self.registry.list_calls(limit=500):
+                if call["request_id"] == request_id:
+                    return call
+            assert time.monotonic() < deadline, f"no call record for {request_id!r}"
+            time.sleep(0.05)
+
     @property
     def state(self) -> Any:
         return self.server.server.config.app.state.gateway

@@ -34,16 +34,6 @@ def _until(check: Any, timeout: float = 3.0) -> None:
         time.sleep(0.05)
 
 
-def wait_record(gw: Gateway, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        for call in gw.registry.list_calls(limit=500):
-            if call["request_id"] == request_id:
-                return call
-        assert time.monotonic() < deadline, f"no call record {request_id!r}"
-        time.sleep(0.05)
-
-
 def _refused(client: openai.OpenAI) -> bool:
     try:
         client.chat.completions.create(model="gpt-test", messages=HI)
@@ -82,7 +72,7 @@ def test_keys_become_required_once_one_exists(start_gateway: StartGateway) -> No
         s for s in gw.wait_spans(2) if s.attributes.get("lockgate.request_id") == "with-key"
     )  # type: ignore[union-attr]
     assert span.attributes["lockgate.key.id"] == key.id  # type: ignore[index]
-    record = wait_record(gw, "with-key")
+    record = gw.record("with-key")
     assert record["key_id"] == key.id
 
     gw.registry.revoke_key(key.id)
@@ -124,7 +114,7 @@ def test_admin_key_from_configuration(start_gateway: StartGateway) -> None:
     _client(gw, "lg-admin-secret-value").chat.completions.create(
         model="gpt-test", messages=HI, extra_headers={"x-request-id": "admin-call"}
     )
-    record = wait_record(gw, "admin-call")
+    record = gw.record("admin-call")
     assert record["key_id"] == "admin"
 
 
