@@ -4,6 +4,7 @@ Behaviour is chosen by the model the gateway forwards:
 
 - ``status-NNN``: an OpenAI-shaped error with status NNN; ``status-NNN-text``: a plain-text one
 - ``slow-stream``: streams with 0.3 s between chunks
+- ``fixed-…``: the same small answer (or stream) whatever else the body says (for fuzzing)
 - anything else: a normal answer; non-streaming answers carry ``echo`` (the body received)
 
 A test can also tell it to misbehave for one upstream model name: :meth:`Upstream.script`
@@ -137,6 +138,19 @@ class Upstream:
             return Response(status_code=499)
         return None
 
+    @staticmethod
+    def _fixed(stream: bool) -> Response:
+        base = {"id": "f", "created": 1, "model": "fixed"}
+        if stream:
+            delta = {"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}
+            chunk = {**base, "object": "chat.completion.chunk", "choices": [delta]}
+            return Response(_sse(chunk) + b"data: [DONE]\n\n", media_type="text/event-stream")
+        message = {"role": "assistant", "content": "ok"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return JSONResponse(
+            {**base, "object": "chat.completion", "choices": [choice], "usage": USAGE}
+        )
+
     async def _receive(self, request: Request) -> dict[str, Any]:
         body = await request.json()
         self.requests.append(
@@ -165,6 +179,8 @@ class Upstream:
         failure = self._failure(model)
         if failure is not None:
             return failure
+        if isinstance(model, str) and model.startswith("fixed"):
+            return self._fixed(body.get("stream") is True)
         fault = self._fault(model)
         early = await self._misbehave(request, fault, model)
         if early is not None:
