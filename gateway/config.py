@@ -48,6 +48,9 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=4000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+    graceful_shutdown_s: float = Field(
+        default=10.0, ge=0, description="On SIGTERM, how long in-flight calls (streams) may finish."
+    )
 
 
 class LockgateSettings(BaseSettings):

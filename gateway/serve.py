@@ -28,7 +28,7 @@ def serve(
     workers = workers or settings.server.workers
     common = {
         "host": host, "port": port, "loop": "auto", "http": "auto", "access_log": False,
-        "log_level": log_level, "timeout_graceful_shutdown": 10,
+        "log_level": log_level, "timeout_graceful_shutdown": settings.server.graceful_shutdown_s,
     }  # fmt: skip
     if workers > 1:
         if config_path is not None:

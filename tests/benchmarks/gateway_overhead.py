@@ -2,7 +2,8 @@
 
 Starts a fast OpenAI-compatible stub upstream on loopback, then drives ``wrk`` at each
 concurrency against (a) the stub directly, (b) ``lockgate serve`` (one worker) with tracing
-(OTLP/HTTP export to the stub), call records and a registry prompt resolved per request, and
+(OTLP/HTTP export to the stub), call records, a registry prompt resolved per request and a
+virtual key with rpm/tpm/concurrency limits (in-process limiter) on every request, and
 (c) LiteLLM's proxy when a virtual environment with ``litellm[proxy]`` is given. Prints p50,
 p99 and requests/s for each, the ratios, and lockgate's resident memory (after warm-up, and
 after ``--soak`` more requests).
@@ -70,12 +71,18 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def run_wrk(
-    url: str, body: dict[str, Any], connections: int, duration: int, tmp: Path
+    url: str,
+    body: dict[str, Any],
+    connections: int,
+    duration: int,
+    tmp: Path,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     script = tmp / "post.lua"
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        f"{extra}wrk.body = {json.dumps(json.dumps(body))}\n"
     )
     threads = min(connections, 2)
     out = subprocess.run(
@@ -167,6 +174,8 @@ def main() -> None:
                 {"temperature": 0.2},
             )
             reg.set_label("prompt", "bench", "production", 1)
+            key = reg.create_key("bench", rpm=10**9, tpm=10**12, max_parallel=10_000).secret
+        auth = {"Authorization": f"Bearer {key}"}
         config = {
             "registry": {"data_dir": str(tmp / "data")},
             "gateway": {
@@ -211,7 +220,7 @@ def main() -> None:
                 {"model": "bench", "messages": MESSAGES, "prompt": PROMPT},
             ),
         }
-        check = httpx.post(targets["lockgate"][0], json=targets["lockgate"][1]).json()
+        check = httpx.post(targets["lockgate"][0], json=targets["lockgate"][1], headers=auth).json()
         assert check["choices"][0]["message"]["content"] == "Hello world", check
 
         litellm_note = None
@@ -259,14 +268,15 @@ def main() -> None:
                 {"model": "bench", "messages": MESSAGES},
             )
 
-        for url, body in targets.values():  # warm-up
-            run_wrk(url, body, 16, 3, tmp)
+        headers = {"lockgate": auth}
+        for name, (url, body) in targets.items():  # warm-up
+            run_wrk(url, body, 16, 3, tmp, headers.get(name))
         time.sleep(1)
         rss_warm = rss_mb(gateway.pid)
         results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in targets}
         for c in levels:
             for name, (url, body) in targets.items():
-                results[name][c] = run_wrk(url, body, c, args.duration, tmp)
+                results[name][c] = run_wrk(url, body, c, args.duration, tmp, headers.get(name))
 
         print(
             f"\nlockgate gateway overhead: {os.cpu_count()} cores, "
@@ -299,7 +309,7 @@ def main() -> None:
         if args.soak:
             url, body = targets["lockgate"]
             rate = max(results["lockgate"][levels[-1]]["rps"], 1.0)
-            soak = run_wrk(url, body, levels[-1], int(args.soak / rate) + 1, tmp)
+            soak = run_wrk(url, body, levels[-1], int(args.soak / rate) + 1, tmp, auth)
             time.sleep(2)
             print(
                 f"lockgate RSS after {soak['requests']:.0f} more requests: "

@@ -1,6 +1,7 @@
 """A fast OpenAI-compatible stub upstream for the gateway benchmark (pure ASGI, one process).
 
-Answers every ``POST /v1/chat/completions`` with the same small completion, and accepts
+Answers every ``POST /v1/chat/completions`` with the same small completion (as an SSE stream
+when the body asks for ``"stream":true``), and accepts
 OTLP/HTTP ``POST /v1/traces`` (so the gateway's exporter has somewhere to send spans).
 
     .venv/bin/python tests/benchmarks/gateway_stub.py --port 4101
@@ -30,6 +31,25 @@ COMPLETION = json.dumps(
     }
 ).encode()
 JSON = [(b"content-type", b"application/json")]
+_CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
+          "model": "bench-model"}  # fmt: skip
+STREAM = (
+    b"".join(
+        b"data: " + json.dumps({**_CHUNK, **event}).encode() + b"\n\n"
+        for event in (
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {"choices": [{"index": 0, "delta": {"content": "Hello"}}]},
+            {"choices": [{"index": 0, "delta": {"content": " world"}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {
+                "choices": [],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+            },
+        )
+    )
+    + b"data: [DONE]\n\n"
+)
+SSE = [(b"content-type", b"text/event-stream")]
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -41,12 +61,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    more = True
+    more, received = True, b""
     while more:  # drain the request body
         message = await receive()
+        received += message.get("body", b"")
         more = message.get("more_body", False)
     if scope["path"].endswith("/chat/completions"):
-        body, headers = COMPLETION, JSON
+        streamed = b'"stream":true' in received or b'"stream": true' in received
+        body, headers = (STREAM, SSE) if streamed else (COMPLETION, JSON)
     else:  # /v1/traces and anything else: an empty success
         body, headers = b"", [(b"content-type", b"application/x-protobuf")]
     await send(
