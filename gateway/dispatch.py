@@ -43,10 +43,12 @@ CallBuilder = Callable[[Target], UpstreamCall]
 
 @dataclass(slots=True)
 class OpenStream:
-    """A stream whose first chunk has arrived; ``chunks`` yields the rest."""
+    """A stream whose first chunk has arrived; ``chunks`` yields the rest; ``deadline`` (loop
+    time) ends the attempt's ``timeouts.total_s``."""
 
     first: bytes
     chunks: AsyncGenerator[bytes, None]
+    deadline: float
 
 
 def retryable(exc: UpstreamFailure) -> bool:
@@ -94,6 +96,7 @@ class Dispatcher:
             call = build(target)
             timeouts = target.timeouts
             wait = min(timeouts.first_token_s, timeouts.total_s)
+            deadline = asyncio.get_running_loop().time() + timeouts.total_s
             chunks: AsyncGenerator[bytes, None] | None = None
             try:
                 async with asyncio.timeout(wait):
@@ -109,7 +112,7 @@ class Dispatcher:
                 if chunks is not None:
                     await chunks.aclose()
                 raise
-            return OpenStream(first, chunks)
+            return OpenStream(first, chunks, deadline)
 
         return await self._run(plan, once, failures)
 

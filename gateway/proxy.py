@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.auth import Authenticator
 from gateway.body import parse_body, read_body
@@ -35,7 +35,7 @@ from gateway.limits import KeyLimits, Limiter
 from gateway.metrics import Metrics
 from gateway.prompts import PromptResolver
 from gateway.providers import Operation, UpstreamCall
-from gateway.relay import CLIENT_CLOSED, relay
+from gateway.relay import CLIENT_CLOSED, RelayResponse
 from gateway.routing import Router, Target
 from gateway.settings import GatewaySettings
 from gateway.spans import Call, response_attributes, start_attributes, stream_attributes
@@ -169,12 +169,8 @@ class Proxy:
         call.target = target
         start_attributes(call, sent, call.model, self._redact)
         scan = StreamScan(strip_usage=strip_usage, capture=self._redact is not None)
-        deadline = asyncio.get_running_loop().time() + target.timeouts.total_s
-        return StreamingResponse(
-            relay(call, opened, scan, deadline, self._finish_stream),
-            media_type="text/event-stream",
-            headers={**response_headers, "cache-control": "no-cache"},
-        )
+        headers = {**response_headers, "cache-control": "no-cache"}
+        return RelayResponse(call, opened, scan, self._finish_stream, headers)
 
     async def _admit(self, call: Call) -> None:
         principal = call.principal

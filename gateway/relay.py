@@ -20,6 +20,8 @@ import time
 from collections.abc import AsyncGenerator, Callable
 
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.dispatch import OpenStream
 from gateway.errors import StreamBroken, UpstreamTimeout
@@ -35,8 +37,35 @@ def error_event(exc: LockgateError) -> bytes:
     return b"\ndata: " + orjson.dumps(exc.to_dict()) + b"\n\n"
 
 
+class RelayResponse(StreamingResponse):
+    """A streaming response that finishes its call however the response ends: a relay
+    abandoned mid-way (the client left) is closed at once, and one that never started (the
+    client left before the first byte) still closes the upstream and finishes the call."""
+
+    def __init__(
+        self,
+        call: Call,
+        opened: OpenStream,
+        scan: StreamScan,
+        finish: Finish,
+        headers: dict[str, str],
+    ) -> None:
+        self._relay = relay(call, opened, scan, finish)
+        self._call, self._opened, self._scan, self._finish = call, opened, scan, finish
+        super().__init__(self._relay, media_type="text/event-stream", headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._relay.aclose()
+            if not self._call.finished:
+                await self._opened.chunks.aclose()
+                self._finish(self._call, CLIENT_CLOSED, None, self._scan)
+
+
 async def relay(
-    call: Call, opened: OpenStream, scan: StreamScan, deadline: float, finish: Finish
+    call: Call, opened: OpenStream, scan: StreamScan, finish: Finish
 ) -> AsyncGenerator[bytes, None]:
     """Yield the stream to the client; ``finish`` is called exactly once at the end."""
     chunks = opened.chunks
@@ -56,7 +85,7 @@ async def relay(
                     code="stream_malformed",
                 )
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(opened.deadline):
                     chunk = await anext(chunks, None)
             except TimeoutError as exc:
                 raise UpstreamTimeout("the upstream stream ran past timeouts.total_s") from exc
