@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -9,7 +11,7 @@ from sqlalchemy.orm import Session
 from registry._core import SUBJECTS, RegistryCore
 from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
 from registry.gates import promotion_refusals
-from registry.records import LATEST, LabelMove, SubjectType, check_label
+from registry.records import LATEST, LabelMove, SubjectSummary, SubjectType, check_label
 from registry.tables import Label, LabelEvent, utcnow
 
 
@@ -181,6 +183,36 @@ class LabelsMixin(RegistryCore):
         with self._read() as session:
             subject = self._subject(session, subject_type, name)
             return self._labels(session, subject_type, subject.id)
+
+    def _summaries(self, subject_type: SubjectType) -> list[SubjectSummary]:
+        """Every prompt (or model): its latest version and its labels."""
+        table, version_table, fk = SUBJECTS[subject_type]
+        with self._read() as session:
+            latest: dict[int, int] = dict(
+                session.execute(select(fk, func.max(version_table.version)).group_by(fk)).all()
+            )
+            return [
+                SubjectSummary(
+                    s.name, latest.get(s.id, 0), self._labels(session, subject_type, s.id),
+                    s.created_at,
+                )
+                for s in session.scalars(select(table).order_by(table.name))
+            ]  # fmt: skip
+
+    def _versions_with_labels(
+        self, subject_type: SubjectType, name: str
+    ) -> list[tuple[Any, list[str]]]:
+        """The subject's version rows, oldest first, each with the labels pointing at it."""
+        _, version_table, fk = SUBJECTS[subject_type]
+        with self._read() as session:
+            subject = self._subject(session, subject_type, name)
+            by_version: dict[int, list[str]] = {}
+            for label, version in self._labels(session, subject_type, subject.id).items():
+                by_version.setdefault(version, []).append(label)
+            rows = session.scalars(
+                select(version_table).where(fk == subject.id).order_by(version_table.version)
+            ).all()
+            return [(r, sorted(by_version.get(r.version, []))) for r in rows]
 
     def _labels(self, session: Session, subject_type: str, subject_id: int) -> dict[str, int]:
         rows = session.execute(

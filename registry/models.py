@@ -28,7 +28,7 @@ from registry._extras import require
 from registry.errors import InvalidInput, NotFound
 from registry.labels import LabelsMixin
 from registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
-from registry.tables import Artifact, ModelVersion, RegisteredModel
+from registry.tables import Artifact, ModelVersion
 
 # skops refuses to load types it does not know; these prefixes are trusted on load.
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
@@ -241,30 +241,7 @@ class ModelsMixin(LabelsMixin):
         return self.store.fetch_dir(version.artifact_digest, dest)
 
     def list_models(self) -> list[SubjectSummary]:
-        with self._read() as session:
-            latest = dict(
-                session.execute(
-                    select(ModelVersion.model_id, func.max(ModelVersion.version)).group_by(
-                        ModelVersion.model_id
-                    )
-                ).all()
-            )
-            return [
-                SubjectSummary(
-                    m.name, latest.get(m.id, 0), self._labels(session, "model", m.id), m.created_at
-                )
-                for m in session.scalars(select(RegisteredModel).order_by(RegisteredModel.name))
-            ]
+        return self._summaries("model")
 
     def model_versions(self, name: str) -> list[ModelVersionInfo]:
-        with self._read() as session:
-            model = self._subject(session, "model", name)
-            by_version: dict[int, list[str]] = {}
-            for label, version in self._labels(session, "model", model.id).items():
-                by_version.setdefault(version, []).append(label)
-            rows = session.scalars(
-                select(ModelVersion)
-                .where(ModelVersion.model_id == model.id)
-                .order_by(ModelVersion.version)
-            )
-            return [_info(name, r, sorted(by_version.get(r.version, []))) for r in rows]
+        return [_info(name, r, labels) for r, labels in self._versions_with_labels("model", name)]

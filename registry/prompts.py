@@ -255,33 +255,10 @@ class PromptsMixin(LabelsMixin):
         return RenderedPrompt(prompt.name, prompt.version, "chat", None, messages, prompt.config)
 
     def list_prompts(self) -> list[SubjectSummary]:
-        with self._read() as session:
-            latest = dict(
-                session.execute(
-                    select(PromptVersion.prompt_id, func.max(PromptVersion.version)).group_by(
-                        PromptVersion.prompt_id
-                    )
-                ).all()
-            )
-            return [
-                SubjectSummary(
-                    p.name, latest.get(p.id, 0), self._labels(session, "prompt", p.id), p.created_at
-                )
-                for p in session.scalars(select(Prompt).order_by(Prompt.name))
-            ]
+        return self._summaries("prompt")
 
     def prompt_versions(self, name: str) -> list[PromptVersionInfo]:
-        with self._read() as session:
-            prompt = self._subject(session, "prompt", name)
-            by_version: dict[int, list[str]] = {}
-            for label, version in self._labels(session, "prompt", prompt.id).items():
-                by_version.setdefault(version, []).append(label)
-            rows = session.scalars(
-                select(PromptVersion)
-                .where(PromptVersion.prompt_id == prompt.id)
-                .order_by(PromptVersion.version)
-            )
-            return [_info(name, r, sorted(by_version.get(r.version, []))) for r in rows]
+        return [_info(name, r, labels) for r, labels in self._versions_with_labels("prompt", name)]
 
     def diff_prompts(self, name: str, a: str, b: str) -> str:
         """Unified diff of two versions (each a version number or a label)."""
