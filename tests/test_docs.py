@@ -24,3 +24,18 @@ def test_changelog_keeps_a_changelog_form() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert changelog.startswith("# Changelog")
     assert "## [Unreleased]" in changelog
+
+
+def test_configuration_example_is_valid() -> None:
+    """The lockgate.yaml shown in docs/configuration.md loads as it is."""
+    import re
+
+    import yaml
+
+    from gateway.config import LockgateSettings
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        LockgateSettings.model_validate(yaml.safe_load(block))
