@@ -14,9 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway.api import chat, completions, embeddings, files, fine_tuning, health, metrics, models
 from gateway.config import LockgateSettings
+from gateway.providers import Operation
 from gateway.schemas import install_openapi
 from gateway.state import build_state
 from registry.errors import LockgateError
@@ -57,24 +59,78 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return _error_response(500, body)
 
 
+# answered by GatewayApp straight from the ASGI scope (the routes in gateway/api describe them
+# in the OpenAPI document and serve them when middleware has been added)
+PROXY_PATHS: dict[str, Operation] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text_completion",
+    "/v1/embeddings": "embeddings",
+}
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, except that ``POST`` to the three proxy endpoints goes straight to the proxy.
+
+    FastAPI's middleware stack, router and dependency solving cost about a third of the CPU
+    of a proxied call (docs/benchmarks.md, "Gateway"); the proxy endpoints use none of it:
+    they read the raw request and answer a ready response. Errors are answered by the same
+    handlers as on the FastAPI path. With any user middleware added, every request takes
+    the FastAPI path, so that middleware sees it.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not self.user_middleware:
+            path: str = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            operation = PROXY_PATHS.get(path)
+            if operation is not None:
+                scope["app"] = self
+                await self._proxy(scope, receive, send, operation)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _proxy(
+        self, scope: Scope, receive: Receive, send: Send, operation: Operation
+    ) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await self.state.gateway.proxy.handle(request, operation)
+        except LockgateError as exc:
+            response = await _lockgate_error(request, exc)
+        except Exception as exc:  # boundary: logged, answered 500 as the FastAPI path does
+            response = await _unexpected_error(request, exc)
+        await response(scope, receive, send)
+
+
 def create_app(
-    settings: LockgateSettings, *, span_exporters: Sequence[SpanExporter] = ()
+    settings: LockgateSettings,
+    *,
+    span_exporters: Sequence[SpanExporter] = (),
+    tune_gc: bool = False,
 ) -> FastAPI:
     """The gateway app; its registry, HTTP pool, tracer and writers live for its lifespan.
 
     ``span_exporters`` are added to the app's tracer provider (e.g. an in-memory one in tests).
+    ``tune_gc`` (for a serving worker, which owns its process): once the state is built, see
+    :func:`gateway.serve.tune_gc`.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, span_exporters)
         app.state.gateway = state
+        if tune_gc:
+            from gateway.serve import tune_gc as tune
+
+            tune()
         try:
             yield
         finally:
             await state.aclose()
 
-    app = FastAPI(title="lockgate gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = GatewayApp(title="lockgate gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(LockgateError, _lockgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -88,4 +144,4 @@ def app_factory() -> FastAPI:
     """For ``uvicorn gateway.app:app_factory --factory``: settings from ``LOCKGATE_CONFIG``."""
     from gateway.config import load_settings
 
-    return create_app(load_settings())
+    return create_app(load_settings(), tune_gc=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 WINDOW_S = 60
@@ -76,18 +76,34 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass
 class _Window:
-    buckets: dict[int, int] = field(default_factory=dict)
+    """Amounts by whole second over the last :data:`WINDOW_S` seconds, with their running
+    total: adding and asking cost O(1) except when the oldest second falls out."""
 
-    def total(self, now: int) -> tuple[int, int | None]:
-        for sec in [s for s in self.buckets if s <= now - WINDOW_S]:
-            del self.buckets[sec]
-        oldest = min(self.buckets, default=None)
-        return sum(self.buckets.values()), oldest
+    __slots__ = ("buckets", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}  # seconds in the order first seen (oldest first)
+        self.sum = 0
+
+    def _expire(self, now: int) -> None:
+        buckets = self.buckets
+        cutoff = now - WINDOW_S
+        if buckets and next(iter(buckets)) <= cutoff:
+            for sec in [s for s in buckets if s <= cutoff]:
+                self.sum -= buckets.pop(sec)
+
+    def total(self, now: int) -> int:
+        self._expire(now)
+        return self.sum
+
+    def oldest(self) -> int | None:
+        return min(self.buckets, default=None)
 
     def add(self, now: int, amount: int) -> None:
+        self._expire(now)
         self.buckets[now] = self.buckets.get(now, 0) + amount
+        self.sum += amount
 
 
 class MemoryLimiter:
@@ -112,17 +128,22 @@ class MemoryLimiter:
                 return Decision(False, "budget", None, limits.budget_usd)
         now_f = time.time()
         now = int(now_f)
-        requests = self._requests.setdefault(key, _Window())
-        if limits.rpm is not None:
-            count, oldest = requests.total(now)
-            if count >= limits.rpm:
-                return Decision(False, "rpm", _retry(oldest, now), limits.rpm)
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = _Window()
+        if limits.rpm is not None and requests.total(now) >= limits.rpm:
+            return Decision(False, "rpm", _retry(requests.oldest(), now), limits.rpm)
         if limits.tpm is not None:
-            used, oldest = self._tokens.setdefault(key, _Window()).total(now)
+            tokens = self._tokens.get(key)
+            used = tokens.total(now) if tokens is not None else 0
             if used >= limits.tpm:
+                oldest = tokens.oldest() if tokens is not None else None
                 return Decision(False, "tpm", _retry(oldest, now), limits.tpm)
-        inflight = self._inflight.setdefault(key, {})
-        if limits.max_parallel is not None:
+        inflight = self._inflight.get(key)
+        if inflight is None:
+            inflight = self._inflight[key] = {}
+        if limits.max_parallel is not None and len(inflight) >= limits.max_parallel:
+            # entries past stale_after_s (a release that never came) only matter at the limit
             for rid in [r for r, t in inflight.items() if t < now_f - self._stale_after_s]:
                 del inflight[rid]
             if len(inflight) >= limits.max_parallel:
@@ -139,7 +160,10 @@ class MemoryLimiter:
         key = limits.key_id
         self._inflight.get(key, {}).pop(request_id, None)
         if tokens:
-            self._tokens.setdefault(key, _Window()).add(int(time.time()), tokens)
+            window = self._tokens.get(key)
+            if window is None:
+                window = self._tokens[key] = _Window()
+            window.add(int(time.time()), tokens)
         if cost_usd and key in self._spend:
             self._spend[key] += cost_usd
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -40,7 +40,7 @@ from gateway.routing import Router, Target
 from gateway.settings import GatewaySettings
 from gateway.spans import Call, response_attributes, start_attributes, stream_attributes
 from gateway.streaming import StreamScan
-from gateway.tracing import PROPAGATOR, Redactor
+from gateway.tracing import PROPAGATOR, Redactor, trace_headers
 from registry.errors import LockgateError
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Proxy:
     async def _forward(self, request: Request, call: Call) -> Response:
         call.principal = principal = await self._auth.authenticate(request.headers)
         if principal.key_id is not None:
-            call.span.set_attribute("lockgate.key.id", principal.key_id)
+            call.attributes["lockgate.key.id"] = principal.key_id
         principal.require_scope("inference")
         body = parse_body(await read_body(request, self._requests), call.operation)
         requested = body.get("model")
@@ -134,8 +134,7 @@ class Proxy:
         plan = await self._router.plan(model)
         call.route, call.target = plan.route, plan.candidates[0]
         call.stream = stream = body.get("stream") is True
-        upstream_headers: dict[str, str] = {}
-        PROPAGATOR.inject(upstream_headers, context=set_span_in_context(call.span))
+        upstream_headers = trace_headers(call.span)
         strip_usage = False
         if stream and self._stream_usage and call.operation != "embeddings":
             options = body.get("stream_options")
@@ -240,16 +239,18 @@ class Proxy:
             error_type = getattr(error, "code", None) or type(error).__name__
             if isinstance(error, UpstreamError):  # low cardinality: the upstream's status
                 error_type = str(status)
+        attributes = call.attributes
         if call.input_tokens is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", call.input_tokens)
+            attributes["gen_ai.usage.input_tokens"] = call.input_tokens
         if call.output_tokens is not None:
-            span.set_attribute("gen_ai.usage.output_tokens", call.output_tokens)
-        span.set_attribute("http.response.status_code", status)
+            attributes["gen_ai.usage.output_tokens"] = call.output_tokens
+        attributes["http.response.status_code"] = status
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
+            attributes["error.type"] = error_type
             span.set_status(Status(StatusCode.ERROR, str(error) if error else error_type))
         if call.failures and call.target is None:
-            span.set_attribute("lockgate.failed_attempts", call.failures)
+            attributes["lockgate.failed_attempts"] = call.failures
+        span.set_attributes(attributes)
         span.end()
         route = call.route or "-"
         self._metrics.observe_call(

@@ -1,8 +1,10 @@
 """What one call learns on its way (:class:`Call`), and how it lands on the call's span.
 
-Attribute names follow the GenAI semantic conventions (``gen_ai.*``) plus ``lockgate.*``:
-route, deployment, request id, stream, prompt name and version, key id, attempts and the
-fallback route that answered.
+Attributes gather in ``Call.attributes`` and go onto the span in one ``set_attributes`` when
+the call finishes (:meth:`gateway.proxy.Proxy.finish`): the SDK takes a lock and checks the
+values once per call rather than once per step. Attribute names follow the GenAI semantic
+conventions (``gen_ai.*``) plus ``lockgate.*``: route, deployment, request id, stream, prompt
+name and version, key id, attempts and the fallback route that answered.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Call:
     admitted: bool = False  # holds a limiter slot to give back
     finished: bool = False
     failures: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)  # for the span, set at the end
 
 
 def tokens(usage: Any) -> tuple[int | None, int | None]:
@@ -64,16 +66,16 @@ def start_attributes(
     assert target is not None
     d = target.deployment
     upstream_model = d.model.split("/", 1)[1] if d.model.startswith(d.provider + "/") else d.model
-    span = call.span
-    span.update_name(f"{call.operation} {upstream_model}")
-    attributes: dict[str, Any] = {
+    call.span.update_name(f"{call.operation} {upstream_model}")
+    attributes = call.attributes
+    attributes.update({
         "gen_ai.provider.name": d.provider,
         "gen_ai.request.model": upstream_model,
         "lockgate.route": call.route or target.route,
         "lockgate.deployment": d.label,
         "lockgate.request_id": call.request_id,
         "lockgate.stream": call.stream,
-    }
+    })  # fmt: skip
     if call.route is not None and target.route != call.route:
         attributes["lockgate.fallback_route"] = target.route
     if call.failures:
@@ -89,12 +91,11 @@ def start_attributes(
     if redact is not None:
         content = body.get("messages", body.get("prompt", body.get("input")))
         attributes["gen_ai.input.messages"] = redact.json(content)
-    span.set_attributes(attributes)
 
 
 def response_attributes(call: Call, data: dict[str, Any], redact: Redactor | None) -> None:
     call.input_tokens, call.output_tokens = tokens(data.get("usage"))
-    attributes: dict[str, Any] = {}
+    attributes = call.attributes
     if isinstance(data.get("id"), str):
         attributes["gen_ai.response.id"] = data["id"]
     if isinstance(data.get("model"), str):
@@ -107,12 +108,11 @@ def response_attributes(call: Call, data: dict[str, Any], redact: Redactor | Non
         attributes["gen_ai.response.finish_reasons"] = reasons
     if redact is not None and call.operation != "embeddings":
         attributes["gen_ai.output.messages"] = redact.json(output_messages(data))
-    call.span.set_attributes(attributes)
 
 
 def stream_attributes(call: Call, scan: StreamScan, redact: Redactor | None) -> None:
     call.input_tokens, call.output_tokens = tokens(scan.usage)
-    attributes: dict[str, Any] = {}
+    attributes = call.attributes
     if scan.response_id:
         attributes["gen_ai.response.id"] = scan.response_id
     if scan.response_model:
@@ -126,4 +126,3 @@ def stream_attributes(call: Call, scan: StreamScan, redact: Redactor | None) -> 
             {"role": "assistant", "content": "".join(t)} for _, t in sorted(scan.texts.items())
         ]
         attributes["gen_ai.output.messages"] = redact.json(texts)
-    call.span.set_attributes(attributes)
