@@ -108,21 +108,21 @@ def create_app(
     settings: LockgateSettings,
     *,
     span_exporters: Sequence[SpanExporter] = (),
-    tune_gc: bool = False,
+    tune_runtime: bool = False,
 ) -> FastAPI:
     """The gateway app; its registry, HTTP pool, tracer and writers live for its lifespan.
 
     ``span_exporters`` are added to the app's tracer provider (e.g. an in-memory one in tests).
-    ``tune_gc`` (for a serving worker, which owns its process): once the state is built, see
-    :func:`gateway.serve.tune_gc`.
+    ``tune_runtime`` (for a serving worker, which owns its process): once the state is built, see
+    :func:`gateway.serve.tune_runtime`.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings, span_exporters)
         app.state.gateway = state
-        if tune_gc:
-            from gateway.serve import tune_gc as tune
+        if tune_runtime:
+            from gateway.serve import tune_runtime as tune
 
             tune()
         try:
@@ -144,4 +144,4 @@ def app_factory() -> FastAPI:
     """For ``uvicorn gateway.app:app_factory --factory``: settings from ``LOCKGATE_CONFIG``."""
     from gateway.config import load_settings
 
-    return create_app(load_settings(), tune_gc=True)
+    return create_app(load_settings(), tune_runtime=True)

@@ -71,6 +71,9 @@ def build_state(
             total=None, connect=upstream.connect_timeout_s, sock_read=upstream.read_timeout_s
         ),
         auto_decompress=True,
+        # one session serves every caller: an upstream's cookies must not follow one caller's
+        # request into another's (and the jar's per-request bookkeeping goes with them)
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     providers = build_providers(ProviderContext(http, gateway, registry))
     router = Router(gateway, providers, registry)
