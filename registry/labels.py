@@ -184,6 +184,34 @@ class LabelsMixin(RegistryCore):
             subject = self._subject(session, subject_type, name)
             return self._labels(session, subject_type, subject.id)
 
+    def _find_version(
+        self, session: Session, subject_type: SubjectType, subject_id: int, content_hash: str
+    ) -> Any:
+        """The version with this content, if the subject has one (pushes are idempotent)."""
+        _, version_table, fk = SUBJECTS[subject_type]
+        return session.scalars(
+            select(version_table).where(
+                fk == subject_id, version_table.content_hash == content_hash
+            )
+        ).one_or_none()
+
+    def _add_version(
+        self, session: Session, subject_type: SubjectType, subject_id: int, name: str,
+        author: str, **values: Any,
+    ) -> Any:  # fmt: skip
+        """Add the next numbered version (the caller holds the subject's row lock) and move
+        ``latest`` to it."""
+        _, version_table, fk = SUBJECTS[subject_type]
+        latest = session.scalar(select(func.max(version_table.version)).where(fk == subject_id))
+        row = version_table(version=(latest or 0) + 1, author=author, **values)
+        session.add(row)
+        session.flush()
+        self._move(
+            session, subject_type, subject_id, name, LATEST, row.version,
+            reason=f"new version {row.version}", actor=author,
+        )  # fmt: skip
+        return row
+
     def _summaries(self, subject_type: SubjectType) -> list[SubjectSummary]:
         """Every prompt (or model): its latest version and its labels."""
         table, version_table, fk = SUBJECTS[subject_type]

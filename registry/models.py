@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from registry._core import content_hash
 from registry._extras import require
@@ -144,40 +144,15 @@ class ModelsMixin(LabelsMixin):
         author = author or self.actor
         with self._write() as session:
             model = self._lock_subject(session, "model", name)
-            existing = session.scalars(
-                select(ModelVersion).where(
-                    ModelVersion.model_id == model.id, ModelVersion.content_hash == chash
-                )
-            ).one_or_none()
+            existing = self._find_version(session, "model", model.id, chash)
             if existing is not None:
                 return _info(name, existing), False
             if digest is not None and session.get(Artifact, digest) is None:
                 session.add(Artifact(digest=digest, kind=kind.artifact or "file", size=size))
-            latest = session.scalar(
-                select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
-            )
-            row = ModelVersion(
-                model_id=model.id,
-                version=(latest or 0) + 1,
-                flavor=flavor,
-                spec=spec,
-                artifact_digest=digest,
-                message=message,
-                author=author,
-                content_hash=chash,
-            )
-            session.add(row)
-            session.flush()
-            self._move(
-                session,
-                "model",
-                model.id,
-                name,
-                LATEST,
-                row.version,
-                reason=f"registered version {row.version}",
-                actor=author,
-            )
+            row = self._add_version(
+                session, "model", model.id, name, author, model_id=model.id, flavor=flavor,
+                spec=spec, artifact_digest=digest, message=message, content_hash=chash,
+            )  # fmt: skip
             return _info(name, row), True
 
     def register_sklearn_model(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from registry._core import content_hash
@@ -164,39 +164,14 @@ class PromptsMixin(LabelsMixin):
         author = author or self.actor
         with self._write() as session:
             prompt = self._lock_subject(session, "prompt", name)
-            existing = session.scalars(
-                select(PromptVersion).where(
-                    PromptVersion.prompt_id == prompt.id, PromptVersion.content_hash == digest
-                )
-            ).one_or_none()
+            existing = self._find_version(session, "prompt", prompt.id, digest)
             if existing is not None:
                 return _info(name, existing), False
-            latest = session.scalar(
-                select(func.max(PromptVersion.version)).where(PromptVersion.prompt_id == prompt.id)
-            )
-            row = PromptVersion(
-                prompt_id=prompt.id,
-                version=(latest or 0) + 1,
-                kind=kind,
-                template=template,
-                config=config,
-                variables=variables,
-                message=message,
-                author=author,
+            row = self._add_version(
+                session, "prompt", prompt.id, name, author, prompt_id=prompt.id, kind=kind,
+                template=template, config=config, variables=variables, message=message,
                 content_hash=digest,
-            )
-            session.add(row)
-            session.flush()
-            self._move(
-                session,
-                "prompt",
-                prompt.id,
-                name,
-                LATEST,
-                row.version,
-                reason=f"pushed version {row.version}",
-                actor=author,
-            )
+            )  # fmt: skip
             return _info(name, row), True
 
     def resolve_prompt(
