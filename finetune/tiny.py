@@ -44,6 +44,7 @@ def build_tiny_llama(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(list(corpus) * 4, trainer)
     fast = transformers.PreTrainedTokenizerFast(

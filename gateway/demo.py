@@ -261,11 +261,19 @@ def finetune_step(demo: Demo) -> None:
             "skipped: install the fine-tuning stack with pip install 'lockgate[finetune]'"
         )
         return
+    import warnings
+
     import torch
+    import transformers
 
     from finetune.tiny import build_tiny_llama
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    # the demo's output is the loop, not the libraries' progress bars and deprecation notes
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Could not find a config file")
     chats = _faq_chats()
     corpus = [f"user\n{c['messages'][0]['content']}\nassistant\n{c['messages'][1]['content']}"
               for c in chats]  # fmt: skip
