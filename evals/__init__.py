@@ -15,8 +15,7 @@ stays cheap for the CLI.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evals.errors import (
     BaselineNotFound,
@@ -28,6 +27,7 @@ from evals.errors import (
     TargetFailed,
     TargetUnreachable,
 )
+from registry._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evals.baseline import Baseline, resolve_baseline
@@ -65,11 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'evals' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

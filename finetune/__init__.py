@@ -16,8 +16,7 @@ finetune`` stays cheap for the CLI and the gateway.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import (
     BaseModelNotFound,
@@ -28,6 +27,7 @@ from finetune.errors import (
     TrainingDataInvalid,
     TrainingFailed,
 )
+from registry._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from finetune.base_model import BaseModel, resolve_base_model
@@ -76,11 +76,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'finetune' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
