@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from registry.errors import DatabaseError, NotFound
 from registry.records import SubjectType
 from registry.settings import RegistrySettings
 from registry.tables import (
+    Artifact,
     Dataset,
     ModelVersion,
     Prompt,
@@ -112,6 +114,19 @@ class RegistryCore:
                 yield session
         except OperationalError as exc:
             raise db.unreachable(self.engine, exc) from exc
+
+    def _store_path(self, path: Path) -> tuple[str, str, int]:
+        """Put a file or directory in the artifact store: (digest, kind, size in bytes)."""
+        if path.is_dir():
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            return self.store.put_dir(path), "dir", size
+        return self.store.put_file(path), "file", path.stat().st_size
+
+    @staticmethod
+    def _record_artifact(session: Session, digest: str, kind: str, size: int) -> None:
+        """Remember a stored artifact (once: the digest is its identity)."""
+        if session.get(Artifact, digest) is None:
+            session.add(Artifact(digest=digest, kind=kind, size=size))
 
     def _insert_ignore(self, session: Session, table: Any, values: dict[str, Any]) -> None:
         """INSERT … ON CONFLICT DO NOTHING on the table's unique ``name``."""

@@ -111,11 +111,7 @@ class DatasetsMixin(LabelsMixin):
         """Register ``path`` as a version of ``name``; identical bytes return the existing one."""
         check_name(name, "dataset name")
         fmt, rows, columns = scan_dataset(path, format)
-        if path.is_dir():
-            digest, kind = self.store.put_dir(path), "dir"
-            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        else:
-            digest, kind, size = self.store.put_file(path), "file", path.stat().st_size
+        digest, kind, size = self._store_path(path)
         author = author or self.actor
         with self._write() as session:
             self._insert_ignore(session, Dataset, {"name": name})
@@ -129,8 +125,7 @@ class DatasetsMixin(LabelsMixin):
             ).one_or_none()
             if existing is not None:
                 return _info(name, existing), False
-            if session.get(Artifact, digest) is None:
-                session.add(Artifact(digest=digest, kind=kind, size=size))
+            self._record_artifact(session, digest, kind, size)
             latest = session.scalar(
                 select(func.max(DatasetVersion.version)).where(
                     DatasetVersion.dataset_id == dataset.id

@@ -28,7 +28,7 @@ from registry._extras import require
 from registry.errors import InvalidInput, NotFound
 from registry.labels import LabelsMixin
 from registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
-from registry.tables import Artifact, ModelVersion
+from registry.tables import ModelVersion
 
 # skops refuses to load types it does not know; these prefixes are trusted on load.
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
@@ -123,7 +123,8 @@ class ModelsMixin(LabelsMixin):
             raise InvalidInput(
                 f"flavor {flavor!r} needs {', '.join(missing)} in its spec", param=missing[0]
             )
-        digest, size = None, 0
+        digest: str | None = None
+        stored_kind, size = "file", 0
         if kind.artifact is None and path is not None:
             raise InvalidInput(f"flavor {flavor!r} takes no artifact", param="path")
         if kind.artifact is not None:
@@ -134,12 +135,7 @@ class ModelsMixin(LabelsMixin):
                 what = "a directory" if is_dir else "a file"
                 raise InvalidInput(f"{path} must be {what} for flavor {flavor!r}", param="path")
             spec.update(kind.check_artifact(path))
-            digest = self.store.put_dir(path) if is_dir else self.store.put_file(path)
-            size = (
-                sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-                if is_dir
-                else (path.stat().st_size)
-            )
+            digest, stored_kind, size = self._store_path(path)
         chash = content_hash({"flavor": flavor, "spec": spec, "artifact": digest})
         author = author or self.actor
         with self._write() as session:
@@ -147,8 +143,8 @@ class ModelsMixin(LabelsMixin):
             existing = self._find_version(session, "model", model.id, chash)
             if existing is not None:
                 return _info(name, existing), False
-            if digest is not None and session.get(Artifact, digest) is None:
-                session.add(Artifact(digest=digest, kind=kind.artifact or "file", size=size))
+            if digest is not None:
+                self._record_artifact(session, digest, stored_kind, size)
             row = self._add_version(
                 session, "model", model.id, name, author, model_id=model.id, flavor=flavor,
                 spec=spec, artifact_digest=digest, message=message, content_hash=chash,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from registry.errors import InvalidInput, NotFound
 from registry.labels import LabelsMixin
 from registry.records import LineageEdge, MetricPoint, RunInfo
-from registry.tables import Artifact, Run, RunArtifact, RunLineage, RunMetric, utcnow
+from registry.tables import Run, RunArtifact, RunLineage, RunMetric, utcnow
 
 RUN_KINDS = frozenset({"eval", "finetune", "drift", "other"})
 RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
@@ -94,18 +94,10 @@ class RunsMixin(LabelsMixin):
 
     def log_artifact(self, run_id: str, name: str, path: Path) -> str:
         """Store a file or folder in the artifact store and attach it to the run."""
-        digest = self.store.put_dir(path) if path.is_dir() else self.store.put_file(path)
-        size = (
-            sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            if path.is_dir()
-            else path.stat().st_size
-        )
+        digest, kind, size = self._store_path(path)
         with self._write() as session:
             self._run(session, run_id)
-            if session.get(Artifact, digest) is None:
-                session.add(
-                    Artifact(digest=digest, kind="dir" if path.is_dir() else "file", size=size)
-                )
+            self._record_artifact(session, digest, kind, size)
             session.merge(RunArtifact(run_id=run_id, name=name, digest=digest))
         return digest
 
