@@ -48,12 +48,12 @@ def build_tracer_provider(
 ) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from gateway.otlp import FastOTLPSpanExporter
 
         endpoint = settings.otlp_endpoint.rstrip("/")
         if not endpoint.endswith("/v1/traces"):
             endpoint += "/v1/traces"
-        exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(settings.otlp_headers))
+        exporter = FastOTLPSpanExporter(endpoint=endpoint, headers=dict(settings.otlp_headers))
         provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms)
         )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 
 from registry.labels import LabelsMixin
-from registry.tables import CallRecord
+from registry.tables import CallRecord, utcnow
 
 CALL_FIELDS = frozenset(c.name for c in CallRecord.__table__.columns) - {"id"}
+# a Core executemany: skips the ORM bulk path's per-row bookkeeping (~2 µs a row)
+_INSERT = insert(cast(Table, CallRecord.__table__))
 
 
 class CallsMixin(LabelsMixin):
@@ -18,9 +20,19 @@ class CallsMixin(LabelsMixin):
         """Insert a batch of call records in one statement; returns how many."""
         if not records:
             return 0
-        rows = [{k: v for k, v in r.items() if k in CALL_FIELDS} for r in records]
+        now = utcnow()
+        base = dict.fromkeys(CALL_FIELDS)
+        rows = []
+        for record in records:
+            row = base.copy()
+            row.update(record)
+            for extra in record.keys() - CALL_FIELDS:
+                del row[extra]
+            row["created_at"] = row["created_at"] or now
+            row["stream"] = bool(row["stream"])
+            rows.append(row)
         with self._write() as session:
-            session.execute(insert(CallRecord), rows)
+            session.execute(_INSERT, rows)
         return len(rows)
 
     def list_calls(
