@@ -6,7 +6,7 @@ concurrency against (a) the stub directly, (b) ``lockgate serve`` (one worker) w
 virtual key with rpm/tpm/concurrency limits (in-process limiter) on every request, and
 (c) LiteLLM's proxy when a virtual environment with ``litellm[proxy]`` is given. Prints p50,
 p99 and requests/s for each, the ratios, and lockgate's resident memory (after warm-up, and
-after ``--soak`` more requests).
+at each quarter of ``--soak`` more requests).
 
     apt-get install -y wrk
     python3 -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.82.6'
@@ -309,12 +309,15 @@ def main() -> None:
         if args.soak:
             url, body = targets["lockgate"]
             rate = max(results["lockgate"][levels[-1]]["rps"], 1.0)
-            soak = run_wrk(url, body, levels[-1], int(args.soak / rate) + 1, tmp, auth)
-            time.sleep(2)
-            print(
-                f"lockgate RSS after {soak['requests']:.0f} more requests: "
-                f"{rss_mb(gateway.pid):.0f} MB"
-            )
+            done, samples = 0.0, []
+            while done < args.soak:  # in quarters, until at least --soak requests have run
+                chunk = min(args.soak / 4, args.soak - done)
+                soak = run_wrk(url, body, levels[-1], int(chunk / rate) + 1, tmp, auth)
+                done += soak["requests"]
+                rate = max(soak["rps"], 1.0)
+                time.sleep(1)
+                samples.append(f"{rss_mb(gateway.pid):.0f} MB after {done:,.0f}")
+            print("lockgate RSS during the soak: " + ", ".join(samples) + " more requests")
         metrics = httpx.get(gw + "/metrics").text
         print(
             "call records written: {:.0f}, dropped: {:.0f}".format(
