@@ -10,7 +10,9 @@ the base weights::
     for piece in stream(base, messages, adapter="support-bot@3"): ...
 
 Threading: generation on one loaded base is serialised by the lock on :class:`LoadedBase`
-(switching adapters is model-global state); run it in a worker thread from async code.
+(switching adapters is model-global state); run it in a worker thread from async code, and
+pass ``stop`` (a ``threading.Event``) to end a generation whose caller has gone: it stops
+after the current token and frees the base for the next request.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class LoadedBase:
     device: str
     adapters: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    generated_tokens: int = 0  # decoding steps run on this base, stopped generations included
 
 
 def load_base(path: str | Path, *, device: str | None = None, dtype: str = "auto") -> LoadedBase:
@@ -87,6 +90,22 @@ def _generation(base: LoadedBase, adapter: str | None) -> Any:
     return contextlib.nullcontext()
 
 
+def _watch(base: LoadedBase, stop: threading.Event | None) -> Any:
+    """A stopping criterion that counts decoding steps on ``base`` and ends the generation
+    once ``stop`` is set."""
+    transformers = _torch.transformers()
+    torch = _torch.torch()
+
+    class Watch(transformers.StoppingCriteria):  # type: ignore[misc,name-defined]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            base.generated_tokens += 1  # under base.lock
+            done = stop is not None and stop.is_set()
+            rows = input_ids.shape[0]
+            return torch.full((rows,), done, dtype=torch.bool, device=input_ids.device)
+
+    return transformers.StoppingCriteriaList([Watch()])
+
+
 def generate(
     base: LoadedBase,
     messages: list[dict[str, Any]],
@@ -94,11 +113,17 @@ def generate(
     adapter: str | None = None,
     max_new_tokens: int = 64,
     temperature: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> str:
-    """The completion for a chat; greedy when ``temperature`` is 0."""
+    """The completion for a chat; greedy when ``temperature`` is 0; cut short once ``stop``
+    is set."""
     torch = _torch.torch()
     ids = prompt_ids(base, messages).to(base.device)
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": temperature > 0,
+        "stopping_criteria": _watch(base, stop),
+    }
     if temperature > 0:
         kwargs["temperature"] = temperature
     tok = base.tokenizer
@@ -119,8 +144,10 @@ def stream(
     adapter: str | None = None,
     max_new_tokens: int = 64,
     temperature: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> Iterator[str]:
-    """Yield text pieces as they are generated (``TextIteratorStreamer`` in a thread)."""
+    """Yield text pieces as they are generated (``TextIteratorStreamer`` in a thread); the
+    generation ends after the current token once ``stop`` is set."""
     transformers = _torch.transformers()
     torch = _torch.torch()
     tok = base.tokenizer
@@ -130,6 +157,7 @@ def stream(
         "max_new_tokens": max_new_tokens,
         "do_sample": temperature > 0,
         "streamer": streamer,
+        "stopping_criteria": _watch(base, stop),
         "attention_mask": torch.ones_like(ids),
         "pad_token_id": tok.pad_token_id or tok.eos_token_id,
     }

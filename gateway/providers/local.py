@@ -6,7 +6,8 @@ Each base model is fetched from the artifact store (hash-verified) and loaded on
 first use; every ``lora`` version on that base is attached to the same loaded weights as a
 named adapter, so many adapters share one copy of the base. Generation runs in a worker
 thread (one at a time per base: switching adapters is model-global state) and streams
-tokens as they are produced.
+tokens as they are produced. A caller that goes away (client disconnect, timeout) stops its
+generation after the current token, so it does not hold the base for the next request.
 
 This is for small models and for trying a fresh adapter; production multi-LoRA serving is
 vLLM's job (``--enable-lora``) behind the OpenAI-compatible fast path — see
@@ -16,6 +17,7 @@ docs/finetune.md.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -127,16 +129,19 @@ class LocalProvider:
 
         messages, limit, temperature = self._request(call)
         loaded = await self._loaded(call)
+        stop = threading.Event()
         try:
             text = await asyncio.to_thread(
                 generate, loaded.base, messages, adapter=loaded.adapter,
-                max_new_tokens=limit, temperature=temperature,
+                max_new_tokens=limit, temperature=temperature, stop=stop,
             )  # fmt: skip
             usage = await asyncio.to_thread(self._usage, loaded, messages, text)
         except LockgateError:
             raise
         except Exception as exc:  # boundary: a model failure becomes a 502
             raise UpstreamError(502, f"local model {call.deployment.model} failed: {exc}") from exc
+        finally:
+            stop.set()  # cancelled while generating: the thread ends after its current token
         finish = "length" if usage["completion_tokens"] >= limit else "stop"
         data = {
             "id": f"chatcmpl-local-{time.time_ns()}", "object": "chat.completion",
@@ -170,11 +175,13 @@ class LocalProvider:
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
 
         def produce() -> None:
             try:
                 for piece in stream(loaded.base, messages, adapter=loaded.adapter,
-                                    max_new_tokens=limit, temperature=temperature):  # fmt: skip
+                                    max_new_tokens=limit, temperature=temperature,
+                                    stop=stop):  # fmt: skip
                     loop.call_soon_threadsafe(queue.put_nowait, piece)
             except BaseException as exc:  # handed to the event loop, raised there
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -206,6 +213,7 @@ class LocalProvider:
                 yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
             yield b"data: [DONE]\n\n"
         finally:
+            stop.set()  # the client went away mid-stream: end the generation, free the base
             await producer
 
     async def aclose(self) -> None:

@@ -128,3 +128,26 @@ def test_scopes_guard_the_management_api(start_gateway: StartGateway, tmp_path: 
     assert as_key("lg-admin-for-ft-tests").files.retrieve(upload.id).id == upload.id
     with pytest.raises(openai.PermissionDeniedError):
         as_key(inference).fine_tuning.jobs.list()
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_local_generation(ft_gateway: Gateway) -> None:
+    """The local provider stops generating once the client has gone, instead of running to
+    ``max_tokens`` while holding the base model that every other request on it waits for."""
+    client = ft_gateway.client()
+    model, limit = "registry:tiny-base@latest", 200
+    messages = [{"role": "user", "content": QA[0][0]}]
+    full = client.chat.completions.create(model=model, messages=messages, max_tokens=limit)
+    assert full.choices[0].finish_reason == "length"  # left alone, it runs to the limit
+    [base] = ft_gateway.state.providers["local"]._bases.values()  # the loaded tiny-base
+    before = base.generated_tokens
+
+    stream = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=limit, stream=True
+    )
+    next(iter(stream))  # the first token is here
+    stream.close()  # and the client is gone
+
+    assert base.lock.acquire(timeout=60)  # the generation has ended
+    base.lock.release()
+    generated = base.generated_tokens - before
+    assert 1 <= generated < limit, generated  # 200 when the generation is not stopped
