@@ -22,6 +22,15 @@ class RegistryHooks:
     ) -> None:
         self.registry, self.job_id, self.run_id, self.stop = registry, job_id, run_id, stop
 
+    def on_resume(self, step: int) -> None:
+        dropped = self.registry.discard_metrics_after(self.run_id, step)
+        note = f"; {dropped} metric points logged after it are replaced" if dropped else ""
+        self.registry.add_job_event(
+            self.job_id,
+            f"resuming from the checkpoint at step {step}{note}",
+            data={"step": step, "discarded_points": dropped},
+        )
+
     def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
         self.registry.log_metrics(self.run_id, metrics, step=step)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")

@@ -45,6 +45,8 @@ class TrainingStopped(Exception):
 
 
 class TrainHooks(Protocol):
+    def on_resume(self, step: int) -> None: ...
+
     def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None: ...
 
     def on_checkpoint(self, step: int, path: Path) -> None: ...
@@ -53,6 +55,9 @@ class TrainHooks(Protocol):
 
 
 class NullHooks:
+    def on_resume(self, step: int) -> None:
+        return None
+
     def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
         return None
 
@@ -223,6 +228,8 @@ def _train(
         if saved.fingerprint != state.fingerprint or saved.total_steps != total:
             raise TrainingFailed(f"checkpoint {last} belongs to another spec; remove it to restart")
         state, resumed_from = saved, saved.step
+        if rank == 0:
+            hooks.on_resume(saved.step)
     loss_fn = _Loss(model, torch)
     pad_id = tokenizer.pad_token_id or 0
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from registry.errors import InvalidInput, NotFound
 from registry.labels import LabelsMixin
@@ -85,6 +85,18 @@ class RunsMixin(LabelsMixin):
             )
             if step is None:
                 run.metrics = {**run.metrics, **{k: float(v) for k, v in metrics.items()}}
+
+    def discard_metrics_after(self, run_id: str, step: int) -> int:
+        """Delete the run's step-wise points after ``step``; returns how many.
+
+        A training resumed from the checkpoint at ``step`` logs the later steps again: the
+        points its crashed attempt logged for them belong to a timeline that did not happen."""
+        with self._write() as session:
+            self._run(session, run_id)
+            result = session.execute(
+                delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.step > step)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def add_lineage(self, run_id: str, edges: Iterable[LineageEdge]) -> None:
         checked = _check_edges(edges)

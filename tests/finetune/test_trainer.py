@@ -16,6 +16,9 @@ class Recorder:
         self.steps: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[int] = []
 
+    def on_resume(self, step: int) -> None:
+        raise AssertionError(f"a fresh training resumed from step {step}")
+
     def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
         self.steps.append((step, metrics))
 

@@ -213,3 +213,42 @@ def test_eval_hook_labels_or_refuses_without_failing_the_job(
     assert done is not None and done.status == "succeeded"
     assert done.result["eval"] == {"labelled": False, "error": "the suite has no dataset"}
     assert registry.get_model("qa-bot@production").version == 1
+
+
+def test_a_resumed_training_replaces_the_points_logged_after_its_checkpoint(
+    registry: Registry, tiny_model: Path, tmp_path: Path
+) -> None:
+    """An attempt that dies after logging step 5 but checkpointing at 4 is resumed from 4:
+    the run's series shows each step once, the values of the attempt that finished."""
+    from finetune.spec import parse_spec
+    from finetune.trainer import TrainingStopped, TrainInputs, train
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(2))
+    spec_data = _spec(tiny_model, train_file, epochs=3, checkpoint_every=4)  # 6 steps
+    job, _ = submit_job(registry, spec_data)
+    run = registry.create_run("finetune", name=job.id)
+    inputs = TrainInputs(
+        parse_spec(spec_data), str(tiny_model), train_file, None, tmp_path / "out", tmp_path / "ck"
+    )
+    seen: list[int] = []
+
+    class Dying(RegistryHooks):
+        def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+            super().on_step(step, total, metrics)
+            seen.append(step)
+
+    with pytest.raises(TrainingStopped):
+        train(inputs, Dying(registry, job.id, run.id, lambda: bool(seen) and seen[-1] >= 5))
+    logged = [p.step for p in registry.get_run(run.id).series if p.key == "loss"]
+    assert logged == [1, 2, 3, 4, 5]  # step 5 is past the last checkpoint (4)
+
+    result = train(inputs, RegistryHooks(registry, job.id, run.id, lambda: False))
+    assert result.resumed_from == 4 and result.steps == 6
+    series = registry.get_run(run.id).series
+    assert [p.step for p in series if p.key == "loss"] == [1, 2, 3, 4, 5, 6]
+    for key in {p.key for p in series}:
+        steps = [p.step for p in series if p.key == key]
+        assert len(steps) == len(set(steps)), key
+    [event] = [e for e in registry.job_events(job.id) if e.message.startswith("resuming from")]
+    assert event.message.startswith("resuming from the checkpoint at step 4; ")
+    assert event.data["discarded_points"] == len({p.key for p in series if p.step == 5})
