@@ -85,6 +85,15 @@ class RateLimited(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class LimiterUnavailable(GatewayError):
+    """The rate limiter could not be asked and ``gateway.limiter_failure`` is ``closed``."""
+
+    status_code = 503
+    code = "rate_limiter_unavailable"
+    error_type = "server_error"
+    retry_after_s = 1.0
+
+
 class InvalidRequest(GatewayError):
     status_code = 400
     code = "invalid_request"

@@ -30,7 +30,7 @@ from gateway.body import parse_body, read_body
 from gateway.call_records import CallRecorder
 from gateway.costs import CostTable
 from gateway.dispatch import Dispatcher
-from gateway.errors import RateLimited, UpstreamError
+from gateway.errors import LimiterUnavailable, RateLimited, UpstreamError
 from gateway.limits import KeyLimits, Limiter
 from gateway.metrics import Metrics
 from gateway.prompts import PromptResolver
@@ -79,6 +79,7 @@ class Proxy:
         self._dispatcher = dispatcher
         self._costs = costs
         self._requests = settings.requests
+        self._fail_open = settings.limiter_failure == "open"
         self._stream_usage = settings.upstream.stream_usage
         tracing = settings.tracing
         self._redact = (
@@ -178,13 +179,21 @@ class Proxy:
             return
         try:
             decision = await self._limiter.acquire(limits, call.request_id)
-        except Exception:  # boundary: Redis down → admit (fail open), count it, warn now and then
+        except Exception as exc:  # boundary: Redis down → count it, warn now and then, and
+            # admit (gateway.limiter_failure: open) or refuse (closed)
             self._metrics.limiter_errors.inc()
+            fail_open = self._fail_open
             now = time.monotonic()
             if now - self._last_limiter_warning > 60:
                 self._last_limiter_warning = now
-                log.warning("the rate limiter failed; admitting requests", exc_info=True)
-            return
+                verdict = "admitting" if fail_open else "refusing"
+                log.warning("the rate limiter failed; %s requests", verdict, exc_info=True)
+            if fail_open:
+                return
+            raise LimiterUnavailable(
+                "the rate limiter is unavailable and this gateway refuses requests it cannot "
+                "limit (gateway.limiter_failure: closed); retry shortly"
+            ) from exc
         if not decision.allowed:
             reason = decision.reason or "rpm"
             raise RateLimited(

@@ -237,6 +237,12 @@ class GatewaySettings(_Strict):
     redis_url: str | None = Field(
         default=None, description="Redis for limits shared by replicas; default: in process."
     )
+    limiter_failure: Literal["open", "closed"] = Field(
+        default="open",
+        description="When the limiter cannot be reached (Redis down): open admits the request "
+        "unlimited, closed refuses it with 503 rate_limiter_unavailable. Either way it is "
+        "counted in lockgate_limiter_errors_total.",
+    )
     retries: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)

@@ -185,3 +185,35 @@ def test_two_replicas_share_one_limit_through_redis(
             proc.terminate()
         for proc in procs:
             proc.wait(15)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once the socket closes
+
+
+@pytest.mark.parametrize("failure", ["open", "closed"])
+def test_a_limiter_that_cannot_be_reached_admits_or_refuses_as_configured(
+    start_gateway: StartGateway, failure: str
+) -> None:
+    gw = start_gateway(redis_url=f"redis://127.0.0.1:{_closed_port()}/0", limiter_failure=failure)
+    client = _client(gw, gw.registry.create_key("limited", rpm=1).secret)
+    if failure == "open":  # unlimited while Redis is away: rpm=1 does not hold
+        for _ in range(3):
+            assert client.chat.completions.create(model="gpt-test", messages=HI).choices
+    else:
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model="gpt-test", messages=HI)
+        error = info.value
+        assert error.status_code == 503 and error.code == "rate_limiter_unavailable"
+        assert "limiter_failure: closed" in error.message
+        assert error.response.headers["retry-after"] == "1"
+        records = _wait_calls(gw.registry, 1)
+        assert (records[0]["status_code"], records[0]["error_type"]) == (
+            503,
+            "rate_limiter_unavailable",
+        )
+    metrics = httpx.get(gw.url + "/metrics").text
+    errors = [line for line in metrics.splitlines() if line.startswith("lockgate_limiter_errors")]
+    assert errors and float(errors[0].split()[-1]) == (3 if failure == "open" else 1), errors
