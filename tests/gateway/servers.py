@@ -1,14 +1,57 @@
 """Real servers on loopback for the gateway tests: uvicorn in a thread on a pre-bound port
-(:class:`gateway.background.ServerThread`, as the demo uses), and a TCP server that resets."""
+(:class:`gateway.background.ServerThread`, as the demo uses), a TCP server that resets, and
+an OTLP/HTTP trace receiver."""
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import socket
 import threading
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from gateway.background import ServerThread
 
-__all__ = ["ResetServer", "ServerThread"]
+__all__ = ["OTLPReceiver", "ResetServer", "ServerThread"]
+
+
+class OTLPReceiver:
+    """Takes OTLP/HTTP trace exports on ``url`` (``…/v1/traces``) and keeps each body as
+    sent (``raw``: content-encoding and bytes) and decoded (``requests``). Answers
+    ``status`` (200 unless changed)."""
+
+    def __init__(self) -> None:
+        self.raw: list[tuple[str | None, bytes]] = []
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                encoding = self.headers.get("content-encoding")
+                receiver.raw.append((encoding, body))
+                if self.path == "/v1/traces" and receiver.status == 200:
+                    data = gzip.decompress(body) if encoding == "gzip" else body
+                    receiver.requests.append(ExportTraceServiceRequest.FromString(data))
+                self.send_response(receiver.status)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = self.base_url + "/v1/traces"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class ResetServer:

@@ -4,10 +4,8 @@ built on it delivers them over OTLP/HTTP with the SDK's client (compression, err
 from __future__ import annotations
 
 import gzip
-import http.server
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
@@ -29,6 +27,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.span import TraceState
 
 from gateway.otlp import FastOTLPSpanExporter, encode_spans
+from tests.gateway.servers import OTLPReceiver
 
 REMOTE = SpanContext(
     0x4BF92F3577B34DA6A3CE929D0E0E4736,
@@ -182,42 +181,20 @@ def test_empty_batch() -> None:
     assert encode_spans([]) == sdk_encode([]).SerializePartialToString() == b""
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    bodies: ClassVar[list[tuple[str | None, bytes]]]
-    status: ClassVar[list[int]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        self.bodies.append((self.headers.get("content-encoding"), body))
-        self.send_response(self.status[0])
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Handler", (_Receiver,), {"bodies": [], "status": [200]})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", handler
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[OTLPReceiver]:
+    receiver = OTLPReceiver()
+    yield receiver
+    receiver.close()
 
 
 @pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
-def test_exporter_posts_the_encoded_batch(
-    receiver: tuple[str, type[_Receiver]], compression: Compression
-) -> None:
-    url, handler = receiver
+def test_exporter_posts_the_encoded_batch(receiver: OTLPReceiver, compression: Compression) -> None:
     spans = _record(gateway_like)
-    exporter = FastOTLPSpanExporter(endpoint=url, compression=compression)
+    exporter = FastOTLPSpanExporter(endpoint=receiver.url, compression=compression)
     assert exporter.fast_path, "the SDK's exporter changed shape: the fast path is not taken"
     assert exporter.export(spans) is SpanExportResult.SUCCESS
-    [(encoding, body)] = handler.bodies
+    [(encoding, body)] = receiver.raw
     if compression is Compression.Gzip:
         assert encoding == "gzip"
         body = gzip.decompress(body)
@@ -225,11 +202,10 @@ def test_exporter_posts_the_encoded_batch(
     exporter.shutdown()
 
 
-def test_exporter_reports_a_refused_batch(receiver: tuple[str, type[_Receiver]]) -> None:
-    url, handler = receiver
-    handler.status[0] = 400  # not retryable: one attempt, then failure
-    exporter = FastOTLPSpanExporter(endpoint=url, timeout=5)
+def test_exporter_reports_a_refused_batch(receiver: OTLPReceiver) -> None:
+    receiver.status = 400  # not retryable: one attempt, then failure
+    exporter = FastOTLPSpanExporter(endpoint=receiver.url, timeout=5)
     assert exporter.export(_record(gateway_like)) is SpanExportResult.FAILURE
-    assert len(handler.bodies) == 1
+    assert len(receiver.raw) == 1
     exporter.shutdown()
     assert exporter.export(_record(gateway_like)) is SpanExportResult.FAILURE  # after shutdown

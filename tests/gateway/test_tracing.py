@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any, ClassVar
 
 import openai
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.gateway.conftest import Gateway, StartGateway
+from tests.gateway.servers import OTLPReceiver
 from tests.gateway.upstream import Upstream
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -121,41 +118,19 @@ def test_content_capture_is_redacted(start_gateway: StartGateway) -> None:
     assert "Hello world" in str(attrs["gen_ai.output.messages"])
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[ExportTraceServiceRequest]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        if self.path == "/v1/traces":
-            message = ExportTraceServiceRequest()
-            message.ParseFromString(body)
-            self.received.append(message)
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def otlp_receiver() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
-    received: ClassVar[list[ExportTraceServiceRequest]] = []
-    handler = type("Handler", (_Receiver,), {"received": received})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", received
-    server.shutdown()
-    server.server_close()
+def otlp_receiver() -> Iterator[OTLPReceiver]:
+    receiver = OTLPReceiver()
+    yield receiver
+    receiver.close()
 
 
 def test_otlp_http_export_end_to_end(
-    start_gateway: StartGateway, otlp_receiver: tuple[str, list[ExportTraceServiceRequest]]
+    start_gateway: StartGateway, otlp_receiver: OTLPReceiver
 ) -> None:
-    url, received = otlp_receiver
-    gw = start_gateway(tracing={"otlp_endpoint": url, "export_delay_ms": 50})
+    received = otlp_receiver.requests
+    tracing = {"otlp_endpoint": otlp_receiver.base_url, "export_delay_ms": 50}
+    gw = start_gateway(tracing=tracing)
     gw.client().chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "x"}]
     )
