@@ -10,6 +10,11 @@ A checkpoint is a folder ``step-NNNNNNN`` under the job's checkpoint directory::
 
 It is written under a temporary name and renamed into place, so a worker killed while
 saving leaves the previous checkpoint intact. The last ``keep`` checkpoints are kept.
+
+With the registry, each checkpoint is also copied to the artifact store as the run artifact
+``checkpoint/step-NNNNNNN`` (:func:`upload_checkpoint`), and a worker that resumes the job
+on another machine fetches the latest one first (:func:`restore_checkpoint`): a requeued job
+resumes wherever it lands, not only where its checkpoint directory is.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from registry.registry import Registry
 
 PREFIX = "step-"
+ARTIFACT_PREFIX = "checkpoint/"
 
 
 @dataclass(frozen=True)
@@ -108,3 +117,39 @@ def _python_state() -> list[Any]:
 
 def _python_tuple(state: list[Any]) -> tuple[Any, ...]:
     return (state[0], tuple(state[1]), state[2])
+
+
+def upload_checkpoint(registry: Registry, run_id: str, path: Path) -> str:
+    """Copy a checkpoint folder to the artifact store as a run artifact; returns its digest."""
+    return registry.log_artifact(run_id, ARTIFACT_PREFIX + path.name, path)
+
+
+def stored_checkpoint(registry: Registry, run_id: str) -> tuple[int, str] | None:
+    """The step and digest of the run's latest stored checkpoint, if it has one."""
+    found = [
+        (int(name[len(ARTIFACT_PREFIX + PREFIX) :]), digest)
+        for name, digest in registry.get_run(run_id).artifacts.items()
+        if name.startswith(ARTIFACT_PREFIX + PREFIX)
+    ]
+    return max(found) if found else None
+
+
+def restore_checkpoint(registry: Registry, run_id: str, root: Path) -> int | None:
+    """Fetch the run's latest stored checkpoint into ``root`` when it is newer than the
+    latest one there (a job resumed on another machine); returns its step, or None when
+    nothing was fetched."""
+    stored = stored_checkpoint(registry, run_id)
+    if stored is None:
+        return None
+    step, digest = stored
+    local = latest_checkpoint(root)
+    if local is not None and read_state(local).step >= step:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:07d}"
+    tmp = root / f".fetch-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    registry.store.fetch_dir(digest, tmp)  # hash-verified
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return step

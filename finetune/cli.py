@@ -203,6 +203,14 @@ def worker(
     executor: Annotated[str | None, Opt("--executor", help="Force an executor.")] = None,
     work_dir: Annotated[Path | None, Opt("--work-dir")] = None,
     kubectl_apply: Annotated[bool, Opt("--kubectl-apply", help="Apply Kubernetes Jobs.")] = False,
+    upload_checkpoints: Annotated[
+        bool,
+        Opt(
+            "--upload-checkpoints/--local-checkpoints",
+            help="Copy checkpoints to the artifact store so a job requeued to another machine "
+            "resumes (default), or keep them in --work-dir only.",
+        ),
+    ] = True,
 ) -> None:
     """Claim and run jobs (requeues jobs whose worker died; resumes from checkpoints)."""
     from finetune._torch import require_stack
@@ -218,6 +226,7 @@ def worker(
         executor=executor,
         work_dir=work_dir,
         executors=ExecutorSettings(kubectl_apply=kubectl_apply),
+        upload_checkpoints=upload_checkpoints,
     )
     factory = getattr(ctx.obj, "eval_transport_factory", None)
     hook = None

@@ -56,6 +56,7 @@ class TrainRequest:
     inputs: TrainInputs
     gpus: int
     registry_settings: dict[str, Any]  # RegistrySettings as JSON, for processes we launch
+    upload_checkpoints: bool = True
 
     def to_json(self) -> dict[str, Any]:
         i = self.inputs
@@ -65,6 +66,7 @@ class TrainRequest:
             "run_id": self.run_id,
             "gpus": self.gpus,
             "registry_settings": self.registry_settings,
+            "upload_checkpoints": self.upload_checkpoints,
             "spec": i.spec.model_dump(mode="json"),
             "base_model": i.base_model,
             "train_path": str(i.train_path),

@@ -31,7 +31,10 @@ def main(argv: list[str]) -> int:
     from registry.settings import RegistrySettings
 
     registry = Registry(RegistrySettings.model_validate(data["registry_settings"]))
-    hooks = RegistryHooks(registry, data["job_id"], data["run_id"], (out / "STOP").exists)
+    hooks = RegistryHooks(
+        registry, data["job_id"], data["run_id"], (out / "STOP").exists,
+        upload_checkpoints=data.get("upload_checkpoints", True),
+    )  # fmt: skip
     try:
         result = train(inputs, hooks)
     except TrainingStopped:

@@ -18,9 +18,16 @@ class RegistryHooks:
     the worker that launched this process)."""
 
     def __init__(
-        self, registry: Registry, job_id: str, run_id: str, stop: Callable[[], bool]
+        self,
+        registry: Registry,
+        job_id: str,
+        run_id: str,
+        stop: Callable[[], bool],
+        *,
+        upload_checkpoints: bool = True,
     ) -> None:
         self.registry, self.job_id, self.run_id, self.stop = registry, job_id, run_id, stop
+        self.upload_checkpoints = upload_checkpoints
 
     def on_resume(self, step: int) -> None:
         dropped = self.registry.discard_metrics_after(self.run_id, step)
@@ -41,9 +48,12 @@ class RegistryHooks:
         )
 
     def on_checkpoint(self, step: int, path: Path) -> None:
-        self.registry.add_job_event(
-            self.job_id, f"checkpoint at step {step}", data={"step": step, "checkpoint": str(path)}
-        )
+        data: dict[str, object] = {"step": step, "checkpoint": str(path)}
+        if self.upload_checkpoints:
+            from finetune.checkpoints import upload_checkpoint
+
+            data["digest"] = upload_checkpoint(self.registry, self.run_id, path)
+        self.registry.add_job_event(self.job_id, f"checkpoint at step {step}", data=data)
 
     def should_stop(self) -> bool:
         return self.stop()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from finetune.base_model import materialize_base_model, resolve_base_model
+from finetune.checkpoints import restore_checkpoint
 from finetune.errors import FinetuneError
 from finetune.executors import ExecutorSettings, TrainRequest, make_executor
 from finetune.reporting import Heartbeat, RegistryHooks
@@ -43,6 +44,11 @@ class WorkerSettings(BaseModel):
     heartbeat_interval: float = Field(10.0, gt=0)
     stale_after: float = Field(120.0, gt=0, description="Requeue after this long silent.")
     executors: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    upload_checkpoints: bool = Field(
+        True,
+        description="Copy each checkpoint to the artifact store, so that a job requeued to "
+        "another machine resumes from it instead of starting over.",
+    )
 
 
 def new_worker_id() -> str:
@@ -153,14 +159,24 @@ def execute_job(
     try:
         inputs, edges = _prepare(registry, job, folder)
         run_id = _run_for(registry, job, worker_id, edges)
+        if settings.upload_checkpoints and job.run_id is not None:
+            fetched = restore_checkpoint(registry, run_id, inputs.checkpoint_dir)
+            if fetched is not None:
+                registry.add_job_event(
+                    job.id, f"fetched the checkpoint at step {fetched} from the artifact store"
+                )
         spec = inputs.spec
         gpus = spec.gpus if spec.gpus is not None else (settings.gpus or 0)
         name = settings.executor or spec.executor_name
         executor = make_executor(name, settings.executors)
         request = TrainRequest(
-            job.id, worker_id, run_id, inputs, gpus, registry.settings.model_dump(mode="json")
-        )
-        hooks = RegistryHooks(registry, job.id, run_id, heartbeat.cancelled.is_set)
+            job.id, worker_id, run_id, inputs, gpus, registry.settings.model_dump(mode="json"),
+            upload_checkpoints=settings.upload_checkpoints,
+        )  # fmt: skip
+        hooks = RegistryHooks(
+            registry, job.id, run_id, heartbeat.cancelled.is_set,
+            upload_checkpoints=settings.upload_checkpoints,
+        )  # fmt: skip
         result = executor.run(request, hooks)
         if result is None:
             registry.add_job_event(job.id, f"handed over to the {name} executor")

@@ -140,7 +140,10 @@ Worker(registry, WorkerSettings(work_dir=Path(sys.argv[2]), heartbeat_interval=0
 def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
     tiny_model: Path, tmp_path: Path, sqlite_template: Path
 ) -> None:
-    """On SQLite only (claims and heartbeats run on both backends in the tests above)."""
+    """A worker is SIGKILLed after a checkpoint; a worker on another machine (another
+    work_dir) takes the requeued job, fetches the checkpoint from the artifact store and ends
+    on the same step and loss as an uninterrupted run. On SQLite only (claims and heartbeats
+    run on both backends in the tests above)."""
     shutil.copy(sqlite_template, tmp_path / "registry.db")
     registry_settings = RegistrySettings(data_dir=tmp_path)
     registry = Registry(registry_settings, actor="tester")
@@ -166,7 +169,9 @@ def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
     child.wait()
     assert registry.get_job(job.id).status == "running"  # nobody knows yet
     time.sleep(1.0)
-    resumer = Worker(registry, _settings(tmp_path, stale_after=0.5), worker_id="rescuer")
+    # another machine: its work_dir holds none of the dead worker's checkpoints
+    elsewhere = _settings(tmp_path / "machine-b", stale_after=0.5)
+    resumer = Worker(registry, elsewhere, worker_id="rescuer")
     done = resumer.poll_once()
     assert done is not None and done.id == job.id
     assert done.status == "succeeded", done.error
@@ -179,6 +184,8 @@ def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
     events = [e.message for e in registry.job_events(job.id)]
     assert any("stopped heartbeating; requeued" in m for m in events)
     assert any("resuming run" in m for m in events)
+    resumed = done.result["resumed_from"]
+    assert f"fetched the checkpoint at step {resumed} from the artifact store" in events
     registry.close()
 
 
