@@ -333,6 +333,10 @@ def _serve_trained(demo: Demo) -> None:
         httpx.Client(base_url=gateway.url + "/v1", timeout=120) as client,
     ):
         demo.out.print(f"gateway at {gateway.url}/v1 serves registry models in process:")
+        demo.out.print(
+            "(support-base has random weights, so it answers noise; support-lm is the LoRA "
+            "adapter trained on it above)"
+        )
         for model in ("registry:support-base@latest", "registry:support-lm@production"):
             for question in questions:
                 body = {"model": model, "max_tokens": 24,
