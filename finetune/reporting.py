@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from registry.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 class RegistryHooks:
@@ -49,11 +52,16 @@ class RegistryHooks:
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         data: dict[str, object] = {"step": step, "checkpoint": str(path)}
+        message = f"checkpoint at step {step}"
         if self.upload_checkpoints:
             from finetune.checkpoints import upload_checkpoint
 
-            data["digest"] = upload_checkpoint(self.registry, self.run_id, path)
-        self.registry.add_job_event(self.job_id, f"checkpoint at step {step}", data=data)
+            try:
+                data["digest"] = upload_checkpoint(self.registry, self.run_id, path)
+            except Exception as exc:  # boundary: a store blip must not end the training
+                log.warning("could not upload the checkpoint at step %d", step, exc_info=True)
+                message += f" (not uploaded: {type(exc).__name__}: {exc})"
+        self.registry.add_job_event(self.job_id, message, data=data)
 
     def should_stop(self) -> bool:
         return self.stop()

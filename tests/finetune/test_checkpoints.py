@@ -4,6 +4,7 @@ one, and a machine that already holds it (or a newer one) keeps its own."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,3 +57,25 @@ def test_another_machine_fetches_the_latest_stored_checkpoint(
     newer = tmp_path / "d" / "checkpoints"
     _checkpoint(newer, 10)
     assert restore_checkpoint(registry, run.id, newer) is None  # its own is newer
+
+
+def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    from finetune.reporting import RegistryHooks
+    from registry import RegistrySettings
+
+    shutil.copy(sqlite_template, tmp_path / "registry.db")
+    store = tmp_path / "store"
+    registry = Registry(RegistrySettings(data_dir=tmp_path, artifact_url=str(store)))
+    job, _ = registry.create_job("finetune", {"output_model": "x"})
+    run = registry.create_run("finetune", name=job.id)
+    shutil.rmtree(store, ignore_errors=True)
+    store.write_text("the store's folder is gone: every write fails")
+    hooks = RegistryHooks(registry, job.id, run.id, lambda: False)
+    hooks.on_checkpoint(4, _checkpoint(tmp_path / "ck", 4))  # no exception
+    [event] = [e for e in registry.job_events(job.id) if e.message.startswith("checkpoint")]
+    assert event.message.startswith("checkpoint at step 4 (not uploaded: "), event.message
+    assert "digest" not in (event.data or {})
+    assert stored_checkpoint(registry, run.id) is None
+    registry.close()
