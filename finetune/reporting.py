@@ -6,12 +6,13 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from registry.registry import Registry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RegistryHooks:
@@ -32,23 +33,37 @@ class RegistryHooks:
         self.registry, self.job_id, self.run_id, self.stop = registry, job_id, run_id, stop
         self.upload_checkpoints = upload_checkpoints
 
+    def _quietly(self, what: str, write: Callable[[], T]) -> T | None:
+        """Run a registry write; while the database is unreachable, log it and go on (the
+        point or event is lost, the training is not: a blip must not fail an hours-long job,
+        and the heartbeat decides whether the job is still ours)."""
+        from registry.errors import DatabaseError
+
+        try:
+            return write()
+        except DatabaseError:
+            log.warning("could not record %s: the registry is unreachable", what, exc_info=True)
+            return None
+
     def on_resume(self, step: int) -> None:
-        dropped = self.registry.discard_metrics_after(self.run_id, step)
+        dropped = self._quietly(
+            "the discarded metric points",
+            lambda: self.registry.discard_metrics_after(self.run_id, step),
+        )
         note = f"; {dropped} metric points logged after it are replaced" if dropped else ""
-        self.registry.add_job_event(
-            self.job_id,
+        self._event(
             f"resuming from the checkpoint at step {step}{note}",
-            data={"step": step, "discarded_points": dropped},
+            {"step": step, "discarded_points": dropped},
         )
 
     def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
-        self.registry.log_metrics(self.run_id, metrics, step=step)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
-        self.registry.add_job_event(
-            self.job_id,
-            f"step {step}/{total}: {shown}",
-            data={"step": step, "total_steps": total, **metrics},
+        self._quietly(
+            f"the metrics of step {step}",
+            lambda: self.registry.log_metrics(self.run_id, metrics, step=step),
         )
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
+        data: dict[str, object] = {"step": step, "total_steps": total, **metrics}
+        self._event(f"step {step}/{total}: {shown}", data)
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         data: dict[str, object] = {"step": step, "checkpoint": str(path)}
@@ -61,7 +76,13 @@ class RegistryHooks:
             except Exception as exc:  # boundary: a store blip must not end the training
                 log.warning("could not upload the checkpoint at step %d", step, exc_info=True)
                 message += f" (not uploaded: {type(exc).__name__}: {exc})"
-        self.registry.add_job_event(self.job_id, message, data=data)
+        self._event(message, data)
+
+    def _event(self, message: str, data: dict[str, object]) -> None:
+        self._quietly(
+            f"the job event {message!r}",
+            lambda: self.registry.add_job_event(self.job_id, message, data=data),
+        )
 
     def should_stop(self) -> bool:
         return self.stop()

@@ -52,6 +52,36 @@ def scratch_pg_database(prefix: str = "lockgate_test") -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def set_pg_database(url: str, *, up: bool) -> None:
+    """Take a PostgreSQL database away (no new connections, the open ones terminated) or
+    bring it back: an outage as the registry's clients see one."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if up else "false"}')
+        if not up:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+
+
+@pytest.fixture
+def outage_db() -> Iterator[str]:
+    """A migrated PostgreSQL database (its URL) for a test to take away with
+    :func:`set_pg_database` and bring back."""
+    with scratch_pg_database("lockgate_outage") as url:
+        engine = registry_db.make_engine(url)
+        registry_db.upgrade(engine)
+        engine.dispose()
+        try:
+            yield url
+        finally:
+            set_pg_database(url, up=True)
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session."""

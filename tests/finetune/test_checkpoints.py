@@ -8,6 +8,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from finetune.checkpoints import (
     PREFIX,
     TrainState,
@@ -18,6 +20,7 @@ from finetune.checkpoints import (
     upload_checkpoint,
 )
 from registry import Registry
+from tests.conftest import set_pg_database
 
 
 def _checkpoint(root: Path, step: int) -> Path:
@@ -78,4 +81,33 @@ def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
     assert event.message.startswith("checkpoint at step 4 (not uploaded: "), event.message
     assert "digest" not in (event.data or {})
     assert stored_checkpoint(registry, run.id) is None
+    registry.close()
+
+
+@pytest.mark.postgres
+def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_path: Path) -> None:
+    """Step metrics, events and checkpoint uploads written while PostgreSQL is away are
+    lost and logged; the hooks raise nothing, and writing resumes once it is back."""
+    from finetune.reporting import RegistryHooks
+    from registry import RegistrySettings
+
+    registry = Registry(RegistrySettings(database_url=outage_db, data_dir=tmp_path))
+    job, _ = registry.create_job("finetune", {"output_model": "x"})
+    run = registry.create_run("finetune", name=job.id)
+    hooks = RegistryHooks(registry, job.id, run.id, lambda: False)
+    hooks.on_step(1, 6, {"loss": 2.0})
+    set_pg_database(outage_db, up=False)
+    try:
+        hooks.on_step(2, 6, {"loss": 1.5})
+        hooks.on_checkpoint(2, _checkpoint(tmp_path / "ck", 2))
+        hooks.on_resume(2)
+    finally:
+        set_pg_database(outage_db, up=True)
+    hooks.on_step(3, 6, {"loss": 1.0})
+    assert [(p.step, p.value) for p in registry.get_run(run.id).series] == [(1, 2.0), (3, 1.0)]
+    messages = [e.message for e in registry.job_events(job.id)]
+    assert [m for m in messages if m.startswith("step ")] == [
+        "step 1/6: loss 2",
+        "step 3/6: loss 1",
+    ]
     registry.close()
