@@ -149,7 +149,11 @@ def restore_checkpoint(registry: Registry, run_id: str, root: Path) -> int | Non
     final = root / f"{PREFIX}{step:07d}"
     tmp = root / f".fetch-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    registry.store.fetch_dir(digest, tmp)  # hash-verified
+    try:
+        registry.store.fetch_dir(digest, tmp)  # hash-verified
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return step

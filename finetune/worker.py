@@ -143,6 +143,23 @@ def _run_for(registry: Registry, job: JobInfo, worker_id: str, edges: list[Any])
     return run.id
 
 
+def _restore(registry: Registry, job_id: str, run_id: str, root: Path) -> None:
+    """Fetch the job's latest stored checkpoint when it is newer than any here; a store
+    that cannot give it costs the steps since the local one (or a fresh start), not the job."""
+    try:
+        fetched = restore_checkpoint(registry, run_id, root)
+    except Exception as exc:  # boundary: resume from what is here instead
+        log.warning("could not fetch the checkpoint of %s", job_id, exc_info=True)
+        registry.add_job_event(
+            job_id, f"could not fetch the stored checkpoint ({type(exc).__name__}: {exc})"
+        )
+        return
+    if fetched is not None:
+        registry.add_job_event(
+            job_id, f"fetched the checkpoint at step {fetched} from the artifact store"
+        )
+
+
 def execute_job(
     registry: Registry,
     job: JobInfo,
@@ -160,11 +177,7 @@ def execute_job(
         inputs, edges = _prepare(registry, job, folder)
         run_id = _run_for(registry, job, worker_id, edges)
         if settings.upload_checkpoints and job.run_id is not None:
-            fetched = restore_checkpoint(registry, run_id, inputs.checkpoint_dir)
-            if fetched is not None:
-                registry.add_job_event(
-                    job.id, f"fetched the checkpoint at step {fetched} from the artifact store"
-                )
+            _restore(registry, job.id, run_id, inputs.checkpoint_dir)
         spec = inputs.spec
         gpus = spec.gpus if spec.gpus is not None else (settings.gpus or 0)
         name = settings.executor or spec.executor_name

@@ -111,3 +111,25 @@ def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_p
         "step 3/6: loss 1",
     ]
     registry.close()
+
+
+def test_a_stored_checkpoint_the_store_cannot_give_back_does_not_fail_the_job(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    from finetune.worker import _restore
+    from registry import RegistrySettings
+
+    shutil.copy(sqlite_template, tmp_path / "registry.db")
+    store = tmp_path / "store"
+    registry = Registry(RegistrySettings(data_dir=tmp_path, artifact_url=str(store)))
+    job, _ = registry.create_job("finetune", {"output_model": "x"})
+    run = registry.create_run("finetune", name=job.id)
+    upload_checkpoint(registry, run.id, _checkpoint(tmp_path / "a", 4))
+    shutil.rmtree(store)  # the bucket was emptied, the volume is gone, …
+    root = tmp_path / "b" / "checkpoints"
+    _restore(registry, job.id, run.id, root)  # no exception: the job starts from what is here
+    assert latest_checkpoint(root) is None
+    messages = [e.message for e in registry.job_events(job.id)]
+    assert any(m.startswith("could not fetch the stored checkpoint (") for m in messages)
+    assert not root.exists() or not any(root.iterdir())  # no half-fetched folder left
+    registry.close()
