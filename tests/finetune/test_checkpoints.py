@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,17 +63,32 @@ def test_another_machine_fetches_the_latest_stored_checkpoint(
     assert restore_checkpoint(registry, run.id, newer) is None  # its own is newer
 
 
+class _Job:
+    """A registry with its own artifact store folder, one fine-tune job and its run."""
+
+    def __init__(self, tmp_path: Path, sqlite_template: Path) -> None:
+        from registry import RegistrySettings
+
+        shutil.copy(sqlite_template, tmp_path / "registry.db")
+        self.store = tmp_path / "store"
+        self.registry = Registry(RegistrySettings(data_dir=tmp_path, artifact_url=str(self.store)))
+        self.job, _ = self.registry.create_job("finetune", {"output_model": "x"})
+        self.run = self.registry.create_run("finetune", name=self.job.id)
+
+
+@pytest.fixture
+def ft_job(tmp_path: Path, sqlite_template: Path) -> Iterator[_Job]:
+    job = _Job(tmp_path, sqlite_template)
+    yield job
+    job.registry.close()
+
+
 def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
-    tmp_path: Path, sqlite_template: Path
+    ft_job: _Job, tmp_path: Path
 ) -> None:
     from finetune.reporting import RegistryHooks
-    from registry import RegistrySettings
 
-    shutil.copy(sqlite_template, tmp_path / "registry.db")
-    store = tmp_path / "store"
-    registry = Registry(RegistrySettings(data_dir=tmp_path, artifact_url=str(store)))
-    job, _ = registry.create_job("finetune", {"output_model": "x"})
-    run = registry.create_run("finetune", name=job.id)
+    registry, job, run, store = ft_job.registry, ft_job.job, ft_job.run, ft_job.store
     shutil.rmtree(store, ignore_errors=True)
     store.write_text("the store's folder is gone: every write fails")
     hooks = RegistryHooks(registry, job.id, run.id, lambda: False)
@@ -81,7 +97,6 @@ def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
     assert event.message.startswith("checkpoint at step 4 (not uploaded: "), event.message
     assert "digest" not in (event.data or {})
     assert stored_checkpoint(registry, run.id) is None
-    registry.close()
 
 
 @pytest.mark.postgres
@@ -114,16 +129,11 @@ def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_p
 
 
 def test_a_stored_checkpoint_the_store_cannot_give_back_does_not_fail_the_job(
-    tmp_path: Path, sqlite_template: Path
+    ft_job: _Job, tmp_path: Path
 ) -> None:
     from finetune.worker import _restore
-    from registry import RegistrySettings
 
-    shutil.copy(sqlite_template, tmp_path / "registry.db")
-    store = tmp_path / "store"
-    registry = Registry(RegistrySettings(data_dir=tmp_path, artifact_url=str(store)))
-    job, _ = registry.create_job("finetune", {"output_model": "x"})
-    run = registry.create_run("finetune", name=job.id)
+    registry, job, run, store = ft_job.registry, ft_job.job, ft_job.run, ft_job.store
     upload_checkpoint(registry, run.id, _checkpoint(tmp_path / "a", 4))
     shutil.rmtree(store)  # the bucket was emptied, the volume is gone, …
     root = tmp_path / "b" / "checkpoints"
@@ -132,4 +142,3 @@ def test_a_stored_checkpoint_the_store_cannot_give_back_does_not_fail_the_job(
     messages = [e.message for e in registry.job_events(job.id)]
     assert any(m.startswith("could not fetch the stored checkpoint (") for m in messages)
     assert not root.exists() or not any(root.iterdir())  # no half-fetched folder left
-    registry.close()
