@@ -44,7 +44,6 @@ _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
 _KEY_CACHE_LIMIT = 1024
 _PAIR_CACHE_LIMIT = 4096
-_CACHE_LIMIT = 64
 
 
 def _varint(n: int) -> bytes:
@@ -72,14 +71,12 @@ def _flags(parent: SpanContext | None) -> bytes:
 
 class SpanEncoder:
     """Encodes batches of SDK spans to a serialised ``ExportTraceServiceRequest``. It keeps
-    the encoded attribute keys, string attribute pairs, resources and scopes it has seen
-    (bounded), so one encoder belongs to one exporter."""
+    the encoded attribute keys and string attribute pairs it has seen (bounded), so one
+    encoder belongs to one exporter."""
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
         self._pairs: dict[tuple[bytes, str, str], bytes] = {}
-        self._resources: dict[int, tuple[Resource, bytes]] = {}
-        self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """A serialised ``ExportTraceServiceRequest``: the bytes of the SDK's
@@ -231,21 +228,11 @@ class SpanEncoder:
         return b"".join(parts)
 
     def _resource(self, resource: Resource) -> bytes:
-        """``ResourceSpans.resource`` field; one provider has one resource, so it is cached."""
-        hit = self._resources.get(id(resource))
-        if hit is not None and hit[0] is resource:
-            return hit[1]
-        encoded = _field(b"\x0a", b"".join(self._attributes(b"\x0a", resource.attributes)))
-        if len(self._resources) >= _CACHE_LIMIT:
-            self._resources.clear()
-        self._resources[id(resource)] = (resource, encoded)
-        return encoded
+        """``ResourceSpans.resource`` field (once per batch and resource)."""
+        return _field(b"\x0a", b"".join(self._attributes(b"\x0a", resource.attributes)))
 
     def _scope(self, scope: InstrumentationScope | None) -> bytes:
-        """``ScopeSpans.scope`` field, cached like the resource."""
-        hit = self._scopes.get(id(scope))
-        if hit is not None and hit[0] is scope:
-            return hit[1]
+        """``ScopeSpans.scope`` field (once per batch and scope)."""
         fields = []
         if scope is not None:
             if scope.name:
@@ -253,11 +240,7 @@ class SpanEncoder:
             if scope.version:
                 fields.append(_field(b"\x12", scope.version.encode()))
             fields += self._attributes(b"\x1a", scope.attributes)
-        encoded = _field(b"\x0a", b"".join(fields))
-        if len(self._scopes) >= _CACHE_LIMIT:
-            self._scopes.clear()
-        self._scopes[id(scope)] = (scope, encoded)
-        return encoded
+        return _field(b"\x0a", b"".join(fields))
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
