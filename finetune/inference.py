@@ -106,6 +106,27 @@ def _watch(base: LoadedBase, stop: threading.Event | None) -> Any:
     return transformers.StoppingCriteriaList([Watch()])
 
 
+def _generate_kwargs(
+    base: LoadedBase, ids: Any, max_new_tokens: int, temperature: float,
+    stop: threading.Event | None,
+) -> dict[str, Any]:  # fmt: skip
+    """What ``model.generate`` takes for a chat prompt, for both :func:`generate` and
+    :func:`stream`: greedy at temperature 0, cut short once ``stop`` is set."""
+    torch = _torch.torch()
+    tok = base.tokenizer
+    kwargs: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+        "max_new_tokens": max_new_tokens,
+        "do_sample": temperature > 0,
+        "stopping_criteria": _watch(base, stop),
+    }
+    if temperature > 0:
+        kwargs["temperature"] = temperature
+    return kwargs
+
+
 def generate(
     base: LoadedBase,
     messages: list[dict[str, Any]],
@@ -119,22 +140,10 @@ def generate(
     is set."""
     torch = _torch.torch()
     ids = prompt_ids(base, messages).to(base.device)
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": temperature > 0,
-        "stopping_criteria": _watch(base, stop),
-    }
-    if temperature > 0:
-        kwargs["temperature"] = temperature
-    tok = base.tokenizer
+    kwargs = _generate_kwargs(base, ids, max_new_tokens, temperature, stop)
     with base.lock, torch.no_grad(), _generation(base, adapter):
-        out = base.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            pad_token_id=tok.pad_token_id or tok.eos_token_id,
-            **kwargs,
-        )
-    return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        out = base.model.generate(**kwargs)
+    return str(base.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
 
 def stream(
@@ -150,23 +159,16 @@ def stream(
     generation ends after the current token once ``stop`` is set."""
     transformers = _torch.transformers()
     torch = _torch.torch()
-    tok = base.tokenizer
-    streamer = transformers.TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    streamer = transformers.TextIteratorStreamer(
+        base.tokenizer, skip_prompt=True, skip_special_tokens=True
+    )
     ids = prompt_ids(base, messages).to(base.device)
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": temperature > 0,
-        "streamer": streamer,
-        "stopping_criteria": _watch(base, stop),
-        "attention_mask": torch.ones_like(ids),
-        "pad_token_id": tok.pad_token_id or tok.eos_token_id,
-    }
-    if temperature > 0:
-        kwargs["temperature"] = temperature
+    kwargs = _generate_kwargs(base, ids, max_new_tokens, temperature, stop)
+    kwargs["streamer"] = streamer
 
     def run() -> None:
         with base.lock, torch.no_grad(), _generation(base, adapter):
-            base.model.generate(input_ids=ids, **kwargs)
+            base.model.generate(**kwargs)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
