@@ -128,7 +128,7 @@ def stored_checkpoint(registry: Registry, run_id: str) -> tuple[int, str] | None
     """The step and digest of the run's latest stored checkpoint, if it has one."""
     found = [
         (int(name[len(ARTIFACT_PREFIX + PREFIX) :]), digest)
-        for name, digest in registry.get_run(run_id).artifacts.items()
+        for name, digest in registry.run_artifacts(run_id).items()
         if name.startswith(ARTIFACT_PREFIX + PREFIX)
     ]
     return max(found) if found else None

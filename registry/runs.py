@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from registry.errors import InvalidInput, NotFound
 from registry.labels import LabelsMixin
@@ -19,6 +20,11 @@ RUN_KINDS = frozenset({"eval", "finetune", "drift", "other"})
 RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 LINEAGE_TYPES = frozenset({"dataset", "prompt", "model", "run"})
+
+
+def _artifacts(session: Session, run_id: str) -> dict[str, str]:
+    rows = session.scalars(select(RunArtifact).where(RunArtifact.run_id == run_id))
+    return {a.name: a.digest for a in rows}
 
 
 def _check_edges(edges: Iterable[LineageEdge]) -> list[LineageEdge]:
@@ -132,6 +138,12 @@ class RunsMixin(LabelsMixin):
                 run.ended_at = utcnow()
         return self.get_run(run_id)
 
+    def run_artifacts(self, run_id: str) -> dict[str, str]:
+        """The run's artifacts, name to digest, without its lineage and metric series."""
+        with self._read() as session:
+            self._run(session, run_id)
+            return _artifacts(session, run_id)
+
     def get_run(self, run_id: str) -> RunInfo:
         with self._read() as session:
             run = self._run(session, run_id)
@@ -141,10 +153,7 @@ class RunsMixin(LabelsMixin):
                     select(RunLineage).where(RunLineage.run_id == run_id).order_by(RunLineage.id)
                 )
             ]
-            artifacts = {
-                a.name: a.digest
-                for a in session.scalars(select(RunArtifact).where(RunArtifact.run_id == run_id))
-            }
+            artifacts = _artifacts(session, run_id)
             series = [
                 MetricPoint(m.key, m.step, m.value, m.created_at)
                 for m in session.scalars(
