@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     registry = Registry(RegistrySettings.model_validate(data["registry_settings"]))
     hooks = RegistryHooks(
         registry, data["job_id"], data["run_id"], (out / "STOP").exists,
-        upload_checkpoints=data.get("upload_checkpoints", True),
+        upload_checkpoints=data["upload_checkpoints"],
     )  # fmt: skip
     try:
         result = train(inputs, hooks)

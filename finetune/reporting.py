@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from registry.errors import Conflict, DatabaseError
+
 if TYPE_CHECKING:
     from registry.registry import Registry
 
@@ -37,8 +39,6 @@ class RegistryHooks:
         """Run a registry write; while the database is unreachable, log it and go on (the
         point or event is lost, the training is not: a blip must not fail an hours-long job,
         and the heartbeat decides whether the job is still ours)."""
-        from registry.errors import DatabaseError
-
         try:
             return write()
         except DatabaseError:
@@ -103,8 +103,6 @@ class Heartbeat(threading.Thread):
         self._done = threading.Event()
 
     def run(self) -> None:
-        from registry.errors import Conflict, DatabaseError
-
         while not self._done.wait(self.interval):
             try:
                 if self.registry.heartbeat_job(self.job_id, self.worker_id):
