@@ -182,13 +182,12 @@ class Proxy:
         except Exception as exc:  # boundary: Redis down → count it, warn now and then, and
             # admit (gateway.limiter_failure: open) or refuse (closed)
             self._metrics.limiter_errors.inc()
-            fail_open = self._fail_open
             now = time.monotonic()
             if now - self._last_limiter_warning > 60:
                 self._last_limiter_warning = now
-                verdict = "admitting" if fail_open else "refusing"
+                verdict = "admitting" if self._fail_open else "refusing"
                 log.warning("the rate limiter failed; %s requests", verdict, exc_info=True)
-            if fail_open:
+            if self._fail_open:
                 return
             raise LimiterUnavailable(
                 "the rate limiter is unavailable and this gateway refuses requests it cannot "
