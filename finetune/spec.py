@@ -15,17 +15,31 @@ eval: {suite: evals/support.yaml, label: production}   # optional: gate, then la
 gpus: 1                                       # null: one GPU when present, else CPU
 executor: local                               # local | torchrun | kubernetes
 ```
+
+Paths are a convenience for the machine's own user (the CLI). Over HTTP
+(:func:`spec_from_openai`) the base model is a registry model, the data are uploaded file ids,
+and ``metadata.lockgate`` sets only the LoRA and training settings (:data:`HTTP_SETTABLE`).
+Whoever submits a job is recorded in ``submitted_by`` by the entry point, never by the request.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from finetune.base_model import REGISTRY_PREFIX
 from finetune.errors import SpecInvalid
 
 # LoRA targets per ``config.model_type``: attention and MLP projections (the QLoRA paper's
@@ -104,6 +118,26 @@ class EvalParams(_Strict):
     )
 
 
+class Submitter(_Strict):
+    """Who queued a job: written by the entry point (the CLI, or the HTTP API from the
+    authenticated key), never taken from a spec file or a request.
+
+    ``holds_label_scope``: the principal held ``registry:label`` (or ``admin``) when the job
+    was submitted. The step after training moves a label only when this is true."""
+
+    via: Literal["cli", "http"]
+    principal: str = Field(
+        min_length=1, description="The API key id over HTTP; the local user on the CLI."
+    )
+    name: str = Field(description="The key's name, or the local user.")
+    holds_label_scope: bool
+
+    @property
+    def remote(self) -> bool:
+        """Submitted over HTTP: registry references and file ids only, no eval or label."""
+        return self.via == "http"
+
+
 class JobSpec(_Strict):
     base_model: str = Field(min_length=1)
     training_file: str = Field(min_length=1)
@@ -114,6 +148,9 @@ class JobSpec(_Strict):
     eval: EvalParams | None = None
     gpus: int | None = Field(None, ge=0, description="None: one GPU when present, else CPU.")
     executor: ExecutorName | None = Field(None, description="Default: torchrun for gpus > 1.")
+    submitted_by: Submitter | None = Field(
+        None, description="Set on submission (finetune.submit); a spec file's value is replaced."
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> JobSpec:
@@ -185,49 +222,179 @@ def _relative_to(spec: JobSpec, folder: Path) -> JobSpec:
     return spec.model_copy(update=update)
 
 
-def spec_from_openai(body: dict[str, Any]) -> JobSpec:
-    """Map a ``POST /v1/fine_tuning/jobs`` body onto a spec.
+# What a request's ``metadata.lockgate`` may set over HTTP: each section's own fields, no more.
+# The data, the base and output models, an eval suite or label, devices and executors are not
+# a request's to choose (the request's own fields name the first three; the rest is the server's).
+HTTP_SETTABLE: dict[str, type[_Strict]] = {"lora": LoraParams, "training": TrainingParams}
+OPENAI_LR_UNIT = 2e-4  # learning_rate_multiplier x this = lockgate's learning_rate
 
-    ``model`` → ``base_model``; ``training_file``/``validation_file`` stay file ids;
-    ``hyperparameters`` (top level or under ``method.supervised``): ``n_epochs``,
-    ``batch_size``, ``learning_rate_multiplier`` (x 2e-4); ``suffix`` names the output
-    model (default ``<base>-ft``); ``seed``. ``"auto"`` keeps lockgate's default. Extra
-    lockgate settings may ride in ``metadata.lockgate`` as a partial spec.
-    """
-    hyper = dict(body.get("hyperparameters") or {})
-    method = body.get("method") or {}
-    if isinstance(method, dict):
-        sup = (method.get("supervised") or {}).get("hyperparameters") or {}
-        hyper.update(sup)
-    training: dict[str, Any] = {}
-    if isinstance(hyper.get("n_epochs"), int):
-        training["epochs"] = hyper["n_epochs"]
-    if isinstance(hyper.get("batch_size"), int):
-        training["batch_size"] = hyper["batch_size"]
-    mult = hyper.get("learning_rate_multiplier")
-    if isinstance(mult, int | float):
-        training["learning_rate"] = 2e-4 * float(mult)
-    if isinstance(body.get("seed"), int):
-        training["seed"] = body["seed"]
-    model = str(body.get("model") or "")
-    short = model.removeprefix("registry:").split("@")[0].rstrip("/").split("/")[-1] or "model"
-    data: dict[str, Any] = {
-        "base_model": model,
-        "training_file": body.get("training_file") or "",
-        "validation_file": body.get("validation_file"),
-        "output_model": body.get("suffix") or f"{short}-ft",
-        "training": training,
-    }
-    extra = (body.get("metadata") or {}).get("lockgate") if body.get("metadata") else None
+_Epochs = Annotated[int, Field(ge=1, le=1000)]
+_Batch = Annotated[int, Field(ge=1, le=4096)]
+_Multiplier = Annotated[float, Field(gt=0, lt=1 / OPENAI_LR_UNIT)]
+_Auto = Literal["auto"]
+
+
+class _OpenAIModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OpenAIHyperparameters(_OpenAIModel):
+    """OpenAI's supervised hyper-parameters; ``"auto"`` keeps lockgate's default."""
+
+    n_epochs: _Epochs | _Auto | None = None
+    batch_size: _Batch | _Auto | None = None
+    learning_rate_multiplier: _Multiplier | _Auto | None = Field(
+        None, description="Times 2e-4, lockgate's default learning rate."
+    )
+
+
+class OpenAISupervised(_OpenAIModel):
+    hyperparameters: OpenAIHyperparameters | None = None
+
+
+class OpenAIMethod(_OpenAIModel):
+    type: Literal["supervised"] = Field(
+        "supervised", description="lockgate trains supervised LoRA adapters only."
+    )
+    supervised: OpenAISupervised | None = None
+
+
+class OpenAIJobRequest(BaseModel):
+    """The body of ``POST /v1/fine_tuning/jobs``. Fields OpenAI defines that lockgate does not
+    use (``integrations``) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    model: str = Field(
+        min_length=1,
+        max_length=300,
+        description="The base model: registry:NAME@LABEL (or @VERSION), or the name of a "
+        "registered 'hf' model. Never a server path.",
+    )
+    training_file: str = Field(
+        min_length=1, description="The id of a file uploaded with POST /v1/files (file-…)."
+    )
+    validation_file: str | None = Field(None, description="A file id too.")
+    hyperparameters: OpenAIHyperparameters | None = None
+    method: OpenAIMethod | None = None
+    suffix: str | None = Field(
+        None, min_length=1, max_length=64, description="The registry model the adapter joins."
+    )
+    seed: int | None = None
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="metadata.lockgate: a JSON object (or its JSON text) of lora and training "
+        'settings, e.g. {"lora": {"r": 8}, "training": {"max_seq_length": 1024}}.',
+    )
+    integrations: list[Any] | None = None
+
+    @field_validator("training_file", "validation_file")
+    @classmethod
+    def _file_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("file-"):
+            raise ValueError(
+                "give the file id (file-…) of a file uploaded with POST /v1/files; "
+                "the HTTP API does not take server paths"
+            )
+        return value
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """An error's field path, without pydantic's union-member tags (``int``, ``literal[…]``)."""
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part.startswith("constrained-")):
+            break
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def _invalid(exc: ValidationError, prefix: str = "") -> SpecInvalid:
+    first = exc.errors(include_url=False)[0]
+    where = prefix + _where(first["loc"]) if first["loc"] else prefix.rstrip(".") or "request"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return SpecInvalid(f"{where}: {message}", param=where)
+
+
+def _lockgate_settings(metadata: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``metadata.lockgate``, checked against :data:`HTTP_SETTABLE`; a key outside it is a
+    400 that names it."""
+    extra = (metadata or {}).get("lockgate")
+    if extra is None:
+        return {}
     if isinstance(extra, str):  # OpenAI metadata values are strings: JSON inside
         try:
             extra = json.loads(extra)
-        except ValueError as exc:
-            raise SpecInvalid("metadata.lockgate must be a JSON object", param="metadata") from exc
-    if isinstance(extra, dict):
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = {**data[key], **value}
-            else:
-                data[key] = value
+        except ValueError:
+            extra = None
+    if not isinstance(extra, dict):
+        raise SpecInvalid(
+            "metadata.lockgate must be a JSON object (or its JSON text)", param="metadata.lockgate"
+        )
+    allowed = "; ".join(
+        f"{name} ({', '.join(m.model_fields)})" for name, m in HTTP_SETTABLE.items()
+    )
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in extra.items():
+        where = f"metadata.lockgate.{key}"
+        model = HTTP_SETTABLE.get(key)
+        if model is None:
+            raise SpecInvalid(
+                f"{where} cannot be set over HTTP: metadata.lockgate sets only {allowed}. The "
+                "base model, data and output model are the request's model, training_file, "
+                "validation_file and suffix; eval gates and labels are set on the server "
+                "(lockgate finetune submit)",
+                param=where,
+            )
+        if not isinstance(value, dict):
+            raise SpecInvalid(f"{where} must be an object of {key} settings", param=where)
+        try:
+            model.model_validate(value)
+        except ValidationError as exc:
+            raise _invalid(exc, f"{where}.") from None
+        sections[key] = value
+    return sections
+
+
+def spec_from_openai(body: Mapping[str, Any]) -> JobSpec:
+    """Map a ``POST /v1/fine_tuning/jobs`` body onto a spec, under the HTTP API's rules.
+
+    ``model`` → ``base_model``, always a registry reference (a plain name is taken as
+    ``registry:NAME``); ``training_file``/``validation_file`` are file ids; ``hyperparameters``
+    (top level or under ``method.supervised``): ``n_epochs``, ``batch_size``,
+    ``learning_rate_multiplier`` (x 2e-4); ``suffix`` names the output model (default
+    ``<base>-ft``); ``seed``. ``"auto"`` keeps lockgate's default. ``metadata.lockgate`` may
+    set the ``lora`` and ``training`` sections, nothing else. Raises :class:`SpecInvalid`
+    naming the offending field.
+    """
+    try:
+        request = OpenAIJobRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    hyper = request.hyperparameters or OpenAIHyperparameters()
+    if request.method is not None and request.method.supervised is not None:
+        nested = request.method.supervised.hyperparameters
+        if nested is not None:
+            hyper = hyper.model_copy(update=nested.model_dump(exclude_none=True))
+    training: dict[str, Any] = {}
+    if isinstance(hyper.n_epochs, int):
+        training["epochs"] = hyper.n_epochs
+    if isinstance(hyper.batch_size, int):
+        training["batch_size"] = hyper.batch_size
+    if isinstance(hyper.learning_rate_multiplier, float):
+        training["learning_rate"] = OPENAI_LR_UNIT * hyper.learning_rate_multiplier
+    if request.seed is not None:
+        training["seed"] = request.seed
+    model = request.model
+    if not model.startswith(REGISTRY_PREFIX):
+        model = REGISTRY_PREFIX + model
+    short = model.removeprefix(REGISTRY_PREFIX).split("@")[0].rstrip("/").split("/")[-1]
+    data: dict[str, Any] = {
+        "base_model": model,
+        "training_file": request.training_file,
+        "validation_file": request.validation_file,
+        "output_model": request.suffix or f"{short or 'model'}-ft",
+        "training": training,
+    }
+    for section, values in _lockgate_settings(request.metadata).items():
+        data[section] = {**data.get(section, {}), **values}
     return parse_spec(data, source="request")

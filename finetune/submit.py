@@ -10,7 +10,12 @@
 5. local files are uploaded to the registry (``purpose="fine-tune"``) and the stored spec
    names them by file id, so any worker on any machine can fetch them.
 
-Only then is the job created, ``queued``.
+Only then is the job created, ``queued``, with ``submitted_by`` saying who asked for it.
+
+Local paths (data, base model, eval suite) are the CLI's convenience for the machine's own
+user. A job submitted over HTTP (``submitted_by.via == "http"``) names a registry base model
+and uploaded file ids only, and carries no eval suite or label: nothing on the server's disk
+is read, or even looked at, on its behalf.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from finetune.base_model import REGISTRY_PREFIX, BaseModel, hub_reachable, resol
 from finetune.data import DataReport, scan_file
 from finetune.devices import check_gpus
 from finetune.errors import SpecInvalid, TrainingDataInvalid
-from finetune.spec import JobSpec, parse_spec
+from finetune.spec import JobSpec, Submitter, parse_spec
 from registry.errors import NotFound
+from registry.records import check_name
 
 if TYPE_CHECKING:
     from registry.jobs import JobInfo
@@ -61,15 +67,56 @@ def _scan(registry: Registry, ref: str, param: str, tmp: Path) -> tuple[DataRepo
     return report, registry.create_file(path, purpose="fine-tune").id
 
 
+def local_submitter(registry: Registry) -> Submitter:
+    """The machine's own user (the CLI, or Python code with the registry in hand): it may
+    move labels already (``lockgate model label``), so its jobs may too."""
+    return Submitter(
+        via="cli", principal=registry.actor, name=registry.actor, holds_label_scope=True
+    )
+
+
+def _check_remote(spec: JobSpec) -> None:
+    """What a job submitted over HTTP may name: registry models and uploaded files only."""
+    if not spec.base_model.startswith(REGISTRY_PREFIX):
+        raise SpecInvalid(
+            f"base_model: over HTTP the base model is a registry model ({REGISTRY_PREFIX}"
+            "NAME@LABEL, or a registered model's name), never a server path or hub id",
+            param="base_model",
+        )
+    for param, ref in (("training_file", spec.training_file), ("validation_file",
+                                                                spec.validation_file)):  # fmt: skip
+        if ref is not None and not ref.startswith("file-"):
+            raise SpecInvalid(
+                f"{param}: give the file id (file-…) of a file uploaded with POST /v1/files; "
+                "the HTTP API does not take server paths",
+                param=param,
+            )
+    if spec.eval is not None:
+        raise SpecInvalid(
+            "eval: a job submitted over HTTP cannot run an eval suite or move a label; "
+            "submit it with lockgate finetune submit on the server, or move the label "
+            "through its gate policy afterwards",
+            param="eval",
+        )
+
+
 def check_job(
     registry: Registry,
     spec: JobSpec | Mapping[str, Any],
     *,
+    submitter: Submitter | None = None,
     check_devices: bool = True,
     probe_hub: Callable[[str], tuple[bool, str]] = hub_reachable,
 ) -> CheckedJob:
-    """Run every pre-flight check; raise the first class of problem found."""
+    """Run every pre-flight check; raise the first class of problem found.
+
+    ``submitter`` (default: :func:`local_submitter`) is recorded in the stored spec; a remote
+    one (over HTTP) may name registry models and file ids only, and no eval suite."""
     spec = spec if isinstance(spec, JobSpec) else parse_spec(dict(spec))
+    submitter = submitter or local_submitter(registry)
+    if submitter.remote:
+        _check_remote(spec)
+    check_name(spec.output_model, "output_model")
     base = resolve_base_model(spec.base_model, registry, probe_hub=probe_hub)
     asked = spec.training.max_seq_length
     if base.max_positions and asked is not None and asked > base.max_positions:
@@ -101,6 +148,7 @@ def check_job(
             "base_model": pinned,
             "training_file": training_id,
             "validation_file": validation_id,
+            "submitted_by": submitter,
         }
     )
     return CheckedJob(stored, base, training, validation)
@@ -110,6 +158,7 @@ def submit_job(
     registry: Registry,
     spec: JobSpec | Mapping[str, Any],
     *,
+    submitter: Submitter | None = None,
     idempotency_key: str | None = None,
     check_devices: bool = True,
     probe_hub: Callable[[str], tuple[bool, str]] = hub_reachable,
@@ -118,11 +167,22 @@ def submit_job(
 
     Raises a :class:`~finetune.errors.FinetuneError` (nothing queued) when the spec, the
     base model, the machine or any data row is wrong. With an ``idempotency_key`` already
-    used, the existing job comes back with ``created=False``.
+    used, the existing job comes back with ``created=False``. ``submitter`` is who asks
+    (default: the machine's own user, :func:`local_submitter`); it is stored in the spec's
+    ``submitted_by`` and as the job's ``created_by``.
     """
-    checked = check_job(registry, spec, check_devices=check_devices, probe_hub=probe_hub)
+    checked = check_job(
+        registry, spec, submitter=submitter, check_devices=check_devices, probe_hub=probe_hub
+    )
+    who = checked.spec.submitted_by
+    assert who is not None
     job, created = registry.create_job(
-        JOB_KIND, checked.spec.model_dump(mode="json"), idempotency_key=idempotency_key
+        JOB_KIND,
+        checked.spec.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+        created_by=(who.name if who.principal == who.name else f"{who.principal} ({who.name})")[
+            :200
+        ],
     )
     if created:
         summary = {

@@ -158,6 +158,11 @@ class RequestSettings(_Strict):
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="Time allowed to receive the request body (408)."
     )
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="Largest file POST /v1/files takes (the multipart body); larger: 413.",
+    )
 
 
 class UpstreamSettings(_Strict):

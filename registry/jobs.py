@@ -85,8 +85,10 @@ class JobsMixin(LabelsMixin):
         status: str = "queued",
         idempotency_key: str | None = None,
         job_id: str | None = None,
+        created_by: str | None = None,
     ) -> tuple[JobInfo, bool]:
-        """Create a job; with an idempotency key already used, return that job and False."""
+        """Create a job; with an idempotency key already used, return that job and False.
+        ``created_by`` (default: this registry's actor) names who asked, e.g. an API key."""
         if status not in ("validating_files", "queued"):
             raise InvalidInput(f"a new job starts validating_files or queued, not {status!r}")
         if idempotency_key is not None:
@@ -96,7 +98,7 @@ class JobsMixin(LabelsMixin):
         row = Job(
             id=job_id or "ftjob-" + uuid.uuid4().hex[:24], kind=kind, status=status,
             spec=dict(spec), idempotency_key=idempotency_key, result={}, attempts=0,
-            cancel_requested=False, created_by=self.actor, created_at=utcnow(),
+            cancel_requested=False, created_by=created_by or self.actor, created_at=utcnow(),
         )  # fmt: skip
         try:
             with self._write() as session:

@@ -21,7 +21,9 @@ from registry.labels import LabelsMixin
 from registry.records import _Record
 from registry.tables import ApiKey, CallRecord, utcnow
 
-SCOPES = frozenset({"inference", "registry:read", "registry:write", "admin"})
+# registry:label moves labels (a job's gate-and-label step included); registry:write alone
+# does not. admin holds every scope.
+SCOPES = frozenset({"inference", "registry:read", "registry:write", "registry:label", "admin"})
 KEY_PREFIX = "lg-"
 SHOWN_PREFIX = 10
 

@@ -4,15 +4,24 @@ A job is validated (its files row by row) before it is queued; workers
 (``lockgate finetune worker``) train it. The job object follows OpenAI's shape;
 ``fine_tuned_model`` is the registry model string the gateway serves
 (``registry:NAME@VERSION``).
+
+Over HTTP a job names a registry base model and uploaded file ids, never server paths;
+``metadata.lockgate`` sets LoRA and training settings only, so a request cannot attach an
+eval suite or move a label (:func:`finetune.spec.spec_from_openai`). The key that submitted
+it is recorded in the job's ``submitted_by``, with whether it held ``registry:label``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query
+from starlette.requests import Request
 
-from gateway.api.deps import READ, WRITE, StateDep
+from gateway.api.deps import READ, WRITE, StateDep, Writer, read_json
+from gateway.auth import Principal
+from registry.errors import LockgateError
 from registry.jobs import JobEventInfo, JobInfo
 
 router = APIRouter(tags=["fine-tuning"])
@@ -72,15 +81,60 @@ def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@router.post("/v1/fine_tuning/jobs", dependencies=[WRITE])
-def create_job(
+# spec fields named as the OpenAI request names them, for the error's param
+_REQUEST_PARAMS = {"base_model": "model", "output_model": "suffix"}
+
+
+def _request_body() -> dict[str, Any]:
+    """The OpenAPI request body, from the request model (nested models inlined)."""
+    from finetune.spec import OpenAIJobRequest
+
+    schema = OpenAIJobRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"required": True, "content": {"application/json": {"schema": inline(schema)}}}
+
+
+def _submit(state: Any, body: dict[str, Any], principal: Principal, key: str | None) -> JobInfo:
+    from finetune import spec_from_openai, submit_job
+    from finetune.spec import Submitter
+
+    submitter = Submitter(
+        via="http",
+        principal=principal.key_id or principal.name,
+        name=principal.name,
+        holds_label_scope=principal.has_scope("registry:label"),
+    )
+    try:
+        job, _ = submit_job(
+            state.registry, spec_from_openai(body), submitter=submitter, idempotency_key=key
+        )
+    except LockgateError as exc:
+        exc.param = _REQUEST_PARAMS.get(exc.param or "", exc.param)
+        raise
+    return job
+
+
+@router.post("/v1/fine_tuning/jobs", openapi_extra={"requestBody": _request_body()})
+async def create_job(
+    request: Request,
     state: StateDep,
-    body: Annotated[dict[str, Any], Body(description="An OpenAI fine-tuning job request.")],
+    principal: Writer,
     idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
 ) -> dict[str, Any]:
-    from finetune import spec_from_openai, submit_job
-
-    job, _ = submit_job(state.registry, spec_from_openai(body), idempotency_key=idempotency_key)
+    """Validate a fine-tuning job (an OpenAI request body) and queue it."""
+    body = await read_json(request, state)  # after the key was checked: auth before the body
+    job = await anyio.to_thread.run_sync(_submit, state, body, principal, idempotency_key)
     return job_object(job)
 
 

@@ -17,7 +17,9 @@ from finetune import (
     spec_from_openai,
     submit_job,
 )
+from finetune.spec import Submitter
 from registry import Registry
+from registry.errors import InvalidInput
 from tests.finetune.conftest import chat_rows, write_jsonl
 
 NO_HUB = lambda repo: (False, "the Hugging Face Hub is not reachable from this machine")  # noqa: E731
@@ -86,6 +88,44 @@ def test_openai_request_maps_onto_a_spec() -> None:
     )
     assert spec.training.learning_rate == pytest.approx(4e-4)
     assert spec.training.batch_size == 8
+    # a plain name is a registry reference; method.supervised hyper-parameters count too
+    spec = spec_from_openai(
+        {
+            "model": "tiny",
+            "training_file": "file-abc",
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 5}}},
+            "metadata": {"lockgate": '{"lora": {"r": 4}, "training": {"max_seq_length": 64}}'},
+        }
+    )
+    assert (spec.base_model, spec.output_model) == ("registry:tiny", "tiny-ft")
+    assert (spec.training.epochs, spec.lora.r, spec.training.max_seq_length) == (5, 4, 64)
+    assert spec.eval is None and spec.submitted_by is None
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"training_file": "/etc/passwd"}, "training_file"),
+        ({"validation_file": "data/valid.jsonl"}, "validation_file"),
+        ({"metadata": {"lockgate": {"eval": {"suite": "/tmp/s.yaml"}}}}, "metadata.lockgate.eval"),
+        ({"metadata": {"lockgate": {"training_file": "/x"}}}, "metadata.lockgate.training_file"),
+        ({"metadata": {"lockgate": {"output_model": "prod"}}}, "metadata.lockgate.output_model"),
+        ({"metadata": {"lockgate": {"gpus": 4}}}, "metadata.lockgate.gpus"),
+        ({"metadata": {"lockgate": {"lora": {"bias": "all"}}}}, "metadata.lockgate.lora.bias"),
+        ({"metadata": {"lockgate": {"lora": 3}}}, "metadata.lockgate.lora"),
+        ({"metadata": {"lockgate": "not json"}}, "metadata.lockgate"),
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"n_epochs": "3"}}, "hyperparameters.n_epochs"),
+        ({"method": {"type": "dpo"}}, "method.type"),
+        ({"model": 3}, "model"),
+    ],
+)
+def test_an_openai_request_sets_no_paths_and_only_tuning_settings(
+    body: dict[str, object], param: str
+) -> None:
+    with pytest.raises(SpecInvalid) as err:
+        spec_from_openai({"model": "registry:tiny@1", "training_file": "file-abc", **body})
+    assert err.value.param == param and param in err.value.message
 
 
 def test_formats_are_detected_and_bad_rows_named(tmp_path: Path) -> None:
@@ -167,3 +207,43 @@ def test_submit_uploads_files_pins_the_base_and_is_idempotent(
     # a file id is accepted as the training file
     by_id, _ = submit_job(registry, {**spec, "training_file": job.spec["training_file"]})
     assert by_id.spec["training_file"] == job.spec["training_file"]
+
+
+def test_the_submitter_is_recorded_and_a_remote_one_names_no_paths(
+    registry: Registry, tiny_model: Path, train_file: Path
+) -> None:
+    registry.register_model("tiny", "hf", path=tiny_model)
+    job, _ = submit_job(registry, _spec(tiny_model, train_file))  # the machine's own user
+    assert job.spec["submitted_by"] == {
+        "via": "cli", "principal": "tester", "name": "tester", "holds_label_scope": True,
+    }  # fmt: skip
+    assert job.created_by == "tester"
+    remote = Submitter(via="http", principal="key_1", name="ml", holds_label_scope=False)
+    upload = job.spec["training_file"]
+    for spec, param in (
+        (_spec(tiny_model, train_file), "base_model"),
+        (_spec("registry:tiny@1", train_file), "training_file"),
+        ({**_spec("registry:tiny@1", train_file), "training_file": upload,
+          "eval": {"suite": str(train_file)}}, "eval"),
+    ):  # fmt: skip
+        with pytest.raises(SpecInvalid) as err:
+            submit_job(registry, spec, submitter=remote)
+        assert err.value.param == param
+    job, _ = submit_job(
+        registry, {**_spec("registry:tiny@1", train_file), "training_file": upload},
+        submitter=remote,
+    )  # fmt: skip
+    assert job.spec["submitted_by"]["via"] == "http" and job.created_by == "key_1 (ml)"
+    # a spec file cannot claim a submitter: the entry point's replaces it
+    claimed = {**_spec(tiny_model, train_file), "submitted_by": remote.model_dump()}
+    job, _ = submit_job(registry, claimed)
+    assert job.spec["submitted_by"]["via"] == "cli"
+
+
+def test_the_output_model_name_is_checked_before_queueing(
+    registry: Registry, tiny_model: Path, train_file: Path
+) -> None:
+    with pytest.raises(InvalidInput) as err:
+        submit_job(registry, {**_spec(tiny_model, train_file), "output_model": "../escape"})
+    assert err.value.param == "output_model"
+    assert registry.list_jobs() == []

@@ -22,10 +22,23 @@ def ft_gateway(start_gateway: StartGateway, tmp_path_factory: pytest.TempPathFac
     import torch
 
     torch.set_num_threads(2)
-    gateway = start_gateway()
+    gateway = start_gateway(auth="required")
     base = build_tiny_model(tmp_path_factory.mktemp("base") / "tiny")
     gateway.registry.register_model("tiny-base", "hf", path=base)
     return gateway
+
+
+@pytest.fixture(scope="module")
+def ft_key(ft_gateway: Gateway) -> str:
+    """A real key, made through the registry: auth is on in this module."""
+    scopes = ["inference", "registry:read", "registry:write"]
+    secret = ft_gateway.registry.create_key("ft-tests", scopes=scopes).secret
+    assert secret is not None
+    return secret
+
+
+def _client(gateway: Gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
 
 
 def _jsonl(path: Path, rows: list[object]) -> Path:
@@ -33,10 +46,12 @@ def _jsonl(path: Path, rows: list[object]) -> Path:
     return path
 
 
-def test_jobs_api_trains_registers_and_serves(ft_gateway: Gateway, tmp_path: Path) -> None:
+def test_jobs_api_trains_registers_and_serves(
+    ft_gateway: Gateway, ft_key: str, tmp_path: Path
+) -> None:
     from finetune import Worker, WorkerSettings
 
-    client = ft_gateway.client()
+    client = _client(ft_gateway, ft_key)
     train = client.files.create(file=_jsonl(tmp_path / "t.jsonl", chat_rows(2)).open("rb"),
                                 purpose="fine-tune")  # fmt: skip
     assert train.id.startswith("file-") and train.purpose == "fine-tune"
@@ -88,8 +103,10 @@ def test_jobs_api_trains_registers_and_serves(ft_gateway: Gateway, tmp_path: Pat
     assert {c["deployment"] for c in local} == {"tiny-qa@1", "tiny-base@1"}
 
 
-def test_bad_data_is_refused_before_anything_is_queued(ft_gateway: Gateway, tmp_path: Path) -> None:
-    client = ft_gateway.client()
+def test_bad_data_is_refused_before_anything_is_queued(
+    ft_gateway: Gateway, ft_key: str, tmp_path: Path
+) -> None:
+    client = _client(ft_gateway, ft_key)
     bad = _jsonl(tmp_path / "bad.jsonl", [*chat_rows(), {"messages": [{"role": "user"}]}])
     upload = client.files.create(file=bad.open("rb"), purpose="fine-tune")
     before = len(client.fine_tuning.jobs.list().data)
@@ -101,8 +118,8 @@ def test_bad_data_is_refused_before_anything_is_queued(ft_gateway: Gateway, tmp_
     assert len(client.fine_tuning.jobs.list().data) == before
 
 
-def test_cancel_a_queued_job(ft_gateway: Gateway, tmp_path: Path) -> None:
-    client = ft_gateway.client()
+def test_cancel_a_queued_job(ft_gateway: Gateway, ft_key: str, tmp_path: Path) -> None:
+    client = _client(ft_gateway, ft_key)
     upload = client.files.create(file=_jsonl(tmp_path / "t.jsonl", chat_rows()).open("rb"),
                                  purpose="fine-tune")  # fmt: skip
     job = client.fine_tuning.jobs.create(model="registry:tiny-base@latest", training_file=upload.id)
@@ -130,10 +147,12 @@ def test_scopes_guard_the_management_api(start_gateway: StartGateway, tmp_path: 
         as_key(inference).fine_tuning.jobs.list()
 
 
-def test_a_client_that_leaves_mid_stream_stops_the_local_generation(ft_gateway: Gateway) -> None:
+def test_a_client_that_leaves_mid_stream_stops_the_local_generation(
+    ft_gateway: Gateway, ft_key: str
+) -> None:
     """The local provider stops generating once the client has gone, instead of running to
     ``max_tokens`` while holding the base model that every other request on it waits for."""
-    client = ft_gateway.client()
+    client = _client(ft_gateway, ft_key)
     model, limit = "registry:tiny-base@latest", 200
     messages = [{"role": "user", "content": QA[0][0]}]
     full = client.chat.completions.create(model=model, messages=messages, max_tokens=limit)

@@ -1,9 +1,15 @@
 """Schemathesis against the gateway's own OpenAPI document, on a loopback server: whatever it
 sends (valid and invalid bodies, odd strings, wrong types), no 5xx, and every error in the
-OpenAI shape. Bounded: a few dozen examples per operation."""
+OpenAI shape. Bounded: a few dozen examples per operation.
+
+Authentication is on: every case carries a real key made through the registry, and the
+files and jobs operations are sent once more without it (401 before any body is parsed).
+Job POSTs queue real jobs; no worker runs here, so nothing trains."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,17 +21,33 @@ from tests.gateway.conftest import Gateway, StartGateway  # noqa: E402
 from tests.gateway.upstream import Upstream  # noqa: E402
 
 MAX_EXAMPLES = 25
-# The jobs API (issue 5) starts real work on a POST; fuzz its reads, not its writes.
-SKIP = ("POST /v1/fine_tuning/jobs", "POST /v1/fine_tuning/jobs/{job_id}/cancel")
+HEADERS: dict[str, str] = {}  # the fuzzing key's Authorization header, set by ``fuzzed``
+DEEP: dict[str, Any] = {}  # a real model and file id: fuzzed job fields then reach submission
+MANAGEMENT = ("/v1/files", "/v1/fine_tuning/jobs")
 
 
 @pytest.fixture(scope="module")
-def fuzzed(start_gateway: StartGateway, upstream: Upstream) -> Gateway:
+def fuzzed(
+    start_gateway: StartGateway, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Gateway:
     """``gpt-test`` answers whatever the fuzzed body says, so a 5xx could only be ours."""
     fixed = {"provider": "openai", "model": "fixed-model", "api_key": "sk-x",
              "api_base": upstream.url + "/v1"}  # type: ignore[attr-defined]  # fmt: skip
-    gw = start_gateway(routes={"gpt-test": {"deployments": [fixed]}})
-    gw.registry.push_prompt("fuzz", [{"role": "user", "content": "say {{ x }}"}])
+    gw = start_gateway(routes={"gpt-test": {"deployments": [fixed]}}, auth="required")
+    reg = gw.registry
+    reg.push_prompt("fuzz", [{"role": "user", "content": "say {{ x }}"}])
+    key = reg.create_key("fuzz", scopes=["inference", "registry:read", "registry:write"])
+    HEADERS["Authorization"] = f"Bearer {key.secret}"
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "base").mkdir()
+    (folder / "base" / "config.json").write_text('{"model_type": "llama"}')
+    reg.register_model("fuzz-base", "hf", path=folder / "base")
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    ]
+    (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    DEEP["model"] = "registry:fuzz-base@latest"
+    DEEP["training_file"] = reg.create_file(Path(folder / "t.jsonl"), purpose="fine-tune").id
     return gw
 
 
@@ -34,14 +56,15 @@ def api_schema(fuzzed: Gateway) -> Any:
     return schemathesis.openapi.from_url(fuzzed.url + "/openapi.json")
 
 
-def _check(case: Any) -> None:
-    response = case.call(timeout=10)
+def _check(case: Any, headers: dict[str, str] | None = None) -> Any:
+    response = case.call(timeout=10, headers=HEADERS if headers is None else headers)
     assert response.status_code < 500, (case.path, case.body, response.text[:500])
     if response.status_code >= 400:
         body = response.json()
         assert set(body) == {"error"}, response.text[:500]
         assert {"message", "type", "param", "code"} <= set(body["error"]), response.text[:500]
         assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return response
 
 
 def _fuzz(operation: Any, has_model: bool) -> None:
@@ -55,7 +78,14 @@ def _fuzz(operation: Any, has_model: bool) -> None:
     )
     def run(case: Any) -> None:
         _check(case)
-        if isinstance(case.body, dict) and case.path.startswith("/v1/") and has_model:
+        if case.path.startswith(MANAGEMENT):
+            # without the key: refused before the body is looked at, whatever it holds
+            assert _check(case, headers={}).status_code == 401
+        if isinstance(case.body, dict) and case.path == "/v1/fine_tuning/jobs":
+            # the same fuzzed fields again, with a model and a file that exist
+            case.body = {**case.body, **DEEP}
+            _check(case)
+        elif isinstance(case.body, dict) and case.path.startswith("/v1/") and has_model:
             # the same fuzzed fields again, on a model that exists: the whole path runs
             case.body = {**case.body, "model": "gpt-test"}
             _check(case)
@@ -63,16 +93,20 @@ def _fuzz(operation: Any, has_model: bool) -> None:
     run()
 
 
-def test_no_server_errors_and_openai_shaped_errors(api_schema: Any) -> None:
+def test_no_server_errors_and_openai_shaped_errors(api_schema: Any, fuzzed: Gateway) -> None:
     """Each operation of the document, driven by hypothesis with schemathesis' strategies
     (schemathesis' own pytest plugin does not load under this pytest)."""
     seen = []
     for result in api_schema.get_all_operations():
         operation = result.ok()
         name = f"{operation.method.upper()} {operation.path}"
-        if name in SKIP:
-            continue
         seen.append(name)
-
         _fuzz(operation, "model" in str(operation.definition.raw))
     assert {"POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models"} <= set(seen)
+    assert {
+        "POST /v1/files", "GET /v1/files", "GET /v1/files/{file_id}/content",
+        "POST /v1/fine_tuning/jobs", "POST /v1/fine_tuning/jobs/{job_id}/cancel",
+        "GET /v1/fine_tuning/jobs/{job_id}/events",
+    } <= set(seen)  # fmt: skip
+    # the fuzzed uploads and job requests reached the registry, not only the validation
+    assert len(fuzzed.registry.list_files()) > 1 and fuzzed.registry.list_jobs()
