@@ -12,6 +12,9 @@ length, loss on the second half of each), same LoRA settings, same effective bat
 Each recipe runs in its own process, so peak memory is its own: peak GPU memory allocated
 on CUDA, peak resident set size (RSS) on CPU. tokens/s counts real (non-padding) tokens.
 Target (issue 6, on a GPU): at least 1.5x the baseline's tokens/s at no more memory.
+``--gradient-checkpointing`` turns it on in both recipes (non-reentrant, as lockgate's
+trainer does); ``--max-len`` with ``--median-len`` makes the sequences longer; ``--json``
+writes the figures for ``gpu_check.py``. Shapes: ``model_shapes.py`` (random weights).
 
     .venv/bin/python tests/benchmarks/finetune_throughput.py --device cpu   # tiny, ~1 min
     .venv/bin/python tests/benchmarks/finetune_throughput.py --device cuda --shape qwen2-0.5b
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import resource
 import subprocess
@@ -31,25 +35,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": {"model_type": "llama", "vocab_size": 2048, "hidden_size": 128,
-             "intermediate_size": 344, "num_hidden_layers": 4, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 1024},
-    "qwen2-0.5b": {"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896,
-                   "intermediate_size": 4864, "num_hidden_layers": 24,
-                   "num_attention_heads": 14, "num_key_value_heads": 2,
-                   "max_position_embeddings": 4096, "tie_word_embeddings": True},
-}  # fmt: skip
+from model_shapes import SHAPES, build_config  # noqa: E402
 
 
-def make_data(n: int, vocab: int, min_len: int, max_len: int, seed: int = 0) -> list[Any]:
+def make_data(
+    n: int, vocab: int, min_len: int, max_len: int, seed: int = 0, mu: float = 5.0
+) -> list[Any]:
+    """Lengths log-normal around e**mu tokens (148 by default), capped at ``max_len``."""
     from finetune.encoding import Encoded
 
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        length = int(min(max_len, max(min_len, rng.lognormvariate(5.0, 0.8))))
+        length = int(min(max_len, max(min_len, rng.lognormvariate(mu, 0.8))))
         ids = [rng.randrange(4, vocab) for _ in range(length)]
         cut = length // 2
         out.append(Encoded(ids, [-100] * cut + ids[cut:]))
@@ -57,12 +57,12 @@ def make_data(n: int, vocab: int, min_len: int, max_len: int, seed: int = 0) -> 
 
 
 def build_model(shape: str, torch: Any, dtype: Any) -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = dict(SHAPES[shape])
-    cfg = AutoConfig.for_model(**config)
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=dtype)
+    return AutoModelForCausalLM.from_config(
+        build_config(shape), attn_implementation="sdpa", dtype=dtype
+    )
 
 
 def lora(model: Any) -> Any:
@@ -86,7 +86,10 @@ def run_lockgate(args: argparse.Namespace, data: list[Any], torch: Any) -> dict[
 
     cuda = args.device == "cuda"
     bf16 = cuda and torch.cuda.is_bf16_supported()
-    model = lora(build_model(args.shape, torch, torch.bfloat16 if bf16 else torch.float32))
+    model = build_model(args.shape, torch, torch.bfloat16 if bf16 else torch.float32)
+    if args.gradient_checkpointing:  # as finetune.trainer does it
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = lora(model)
     model.to(args.device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4)
@@ -159,7 +162,8 @@ def run_baseline(args: argparse.Namespace, data: list[Any], torch: Any) -> dict[
         gradient_accumulation_steps=args.grad_accum, max_steps=args.steps + args.warmup,
         learning_rate=1e-4, fp16=cuda, use_cpu=not cuda, logging_steps=10**9, save_strategy="no",
         report_to=[], dataloader_drop_last=False, remove_unused_columns=False,
-        disable_tqdm=True, seed=0,
+        disable_tqdm=True, seed=0, gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
     )  # fmt: skip
     trainer = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collate,
                       callbacks=[Timer()])  # fmt: skip
@@ -182,7 +186,8 @@ def child(args: argparse.Namespace) -> None:
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     vocab = SHAPES[args.shape]["vocab_size"]
-    data = make_data(args.examples, vocab, 16, args.max_len)
+    mu = math.log(args.median_len) if args.median_len else 5.0
+    data = make_data(args.examples, vocab, 16, args.max_len, mu=mu)
     run = run_lockgate if args.recipe == "lockgate" else run_baseline
     print(json.dumps(run(args, data, torch)))
 
@@ -196,29 +201,55 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=2)
     p.add_argument("--max-len", type=int, default=512)
+    p.add_argument("--median-len", type=int, help="median sequence length (default 148)")
     p.add_argument("--examples", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--recipes", default="baseline,lockgate", help="comma-separated, in order")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.add_argument("--recipe", choices=["lockgate", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--tmp", default="/tmp/lockgate-ft-bench", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.recipe:
         child(args)
         return
-    results = []
-    for recipe in ("baseline", "lockgate"):
+    results = {}
+    for recipe in args.recipes.split(","):
         cmd = [sys.executable, __file__, "--recipe", recipe, *sys.argv[1:]]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.exit(f"{recipe} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base, ours = results
+        results[recipe] = json.loads(out.stdout.strip().splitlines()[-1])
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "device",
+            "shape",
+            "steps",
+            "warmup",
+            "batch_size",
+            "grad_accum",
+            "max_len",
+            "median_len",
+            "examples",
+            "gradient_checkpointing",
+        )
+    }
+    summary: dict[str, Any] = {"config": config, "results": results}
     print(f"device={args.device} shape={args.shape} steps={args.steps} "
-          f"batch={args.batch_size}x{args.grad_accum} max_len={args.max_len}")  # fmt: skip
-    for r in results:
+          f"batch={args.batch_size}x{args.grad_accum} max_len={args.max_len} "
+          f"gradient_checkpointing={args.gradient_checkpointing}")  # fmt: skip
+    for r in results.values():
         print(f"  {r['recipe']:<40} {r['tokens_per_s']:>10.0f} tokens/s  "
               f"{r['peak_mem_mib']:>8.0f} {r['mem_unit']}")  # fmt: skip
-    print(f"  speed-up {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x, "
-          f"memory {ours['peak_mem_mib'] / base['peak_mem_mib']:.2f}x of the baseline")  # fmt: skip
+    if {"baseline", "lockgate"} <= set(results):
+        base, ours = results["baseline"], results["lockgate"]
+        summary["speedup"] = ours["tokens_per_s"] / base["tokens_per_s"]
+        summary["memory_ratio"] = ours["peak_mem_mib"] / base["peak_mem_mib"]
+        print(f"  speed-up {summary['speedup']:.2f}x, "
+              f"memory {summary['memory_ratio']:.2f}x of the baseline")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":
