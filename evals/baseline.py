@@ -4,8 +4,11 @@
 
 * a run id (the registry run's ``examples.jsonl`` artifact is read);
 * ``label:X`` (or ``@X``): the latest succeeded run of the same suite on the version of
-  the target's prompt (or model) that holds label ``X`` now;
-* a path to a JSON report written by ``--json``.
+  the target's prompt (or model) that holds label ``X`` now. When no version holds ``X``
+  yet, there is nothing to regress against: relative gates are waived and the absolute
+  gates judge the first version;
+* a path to a JSON report written by ``--json`` (not registry evidence: a label gate does
+  not accept relative gates compared with a file).
 """
 
 from __future__ import annotations
@@ -28,10 +31,21 @@ RUN_SCAN_LIMIT = 2000
 
 @dataclass
 class Baseline:
+    """What a candidate is compared with. ``registry_run``: the registry run its results were
+    read from (the label gate's evidence); ``unset_label``: the baseline was a label no
+    version holds yet, so there is nothing to compare with."""
+
     description: str
     results: list[ExampleResult]
     run_id: str | None = None
     target: str | None = None
+    registry_run: str | None = None
+    unset_label: str | None = None
+
+    @classmethod
+    def first_version(cls, label: str) -> Baseline:
+        """No baseline: no version holds ``label`` yet."""
+        return cls(f"none: no version holds label {label!r} yet", [], unset_label=label)
 
 
 def rows_of(text: str, source: str) -> list[ExampleResult]:
@@ -59,7 +73,27 @@ def from_run(registry: Registry, run_id: str) -> Baseline:
         )
     text = registry.store.read_bytes(digest).decode("utf-8")
     target = run.params.get("target")
-    return Baseline(f"run {run_id} ({target})", rows_of(text, f"run {run_id}"), run_id, target)
+    return Baseline(
+        f"run {run_id} ({target})", rows_of(text, f"run {run_id}"), run_id, target, run_id
+    )
+
+
+def _label_unset(registry: Registry, suite: Suite, label: str) -> bool:
+    """Whether the target's prompt (or model) exists and no version of it holds ``label``."""
+    target = suite.target
+    if target.kind == "sklearn":
+        subject, name = "model", target.model_ref
+    elif target.prompt_ref is not None:
+        subject, name = "prompt", target.prompt_ref
+    elif target.model.startswith("registry:"):
+        subject, name = "model", target.model.removeprefix("registry:")
+    else:
+        return False
+    try:
+        labels = registry.labels_of(subject, name.partition("@")[0])  # type: ignore[arg-type]
+    except NotFound:
+        return False
+    return label not in labels
 
 
 def target_on_label(registry: Registry, suite: Suite, label: str) -> str:
@@ -86,6 +120,8 @@ def from_label(registry: Registry, suite: Suite, label: str) -> Baseline:
     try:
         wanted = target_on_label(registry, suite, label)
     except NotFound as exc:
+        if _label_unset(registry, suite, label):
+            return Baseline.first_version(label)
         raise BaselineNotFound(f"baseline label:{label}: {exc.message}", param="baseline") from exc
     for run in registry.list_runs(kind="eval", limit=RUN_SCAN_LIMIT):
         if (

@@ -1,8 +1,10 @@
 """``lockgate eval run|merge``: run a suite from CI and gate on it.
 
-Exit codes: 0 every gate passed; 1 a gate failed (or was inconclusive, unless the suite
-says ``stats: {inconclusive: warn}``); 2 an error (bad suite or data, unreachable target),
-raised as a :class:`registry.errors.LockgateError` for the root to print.
+Exit codes: 0 every gate passed; 1 a gate failed, or the run is not a pass for another
+reason: a gate was inconclusive or skipped, the suite has no gates, or calls errored (unless
+the suite says ``stats: {inconclusive: warn}`` or ``{skipped: warn}``: then 0, and the output
+says so); 2 an error (bad suite or data, unreachable target, a report that cannot be
+written), raised as a :class:`registry.errors.LockgateError` for the root to print.
 
 The root CLI mounts ``eval_app`` and puts an object in the typer context with
 ``registry()`` and ``registry_settings``; when it also has ``eval_transport_factory``
@@ -13,6 +15,7 @@ against the in-process gateway through it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -62,26 +65,87 @@ def _state(ctx: typer.Context) -> EvalContext:
     return state
 
 
+def _json_text(report: EvalReport) -> str:
+    import json
+
+    return json.dumps(report.to_dict(), indent=1, ensure_ascii=False, default=str) + "\n"
+
+
+_OUTPUTS = {"junit": "JUnit report", "markdown": "Markdown summary", "html": "HTML report",
+            "json": "JSON report"}  # fmt: skip
+
+
+def _unwritable(path: Path, exc: OSError) -> str:
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
 def _write_outputs(
     report: EvalReport, junit: Path | None, markdown: Path | None, html: Path | None,
     json_out: Path | None,
-) -> None:  # fmt: skip
+) -> list[str]:  # fmt: skip
+    """Write the reports asked for, creating their folders; one line per report that could
+    not be written."""
+    import json
+
     from evals.formats import html_page, junit_xml
     from evals.formats import markdown as render_markdown
 
-    if junit is not None:
-        junit.write_text(junit_xml(report), encoding="utf-8")
-    if markdown is not None:
-        markdown.write_text(render_markdown(report), encoding="utf-8")
-    if html is not None:
-        html.write_text(html_page(report), encoding="utf-8")
-    if json_out is not None:
-        if str(json_out) == "-":
-            import json
-
+    renderers: dict[str, tuple[Path | None, Callable[[], str]]] = {
+        "junit": (junit, lambda: junit_xml(report)),
+        "markdown": (markdown, lambda: render_markdown(report)),
+        "html": (html, lambda: html_page(report)),
+        "json": (json_out, lambda: _json_text(report)),
+    }
+    errors = []
+    for kind, (path, render) in renderers.items():
+        if path is None:
+            continue
+        if kind == "json" and str(path) == "-":
             sys.stdout.write(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render(), encoding="utf-8")
+        except OSError as exc:
+            errors.append(f"cannot write the {_OUTPUTS[kind]} to {path}: {_unwritable(path, exc)}")
+    return errors
+
+
+def _finish(
+    registry: Registry, report: EvalReport, outputs: tuple[Path | None, ...], quiet: bool
+) -> None:
+    """Record the verdict, write the reports, print the summary; exit with the run's code,
+    or 2 when a report could not be written (recorded on the run)."""
+    from evals.errors import EvalError
+    from evals.report import record_output_errors, record_verdict
+
+    record_verdict(registry, report)
+    junit, markdown, html, json_out = outputs
+    errors = _write_outputs(report, junit, markdown, html, json_out)
+    if str(json_out) != "-":
+        if quiet:
+            _verdict_line(report)
         else:
-            report.write_json(json_out)
+            _show(report)
+    if errors:
+        record_output_errors(registry, report, errors)
+        raise EvalError("; ".join(errors), param="outputs")
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _verdict_line(report: EvalReport) -> None:
+    colours = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "yellow"}
+    out = console()
+    why = (
+        f" — {report.verdict_reason}" if report.verdict != "pass" and report.verdict_reason else ""
+    )
+    out.print(f"verdict: [{colours[report.verdict]}]{report.verdict}[/]{why}", highlight=False)
+    if report.exit_note:
+        out.print(report.exit_note, highlight=False)
 
 
 def _show(report: EvalReport) -> None:
@@ -106,10 +170,11 @@ def _show(report: EvalReport) -> None:
         out.print(table("metrics", ["metric", "value", "95% CI", "n"],
                         [[s.metric, num(s.value), f"{num(s.ci_low)} .. {num(s.ci_high)}", s.n]
                          for s in report.summaries.values()]))  # fmt: skip
-    colours = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
+    colours = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "yellow"}
     for g in report.gates:
-        out.print(f"[{colours[g.verdict]}]{g.verdict:>12}[/]  {g.gate}: {g.reason}")
-    out.print(f"verdict: [{colours[report.verdict]}]{report.verdict}[/]")
+        shown = "waived" if g.waived else g.verdict
+        out.print(f"[{colours[g.verdict]}]{shown:>12}[/]  {g.gate}: {g.reason}", highlight=False)
+    _verdict_line(report)
 
 
 class _Bar:
@@ -161,9 +226,9 @@ def run_command(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict.")] = False,
 ) -> None:
-    """Run a suite, compare with a baseline, write reports; exit 1 when a gate fails."""
+    """Run a suite, compare with a baseline, write reports; exit 1 unless the run passed."""
     from evals.baseline import resolve_baseline
-    from evals.report import build_report, record_verdict
+    from evals.report import build_report
     from evals.runner import RunOptions, Shard, run_suite
     from evals.suite import load_suite
 
@@ -180,15 +245,7 @@ def run_command(
         )  # fmt: skip
         run = run_suite(suite, registry=registry, options=options)
     report = build_report(run, base)
-    record_verdict(registry, report)
-    _write_outputs(report, junit, markdown, html, json_out)
-    if str(json_out) != "-":
-        if quiet:
-            console().print(f"verdict: {report.verdict}")
-        else:
-            _show(report)
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    _finish(registry, report, (junit, markdown, html, json_out), quiet)
 
 
 @eval_app.command("merge")
@@ -204,16 +261,11 @@ def merge_command(
 ) -> None:
     """Merge the JSON reports of ``--shard`` runs into one run, then gate on it."""
     from evals.baseline import resolve_baseline
-    from evals.report import merge_shards, record_verdict
+    from evals.report import merge_shards
     from evals.suite import load_suite
 
     suite = load_suite(suite_path)
     registry = _state(ctx).registry()
     base = resolve_baseline(baseline, suite, registry) if baseline else None
     report = merge_shards(suite, shards, base, registry)
-    record_verdict(registry, report)
-    _write_outputs(report, junit, markdown, html, json_out)
-    if str(json_out) != "-":
-        _show(report)
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    _finish(registry, report, (junit, markdown, html, json_out), quiet=False)

@@ -29,7 +29,9 @@ def signed(x: float | None) -> str:
 
 def junit_xml(report: EvalReport) -> str:
     """One ``<testcase>`` per gate: failed gates fail, inconclusive ones fail or are skipped
-    as the suite's ``inconclusive`` setting says (``warn``: skipped)."""
+    as the suite's ``inconclusive`` setting says (``warn``: skipped). A run that is not a pass
+    for a reason no gate shows (no gates, skipped gates, errored calls) gets a ``verdict``
+    case: a failure when it exits non-zero, else skipped."""
     suite = ET.Element("testsuite", name=f"lockgate eval {report.suite}",
                        tests=str(len(report.gates)), time=f"{report.wall_s:.3f}")  # fmt: skip
     failures = skipped = 0
@@ -50,6 +52,16 @@ def junit_xml(report: EvalReport) -> str:
             skipped += 1
             ET.SubElement(case, "skipped", message=gate.reason)
         ET.SubElement(case, "system-out").text = gate.reason
+    if report.verdict != "pass" and not failures and not report.shards:
+        case = ET.SubElement(suite, "testcase", classname=f"eval.{report.suite}", name="verdict")
+        why = f"{report.verdict}: {report.verdict_reason}"
+        if report.exit_code:
+            failures += 1
+            ET.SubElement(case, "failure", message=why, type=report.verdict).text = why
+        else:
+            skipped += 1
+            ET.SubElement(case, "skipped", message=f"{why} ({report.exit_note})")
+        suite.set("tests", str(len(report.gates) + 1))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     suite.set("errors", "0")
@@ -89,10 +101,13 @@ def markdown(report: EvalReport) -> str:
         + (f"; baseline: {report.baseline}" if report.baseline else "; no baseline"),
         "",
     ]
+    if report.verdict != "pass" and report.verdict_reason:
+        note = f" ({report.exit_note})" if report.exit_note else ""
+        lines += [f"**{report.verdict}**: {_short(report.verdict_reason, 400)}{note}", ""]
     if report.gates:
         lines += ["| gate | verdict | why |", "|---|---|---|"]
-        lines += [f"| `{g.gate}` | {_ICON[g.verdict]} {g.verdict} | {_short(g.reason, 400)} |"
-                  for g in report.gates]  # fmt: skip
+        lines += [f"| `{g.gate}` | {_ICON[g.verdict]} {'waived' if g.waived else g.verdict} | "
+                  f"{_short(g.reason, 400)} |" for g in report.gates]  # fmt: skip
         lines.append("")
     if report.comparisons:
         lines += _comparison_rows(report.comparisons)
@@ -147,6 +162,8 @@ def html_page(report: EvalReport) -> str:
         f"<p>Target <code>{e(report.target)}</code>, dataset <code>{e(report.dataset)}</code> "
         f"({report.examples_count} examples). Baseline: {e(report.baseline or 'none')}. "
         f"Run: <code>{e(report.run_id or '-')}</code>.</p>",
+        f"<p>{e(report.verdict_reason)}{e(f' ({report.exit_note})' if report.exit_note else '')}"
+        "</p>",
         "<h2>Gates</h2>",
         _table(["gate", "verdict", "why"], [
             [f"<code>{e(g.gate)}</code>", f"<span class={g.verdict}>{g.verdict}</span>",

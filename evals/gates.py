@@ -1,7 +1,14 @@
 """Gates: absolute thresholds and regressions against a baseline, with plain verdicts.
 
 Verdicts are ``pass``, ``fail``, ``inconclusive`` (too few examples to tell, with the
-number needed) and ``skipped`` (a relative gate when no baseline was asked for).
+number needed) and ``skipped`` (a relative gate when no baseline was asked for). A relative
+gate against a baseline label that is unset is ``skipped`` and *waived*: a first version has
+nothing to regress against, so its absolute gates decide.
+
+A run's verdict (:func:`judge`) is ``pass`` only when every gate was evaluated on evidence:
+at least one gate, each ``pass`` (or waived, with an absolute gate passed), and no example
+errored. A skipped gate or a suite without gates makes the run ``skipped``; errored calls
+make it ``inconclusive``. Neither is a pass, whatever the exit code.
 
 * Absolute ``metric >= x``: the run's figure against the threshold; fewer than
   ``min_examples`` examples (default 20) is inconclusive.
@@ -79,10 +86,11 @@ class GateResult:
     p_value: float | None = None
     n: int = 0
     needed: int | None = None
+    waived: bool = False  # a relative gate of a first version: nothing to compare with
 
     @property
     def passed(self) -> bool:
-        return self.verdict in ("pass", "skipped")
+        return self.verdict == "pass"
 
 
 def _fmt(x: float | None) -> str:
@@ -162,8 +170,12 @@ def evaluate_gates(
     summaries: Mapping[str, MetricSummary],
     comparisons: Mapping[str, MetricComparison] | None,
     spec: StatsSpec | None = None,
+    *,
+    unset_label: str | None = None,
 ) -> list[GateResult]:
-    """Each gate's verdict with its reason; ``comparisons`` is None without a baseline."""
+    """Each gate's verdict with its reason; ``comparisons`` is None without a baseline.
+    ``unset_label``: the baseline was a label that no version holds yet, so relative gates
+    are waived (a first version is judged by its absolute gates)."""
     spec = spec or StatsSpec()
     out = []
     for gate in gates:
@@ -173,6 +185,13 @@ def evaluate_gates(
                                       f"the run has no metric {gate.metric!r}"))  # fmt: skip
                 continue
             out.append(_absolute(gate, summaries[gate.metric], spec))
+        elif comparisons is None and unset_label is not None:
+            out.append(GateResult(
+                gate.describe(), gate.metric, "relative", "skipped",
+                f"waived: no version holds {unset_label!r} yet, so there is nothing to "
+                "regress against; a first version is judged by its absolute gates",
+                waived=True,
+            ))  # fmt: skip
         elif comparisons is None:
             out.append(GateResult(gate.describe(), gate.metric, "relative", "skipped",
                                   "skipped: no baseline given (use --baseline)"))  # fmt: skip
@@ -184,18 +203,50 @@ def evaluate_gates(
     return out
 
 
+def judge(results: Sequence[GateResult], *, errors: int = 0) -> tuple[Verdict, str]:
+    """The run's verdict and why: ``pass`` only when every gate was evaluated on evidence.
+
+    Any fail fails; then any inconclusive gate, or an errored example, is inconclusive; then
+    a skipped gate (not waived) or no gates at all is ``skipped``; waived relative gates need
+    an absolute gate that passed."""
+    if any(r.verdict == "fail" for r in results):
+        failed = sum(r.verdict == "fail" for r in results)
+        return "fail", f"{failed} of {len(results)} gate(s) failed"
+    if any(r.verdict == "inconclusive" for r in results):
+        unsure = sum(r.verdict == "inconclusive" for r in results)
+        return "inconclusive", f"{unsure} gate(s) could not tell: not a pass"
+    if errors:
+        return "inconclusive", (
+            f"{errors} example(s) errored: a run whose calls failed is not evidence; run it "
+            "again (answered calls come from the cache)"
+        )
+    if not results:
+        return "skipped", "the suite has no gates: nothing was judged, so the run is not a pass"
+    skipped = [r for r in results if r.verdict == "skipped" and not r.waived]
+    if skipped:
+        why = skipped[0].reason.removeprefix("skipped: ")
+        return "skipped", f"{len(skipped)} gate(s) skipped ({why}): a skipped gate is not a pass"
+    if any(r.waived for r in results):
+        if not any(r.kind == "absolute" and r.verdict == "pass" for r in results):
+            return "skipped", ("relative gates were waived (a first version has nothing to "
+                               "compare with) and the suite has no absolute gate: nothing "
+                               "was judged, so the run is not a pass")  # fmt: skip
+        return "pass", "every absolute gate passed; relative gates waived for a first version"
+    return "pass", "every gate passed"
+
+
 def outcome(results: Sequence[GateResult], spec: StatsSpec | None = None) -> Verdict:
-    """The run's overall verdict: any fail fails; any inconclusive is inconclusive."""
-    verdicts = {r.verdict for r in results}
-    if "fail" in verdicts:
-        return "fail"
-    if "inconclusive" in verdicts:
-        return "inconclusive"
-    return "pass"
+    """The run's overall verdict (see :func:`judge`)."""
+    return judge(results)[0]
 
 
 def exit_code(verdict: Verdict, spec: StatsSpec) -> int:
-    """0 pass; 1 fail; inconclusive is 1 unless the suite says ``inconclusive: warn``."""
-    if verdict == "fail" or (verdict == "inconclusive" and spec.inconclusive == "fail"):
+    """0 pass; 1 fail; inconclusive and skipped are 1 unless the suite says ``warn`` for
+    them (``stats: {inconclusive: warn, skipped: warn}``)."""
+    if verdict == "fail":
         return 1
+    if verdict == "inconclusive":
+        return 1 if spec.inconclusive == "fail" else 0
+    if verdict == "skipped":
+        return 1 if spec.skipped == "fail" else 0
     return 0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from evals.baseline import Baseline
 from evals.compare import MetricComparison, MetricSummary, compare, summarise
 from evals.errors import ResultsInvalid
-from evals.gates import GateResult, Verdict, evaluate_gates, exit_code, outcome
+from evals.gates import GateResult, Verdict, evaluate_gates, exit_code, judge
 from evals.records import ExampleResult, canonical_json
 from evals.scorers import BaseScorer, build_scorers
 from evals.suite import Suite
@@ -48,6 +48,9 @@ class EvalReport:
     wall_s: float = 0.0
     shards: list[str] = field(default_factory=list)
     examples: list[ExampleResult] = field(default_factory=list)
+    verdict_reason: str = ""
+    suite_digest: str = ""
+    baseline_run: str | None = None  # the registry run the baseline was read from
 
     def to_dict(self, *, with_examples: bool = True) -> dict[str, Any]:
         examples, self.examples = self.examples, []
@@ -64,6 +67,14 @@ class EvalReport:
         text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False, default=str)
         path.write_text(text + "\n", encoding="utf-8")
 
+    @property
+    def exit_note(self) -> str:
+        """Why a run that is not a pass exits 0 (empty otherwise)."""
+        if self.verdict in ("skipped", "inconclusive") and self.exit_code == 0 and not self.shards:
+            return (f"exit 0 because the suite sets stats.{self.verdict}: warn; a run that is "
+                    "not a pass moves no label")  # fmt: skip
+        return ""
+
 
 def _finite(value: Any) -> Any:
     """NaN and infinities become None, so the JSON is standard."""
@@ -76,29 +87,47 @@ def _finite(value: Any) -> Any:
     return value
 
 
+@dataclass
+class Assessment:
+    comparisons: dict[str, MetricComparison] | None
+    gates: list[GateResult]
+    verdict: Verdict
+    reason: str
+    exit_code: int
+
+
 def assess(
     suite: Suite,
     scorers: list[BaseScorer],
     results: list[ExampleResult],
     summaries: dict[str, MetricSummary],
     baseline: Baseline | None,
-) -> tuple[dict[str, MetricComparison] | None, list[GateResult], Verdict, int]:
+) -> Assessment:
     scored = [r for r in results if r.scores]
     comparisons = None
-    if baseline is not None:
+    unset_label = baseline.unset_label if baseline is not None else None
+    if baseline is not None and unset_label is None:
         comparisons = compare(scorers, scored, baseline.results, suite.stats)
-    gates = evaluate_gates(suite.gates, summaries, comparisons, suite.stats)
-    verdict = outcome(gates)
-    return comparisons, gates, verdict, exit_code(verdict, suite.stats)
+    gates = evaluate_gates(
+        suite.gates, summaries, comparisons, suite.stats, unset_label=unset_label
+    )
+    verdict, reason = judge(gates, errors=sum(1 for r in results if r.error))
+    return Assessment(comparisons, gates, verdict, reason, exit_code(verdict, suite.stats))
 
 
 def build_report(run: EvalRun, baseline: Baseline | None) -> EvalReport:
     suite = run.suite
-    comparisons, gates, verdict, code = assess(
-        suite, run.scorers, run.results, run.summaries, baseline
+    judged = assess(suite, run.scorers, run.results, run.summaries, baseline)
+    comparisons, gates, verdict, code = (
+        judged.comparisons,
+        judged.gates,
+        judged.verdict,
+        judged.exit_code,
     )
+    reason = judged.reason
     if run.shard:  # one shard cannot judge the suite: `lockgate eval merge` gates
         gates, verdict, code = [], "skipped", 0
+        reason = "a shard does not gate: `lockgate eval merge` judges the merged run"
     return EvalReport(
         suite=suite.name, target=run.target, dataset=run.dataset_source,
         dataset_digest=run.dataset_digest, run_id=run.run_id,
@@ -107,6 +136,8 @@ def build_report(run: EvalRun, baseline: Baseline | None) -> EvalReport:
         exit_code=code, summaries=run.summaries, comparisons=comparisons, gates=gates,
         calls=run.calls, cache_hits=run.cache_hits, resumed=run.resumed, errors=run.errors,
         wall_s=run.wall_s, shards=[run.shard] if run.shard else [], examples=run.results,
+        verdict_reason=reason, suite_digest=run.suite_digest,
+        baseline_run=baseline.registry_run if baseline else None,
     )  # fmt: skip
 
 
@@ -130,6 +161,14 @@ def merge_shards(
             "the shards ran different targets or datasets: "
             f"{sorted(map(str, targets))} / {sorted(map(str, digests))}"
         )
+    suite_digest = suite.digest(str(docs[0].get("dataset_digest")))
+    for path, doc in zip(paths, docs, strict=True):
+        if doc.get("suite_digest") != suite_digest:
+            raise ResultsInvalid(
+                f"{path} is a shard of other suite content than {suite.name!r} now "
+                f"({str(doc.get('suite_digest') or 'none recorded')[:19]}, the suite file "
+                f"gives {suite_digest[:19]}): merge the shards with the suite they ran"
+            )
     results: dict[tuple[int, int], ExampleResult] = {}
     for doc in docs:
         for row in doc["examples"]:
@@ -138,28 +177,30 @@ def merge_shards(
     merged = [results[k] for k in sorted(results)]
     scorers = build_scorers(suite.scorers, suite.reference)
     summaries = summarise(scorers, [r for r in merged if r.scores], suite.stats)
-    comparisons, gates, verdict, code = assess(suite, scorers, merged, summaries, baseline)
+    judged = assess(suite, scorers, merged, summaries, baseline)
     shards = [s for d in docs for s in d.get("shards") or []]
     run_id = None
     if registry is not None:
-        run_id = _record_merge(registry, suite, docs, merged, summaries)
+        run_id = _record_merge(registry, suite, suite_digest, docs, merged, summaries)
     return EvalReport(
         suite=suite.name, target=str(docs[0].get("target")), dataset=str(docs[0].get("dataset")),
         dataset_digest=str(docs[0].get("dataset_digest")), run_id=run_id,
         baseline=baseline.description if baseline else None,
-        examples_count=len({r.key for r in merged}), epochs=suite.epochs, verdict=verdict,
-        exit_code=code, summaries=summaries, comparisons=comparisons, gates=gates,
+        examples_count=len({r.key for r in merged}), epochs=suite.epochs,
+        verdict=judged.verdict, exit_code=judged.exit_code, summaries=summaries,
+        comparisons=judged.comparisons, gates=judged.gates,
         calls=sum(int(d.get("calls") or 0) for d in docs),
         cache_hits=sum(int(d.get("cache_hits") or 0) for d in docs),
         resumed=sum(int(d.get("resumed") or 0) for d in docs),
         errors=sum(1 for r in merged if r.error), wall_s=max(d.get("wall_s") or 0 for d in docs),
-        shards=shards, examples=merged,
+        shards=shards, examples=merged, verdict_reason=judged.reason, suite_digest=suite_digest,
+        baseline_run=baseline.registry_run if baseline else None,
     )  # fmt: skip
 
 
 def _record_merge(
-    registry: Registry, suite: Suite, docs: list[dict[str, Any]], merged: list[ExampleResult],
-    summaries: dict[str, MetricSummary],
+    registry: Registry, suite: Suite, suite_digest: str, docs: list[dict[str, Any]],
+    merged: list[ExampleResult], summaries: dict[str, MetricSummary],
 ) -> str:  # fmt: skip
     import tempfile
 
@@ -171,9 +212,10 @@ def _record_merge(
         lineage += [e for e in registry.get_run(shard_runs[0]).lineage if e.subject_type != "run"]
     run = registry.create_run(
         "eval", name=suite.name, lineage=lineage, tags={"target": docs[0].get("target")},
-        params={"suite": suite.name, "target": docs[0].get("target"),
-                "dataset": docs[0].get("dataset"), "dataset_digest": docs[0].get("dataset_digest"),
-                "epochs": suite.epochs, "merged_from": shard_runs},
+        params={"suite": suite.name, "suite_digest": suite_digest,
+                "target": docs[0].get("target"), "dataset": docs[0].get("dataset"),
+                "dataset_digest": docs[0].get("dataset_digest"), "epochs": suite.epochs,
+                "merged_from": shard_runs},
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="lockgate-merge-") as tmp:
         path = Path(tmp) / "examples.jsonl"
@@ -181,6 +223,7 @@ def _record_merge(
         registry.log_artifact(run.id, "examples.jsonl", path)
     metrics = {m: s.value for m, s in summaries.items() if math.isfinite(s.value)}
     metrics["eval.examples"] = float(len({r.key for r in merged}))
+    metrics["eval.errors"] = float(sum(1 for r in merged if r.error))
     registry.set_run_status(run.id, "succeeded", metrics=metrics)
     return run.id
 
@@ -193,10 +236,26 @@ def record_verdict(registry: Registry, report: EvalReport) -> None:
         report.run_id,
         {
             "suite": report.suite,
+            "suite_digest": report.suite_digest,
             "verdict": report.verdict,
+            "verdict_reason": report.verdict_reason,
             "baseline": report.baseline,
+            "baseline_run": report.baseline_run,
             "gates": [
-                {"gate": g.gate, "verdict": g.verdict, "reason": g.reason} for g in report.gates
+                {
+                    "gate": g.gate,
+                    "kind": g.kind,
+                    "verdict": g.verdict,
+                    "reason": g.reason,
+                    "waived": g.waived,
+                }
+                for g in report.gates
             ],
         },
     )
+
+
+def record_output_errors(registry: Registry, report: EvalReport, errors: list[str]) -> None:
+    """Keep on the registry run the reports that could not be written."""
+    if report.run_id is not None and errors:
+        registry.tag_run(report.run_id, {"output_errors": errors})

@@ -79,6 +79,7 @@ class EvalRun:
     summaries: dict[str, MetricSummary]
     scorers: list[BaseScorer]
     run_id: str | None = None
+    suite_digest: str = ""
     shard: str | None = None
     calls: int = 0
     cache_hits: int = 0
@@ -167,18 +168,20 @@ async def run_suite_async(
         results_file.remove()
     done = results_file.load()
     lineage = [_dataset_edge(data), *target.lineage]
+    suite_digest = suite.digest(data.digest)
     run_id = None
     if registry is not None:
         run_id = registry.create_run(
             "eval", name=suite.name,
-            params={"suite": suite.name, "target": target.label, "dataset": data.source,
-                    "dataset_digest": data.digest, "epochs": epochs,
+            params={"suite": suite.name, "suite_digest": suite_digest, "target": target.label,
+                    "dataset": data.source, "dataset_digest": data.digest, "epochs": epochs,
                     "shard": str(opts.shard) if opts.shard else None},
             tags={"target": target.label}, lineage=lineage,
         ).id  # fmt: skip
     run = EvalRun(
         suite, data.source, data.digest, target.label, target.identity, [], {}, scorers,
-        run_id=run_id, shard=str(opts.shard) if opts.shard else None, lineage=lineage,
+        run_id=run_id, suite_digest=suite_digest, shard=str(opts.shard) if opts.shard else None,
+        lineage=lineage,
     )  # fmt: skip
     try:
         pending = [

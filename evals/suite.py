@@ -22,11 +22,20 @@ field it is about (``target.model: …``). Example::
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from evals.errors import SuiteInvalid
 
@@ -164,6 +173,11 @@ class StatsSpec(_Model):
         default=20, ge=1, description="Below this, absolute gates are inconclusive."
     )
     inconclusive: Literal["fail", "warn"] = "fail"
+    skipped: Literal["fail", "warn"] = Field(
+        default="fail",
+        description="The exit code of a run with a skipped gate or no gates: 1 (fail) or 0 "
+        "(warn); either way it is not a pass and moves no label.",
+    )
 
 
 class Suite(_Model):
@@ -180,6 +194,24 @@ class Suite(_Model):
     gates: list[GateSpec] = Field(default_factory=list)
     stats: StatsSpec = Field(default_factory=StatsSpec)
     base_dir: Path = Field(default=Path("."), exclude=True)
+    _document: dict[str, Any] | None = PrivateAttr(default=None)
+    _parsed: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def _pinned_fields(self) -> dict[str, Any]:
+        from registry.gates import suite_content
+
+        return suite_content(self.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+
+    def digest(self, dataset_digest: str) -> str:
+        """The suite's content digest over a dataset version: what runs record and gate
+        policies pin (:func:`registry.gates.suite_digest` of the file as YAML loaded it;
+        of the fields themselves for a suite built in code or changed since it was read)."""
+        from registry.gates import suite_digest
+
+        document = self._document
+        if document is None or self._parsed != self._pinned_fields():
+            document = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        return suite_digest(document, dataset_digest)
 
     @model_validator(mode="after")
     def _metrics_unique(self) -> Suite:
@@ -239,6 +271,7 @@ def parse_suite(data: Any, *, base_dir: Path = Path("."), source: str | None = N
     """Validate a suite mapping; errors name the field (``scorers[1].name: …``)."""
     if not isinstance(data, dict):
         raise SuiteInvalid("a suite is a YAML mapping", path=source)
+    document = copy.deepcopy(data)
     data = dict(data)
     if isinstance(data.get("dataset"), str):
         data["dataset"] = {"source": data["dataset"]}
@@ -254,13 +287,15 @@ def parse_suite(data: Any, *, base_dir: Path = Path("."), source: str | None = N
         except SuiteInvalid as exc:
             raise SuiteInvalid(exc.message, path=source) from None
     try:
-        return Suite.model_validate({**data, "base_dir": base_dir})
+        suite = Suite.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
         err = exc.errors()[0]
         field = _loc(tuple(err["loc"]))
         msg = str(err["msg"]).removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise SuiteInvalid(msg + more, param=field or None, path=source) from None
+    suite._document, suite._parsed = document, suite._pinned_fields()
+    return suite
 
 
 def load_suite(path: Path) -> Suite:

@@ -1,5 +1,7 @@
 """After training: the adapter becomes a ``lora`` model version with lineage, then
-(optionally) the spec's eval suite gates it and the label moves when the gates pass."""
+(optionally) the spec's eval suite gates it and the label moves through the registry's
+promotion check: the label's gate policy and the job's own suite, pinned by content, both
+need a pass on evidence (:mod:`registry.gates`). A job never forces a label."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from finetune.spec import JobSpec
 from finetune.trainer import TrainInputs, TrainResult
-from registry.errors import LockgateError, NotFound
+from registry.errors import GateRefused, LockgateError, NotFound
 from registry.records import LineageEdge
 
 if TYPE_CHECKING:
@@ -81,6 +83,8 @@ def finish_job(
             registry.add_job_event(
                 job.id, f"eval failed, label refused: {exc.message}", level="warn"
             )
+        else:
+            _report_label(registry, job.id, spec.eval.label, outcome["eval"])
     return registry.set_job_status(
         job.id,
         "succeeded",
@@ -90,18 +94,45 @@ def finish_job(
     )
 
 
+def _report_label(registry: Registry, job_id: str, label: str, outcome: dict[str, Any]) -> None:
+    """Say in the job's events whether the label moved, and why not."""
+    if outcome.get("labelled"):
+        registry.add_job_event(job_id, f"label {label!r} moved to {outcome.get('model', 'it')}")
+        return
+    refused = outcome.get("refused") or [f"verdict {outcome.get('verdict')}"]
+    registry.add_job_event(
+        job_id, f"label {label!r} not moved: " + "; ".join(map(str, refused)), level="warn",
+        data={"refused": refused},
+    )  # fmt: skip
+
+
+def submitter_may_label(spec: JobSpec) -> bool:
+    """Whether the job's submitter held ``registry:label`` (``spec.submitted_by``, written by
+    the entry point). A spec without it was queued by local code with the registry in hand,
+    which may move labels itself."""
+    return spec.submitted_by is None or spec.submitted_by.holds_label_scope
+
+
 def gate_and_label(
     registry: Registry,
     spec: JobSpec,
     version: ModelVersionInfo,
     *,
     transport_factory: TransportFactory | None = None,
+    may_label: bool | None = None,
 ) -> dict[str, Any]:
-    """Run the spec's suite on the new version, compare with the baseline (the label's
-    current holder, else the base model when it is a registry model, else none), and move
-    the label only when the verdict is ``pass``. Without ``transport_factory`` the suite's
-    own ``base_url`` is called (e.g. a running gateway that serves ``registry:`` models)."""
+    """Run the spec's suite on the new version, compare it with the label's current holder
+    (else the base model when it is a registry model; else nothing: a first adapter is
+    judged by its absolute gates), and ask the registry to move the label: it moves only
+    through the label's gate policy and a pass of this suite's content, on evidence.
+
+    ``may_label``: whether the job's submitter may move labels; None reads it from the
+    spec's ``submitted_by`` (:func:`submitter_may_label`). Without ``transport_factory`` the
+    suite's own ``base_url`` is called (e.g. a running gateway that serves ``registry:``
+    models)."""
     import evals
+    from evals.report import record_verdict
+    from registry.gates import SuitePin
 
     assert spec.eval is not None
     suite = evals.load_suite(Path(spec.eval.suite))
@@ -116,7 +147,6 @@ def gate_and_label(
 
     run = run_on(candidate)
     label = spec.eval.label
-    baseline = None
     if spec.eval.baseline:
         baseline = evals.resolve_baseline(spec.eval.baseline, suite, registry)
     else:
@@ -124,27 +154,45 @@ def gate_and_label(
         reference = holder or (spec.base_model if spec.base_model.startswith("registry:") else None)
         if reference is not None:
             base_run = run_on(reference)
-            baseline = evals.Baseline(reference, base_run.results, base_run.run_id, reference)
+            baseline = evals.Baseline(
+                reference, base_run.results, base_run.run_id, reference, base_run.run_id
+            )
+        else:
+            baseline = evals.Baseline.first_version(label)
     report = evals.build_report(run, baseline)
-    from evals.report import record_verdict
-
     record_verdict(registry, report)  # the label gate reads the verdict from the run
-    reasons = [f"{g.gate}: {g.reason}" for g in report.gates if not g.passed]
     outcome: dict[str, Any] = {
         "suite": suite.name,
+        "suite_digest": report.suite_digest,
         "verdict": report.verdict,
+        "verdict_reason": report.verdict_reason,
         "baseline": report.baseline,
         "run_id": report.run_id,
-        "gates": [{"gate": g.gate, "verdict": g.verdict, "reason": g.reason} for g in report.gates],
+        "model": f"{version.name}@{version.version}",
+        "gates": [
+            {"gate": g.gate, "verdict": g.verdict, "reason": g.reason, "waived": g.waived}
+            for g in report.gates
+        ],
+        "labelled": False,
     }
-    if report.verdict == "pass":
+    if not (submitter_may_label(spec) if may_label is None else may_label):
+        who = spec.submitted_by.name if spec.submitted_by is not None else "the submitter"
+        outcome["refused"] = [
+            f"the job's submitter ({who}) does not hold the registry:label scope, so it may "
+            f"not move labels: {label!r} stays where it is; someone who holds it can move the "
+            "label through its gate policy after reviewing the eval run"
+        ]
+        return outcome
+    try:
         registry.set_label(
-            "model", version.name, label, version.version, reason=f"eval suite {suite.name} passed"
-        )
-        outcome["labelled"] = label
+            "model", version.name, label, version.version,
+            reason=f"eval suite {suite.name} passed (run {report.run_id})",
+            require=[SuitePin(suite.name, report.suite_digest)],
+        )  # fmt: skip
+    except GateRefused as exc:
+        outcome["refused"] = list(exc.reasons)
     else:
-        outcome["labelled"] = False
-        outcome["refused"] = reasons or [f"verdict {report.verdict}"]
+        outcome["labelled"] = label
     return outcome
 
 

@@ -83,8 +83,8 @@ def _check_remote(spec: JobSpec) -> None:
             "NAME@LABEL, or a registered model's name), never a server path or hub id",
             param="base_model",
         )
-    for param, ref in (("training_file", spec.training_file), ("validation_file",
-                                                                spec.validation_file)):  # fmt: skip
+    files = {"training_file": spec.training_file, "validation_file": spec.validation_file}
+    for param, ref in files.items():
         if ref is not None and not ref.startswith("file-"):
             raise SpecInvalid(
                 f"{param}: give the file id (file-…) of a file uploaded with POST /v1/files; "
@@ -176,13 +176,12 @@ def submit_job(
     )
     who = checked.spec.submitted_by
     assert who is not None
+    created_by = who.name if who.principal == who.name else f"{who.principal} ({who.name})"
     job, created = registry.create_job(
         JOB_KIND,
         checked.spec.model_dump(mode="json"),
         idempotency_key=idempotency_key,
-        created_by=(who.name if who.principal == who.name else f"{who.principal} ({who.name})")[
-            :200
-        ],
+        created_by=created_by[:200],  # the column's width
     )
     if created:
         summary = {

@@ -17,7 +17,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.api import chat, completions, embeddings, files, fine_tuning, health, metrics, models
+from gateway.auth import is_loopback
 from gateway.config import LockgateSettings
+from gateway.errors import GatewayError, LoopbackOnly, UnsupportedMediaType
 from gateway.providers import Operation
 from gateway.schemas import install_openapi
 from gateway.state import build_state
@@ -68,6 +70,71 @@ PROXY_PATHS: dict[str, Operation] = {
 }
 
 
+# bodies other than JSON: the multipart upload
+NOT_JSON_PATHS = frozenset({"/v1/files"})
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
+def _loopback_origin(origin: str) -> bool:
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return False  # "null" (a sandboxed or file: page) included
+    return is_loopback(_host_name(rest.partition("/")[0]))
+
+
+def _host_name(authority: str) -> str:
+    """``host[:port]`` or ``[v6][:port]`` → the host."""
+    if authority.startswith("["):
+        return authority[: authority.find("]") + 1]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+def refusal(scope: Scope, path: str, is_open: bool) -> GatewayError | None:
+    """The ASGI-level checks every request passes, the proxy fast path included: a body
+    sent with a Content-Type must be JSON (but for an upload: 415), and in open mode the
+    ``Host`` must be a loopback name (DNS rebinding) and an ``Origin``, if any, a loopback
+    origin (a page elsewhere: cross-site request forgery). One pass over the headers."""
+    check_type = scope["method"] in _WITH_BODY and path not in NOT_JSON_PATHS
+    if not (check_type or is_open):
+        return None
+    host = origin = content_type = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"host":
+            host = value
+        elif name == b"origin":
+            origin = value
+    if is_open:
+        name = _host_name(host.decode("latin-1")) if host is not None else ""
+        if not is_loopback(name):
+            return LoopbackOnly(
+                f"this gateway has no API keys (open mode) and answers loopback names only: "
+                f"Host {name!r} is not localhost, 127.0.0.1 or [::1]; to serve other names, "
+                "create a key (lockgate keys create --name NAME) and send it",
+                code="host_not_loopback",
+            )
+        if origin is not None and not _loopback_origin(origin.decode("latin-1")):
+            return LoopbackOnly(
+                f"this gateway has no API keys (open mode) and refuses requests from web "
+                f"pages elsewhere: Origin {origin.decode('latin-1')!r} is not a loopback "
+                "origin; create a key (lockgate keys create --name NAME) and send it",
+                code="origin_not_loopback",
+            )
+    if check_type and content_type is not None and not _is_json(content_type):
+        return UnsupportedMediaType(
+            f"{scope['method']} {path} takes a JSON body: send Content-Type: "
+            f"application/json (not {content_type.decode('latin-1')!r})",
+            param="content-type",
+        )
+    return None
+
+
 class GatewayApp(FastAPI):
     """FastAPI, except that ``POST`` to the three proxy endpoints goes straight to the proxy.
 
@@ -75,20 +142,35 @@ class GatewayApp(FastAPI):
     of a proxied call (docs/benchmarks.md, "Gateway"); the proxy endpoints use none of it:
     they read the raw request and answer a ready response. Errors are answered by the same
     handlers as on the FastAPI path. With any user middleware added, every request takes
-    the FastAPI path, so that middleware sees it.
+    the FastAPI path, so that middleware sees it. Every HTTP request first passes
+    :func:`refusal` (content type; loopback only in open mode), here, on both paths.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not self.user_middleware:
+        if scope["type"] == "http":
             path: str = scope["path"]
             root = scope.get("root_path")
             if root and path.startswith(root):
                 path = path[len(root) :]
-            operation = PROXY_PATHS.get(path)
-            if operation is not None:
-                scope["app"] = self
-                await self._proxy(scope, receive, send, operation)
-                return
+            state = getattr(self.state, "gateway", None)
+            if state is not None:
+                auth = state.auth
+                try:
+                    is_open = auth.may_be_open and await auth.is_open()
+                except LockgateError:  # the registry is down before its first answer: the
+                    is_open = False  # routes' authentication refuses (503) what needs a key
+                error = refusal(scope, path, is_open)
+                if error is not None:
+                    scope["app"] = self
+                    request = Request(scope, receive, send)
+                    await (await _lockgate_error(request, error))(scope, receive, send)
+                    return
+            if scope["method"] == "POST" and not self.user_middleware:
+                operation = PROXY_PATHS.get(path)
+                if operation is not None:
+                    scope["app"] = self
+                    await self._proxy(scope, receive, send, operation)
+                    return
         await super().__call__(scope, receive, send)
 
     async def _proxy(

@@ -11,13 +11,21 @@ kept (a stale allow beats failing every request); a key never seen before is the
 - ``auto`` (default): keys are required once an admin key is configured or any key exists in
   the registry; before that (a fresh local install) calls are let through unauthenticated.
 - ``required``: always; with no key at all every call is a 401.
-- ``disabled``: never (local development behind something else that authenticates).
+- ``disabled``: never (local development).
+
+Open mode (no key required: ``auto`` before any key exists, or ``disabled``) is for loopback
+only. An anonymous caller holds the ``inference`` scope and nothing else: the registry, files
+and jobs need a key. ``lockgate serve`` refuses a non-loopback bind in open mode
+(:func:`check_exposure`), and the app answers only loopback ``Host`` names and ``Origin`` headers
+then (:mod:`gateway.app`), so a web page cannot drive it. A configured ``admin_key_env``
+naming an unset variable is a start-up error, never an open gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +33,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
+from gateway.config import ConfigError, LockgateSettings
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.limits import KeyLimits
 from gateway.settings import GatewaySettings
@@ -54,6 +63,13 @@ class Principal:
 
     def require_scope(self, scope: str) -> None:
         if not self.has_scope(scope):
+            if self.key_id is None:
+                raise AuthenticationFailed(
+                    f"{scope!r} needs an API key: without keys (open mode) callers may only "
+                    f"call models; create one with lockgate keys create --name NAME --scopes "
+                    f"{scope} and send it as Authorization: Bearer <key>",
+                    param="authorization",
+                )
             raise PermissionDenied(
                 f"key {self.name!r} lacks the {scope!r} scope; create a key with --scopes {scope}",
                 param="authorization",
@@ -68,7 +84,8 @@ class Principal:
             )
 
 
-ANONYMOUS = Principal(None, "anonymous", frozenset({"admin"}))
+# open mode: models only, never the registry, files, jobs or admin
+ANONYMOUS = Principal(None, "anonymous", frozenset({"inference"}))
 ADMIN = Principal(ADMIN_KEY_ID, "admin (configured)", frozenset({"admin"}))
 
 
@@ -104,6 +121,7 @@ class _Cache:
 
 class Authenticator:
     def __init__(self, settings: GatewaySettings, registry: Registry) -> None:
+        check_admin_key(settings)
         self._mode = settings.auth
         admin = settings.admin_key
         self._admin = admin.get_secret_value().encode() if admin is not None else None
@@ -135,6 +153,15 @@ class Authenticator:
         if principal.expires_at is not None and principal.expires_at <= time.time():
             raise AuthenticationFailed(f"API key {principal.name!r} has expired")
         return principal
+
+    @property
+    def may_be_open(self) -> bool:
+        """False once keys are known to be required (then for good): a cheap first test."""
+        return self._mode == "disabled" or not self._keys_exist
+
+    async def is_open(self) -> bool:
+        """Whether a call without a key is let through now (open mode)."""
+        return self._mode == "disabled" or not await self._required()
 
     async def _required(self) -> bool:
         """auto mode: whether any key exists yet (checked at most once per TTL, then latched)."""
@@ -183,6 +210,66 @@ class Authenticator:
         return principal
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1`` (with or without the brackets)."""
+    host = host.lower().rstrip(".")
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_key(settings: GatewaySettings) -> None:
+    """A configured ``admin_key_env`` must hold a key: unset, the gateway would be open."""
+    var = settings.admin_key_env
+    if var and settings.admin_key is None:
+        raise ConfigError(
+            f"gateway.admin_key_env names {var}, but {var} is unset or empty, so the gateway "
+            f"would have no admin key: set it (export {var}=$(openssl rand -hex 32)) or remove "
+            "gateway.admin_key_env"
+        )
+
+
+def check_exposure(settings: LockgateSettings, host: str, registry: Registry | None) -> None:
+    """Refuse to serve open mode (no key required) on anything but loopback.
+
+    ``registry`` is asked whether any key exists (``auto``); None: open the configured one.
+    """
+    gateway = settings.gateway
+    check_admin_key(gateway)
+    if is_loopback(host) or gateway.auth == "required":
+        return
+    if gateway.auth == "auto" and gateway.admin_key is not None:
+        return  # keys are required: the admin key exists (disabled ignores it: still open)
+    if gateway.auth == "auto":
+        if registry is None:
+            registry = Registry(settings.registry, actor="gateway")
+            try:
+                if registry.has_keys():
+                    return
+            finally:
+                registry.close()
+        elif registry.has_keys():
+            return
+    how = (
+        "create an admin key first (lockgate keys create --name admin --scopes admin), or "
+        "set gateway.admin_key_env to a variable holding one"
+    )
+    if gateway.auth == "disabled":
+        how = "set gateway.auth to auto or required and " + how
+    raise ConfigError(
+        f"refusing to serve on {host}: this gateway has no API keys (gateway.auth: "
+        f"{gateway.auth}), and a gateway without keys is for loopback only (anyone who can "
+        f"reach {host} could call it); {how}, or serve on --host 127.0.0.1",
+        param="host",
+    )
+
+
 def _settled(pending: dict[str, asyncio.Task[T]], secret: str, task: asyncio.Task[T]) -> None:
     pending.pop(secret, None)
     if not task.cancelled():
@@ -200,4 +287,13 @@ def _evict(entries: dict[str, tuple[float, T]], now: float) -> None:
         entries.clear()
 
 
-__all__ = ["ADMIN", "ANONYMOUS", "Authenticator", "Principal", "presented_key"]
+__all__ = [
+    "ADMIN",
+    "ANONYMOUS",
+    "Authenticator",
+    "Principal",
+    "check_admin_key",
+    "check_exposure",
+    "is_loopback",
+    "presented_key",
+]

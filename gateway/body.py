@@ -1,9 +1,12 @@
 """Reading and checking a request body: size (413), time to arrive (408), JSON (400), fields (400).
 
 The field check validates the parsed body against the request models of
-:mod:`gateway.schemas` (types of the fields the OpenAI API defines; unknown fields pass),
-and the error names the first offending field (``messages.0.role``). The body forwarded
-upstream is the client's own, never a re-serialised model.
+:mod:`gateway.schemas` (types and ranges of the fields the OpenAI API defines; unknown fields
+pass), and the error names the first offending field (``messages.0.role``). A field that
+would choose the destination, credentials, headers or client options
+(:data:`~gateway.schemas.CONTROL_FIELDS`) is a 400 naming it, whatever the route: one set
+look-up per body key. The body forwarded upstream is the client's own, never a re-serialised
+model.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gateway.errors import InvalidRequest, RequestTimeout, RequestTooLarge
-from gateway.schemas import REQUEST_MODELS
+from gateway.schemas import CONTROL_FIELDS, REQUEST_MODELS
 from gateway.settings import RequestSettings
 
 
@@ -51,11 +54,35 @@ def parse_body(raw: bytes, operation: str) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise InvalidRequest(TOO_DEEP) from None
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    if not CONTROL_FIELDS.isdisjoint(body):
+        refuse_control_fields(body, "")
     check_fields(REQUEST_MODELS[operation], body)
     return body
+
+
+TOO_DEEP = (
+    "the request body is nested too deeply: JSON nested deeper than 254 levels cannot be "
+    "sent on; flatten it"
+)
+
+
+def refuse_control_fields(fields: Any, where: str) -> None:
+    """A 400 naming the first field of ``fields`` that would choose the destination, a
+    credential, a header or a client option (``where`` prefixes its name)."""
+    found = sorted(CONTROL_FIELDS.intersection(fields))
+    if found:
+        name = f"{where}{found[0]}"
+        raise InvalidRequest(
+            f"{name}: a request may not choose the upstream's address, credentials, headers or "
+            "client options; they come from the gateway's configuration (lockgate.yaml). "
+            "Remove the field.",
+            param=name,
+        )
 
 
 def check_fields(model: type[BaseModel], body: dict[str, Any]) -> None:

@@ -7,6 +7,18 @@ the cost and writes them with one ``record_calls`` per ``batch_size``: one trans
 interval rather than one per call, which keeps the writer's share of the GIL small.
 A failed write drops that batch, counts it and carries on: a slow or absent database never
 slows or fails a request.
+
+Shutdown (SIGTERM: uvicorn lets in-flight calls finish, then the app's lifespan ends and
+calls :meth:`CallRecorder.close`): every queued record is written at once, without waiting
+for the interval, in batches until the queue is empty; a record submitted after that (a call
+cancelled at the end of ``server.graceful_shutdown_s``) is written on the spot. If the
+database cannot take them within ``close``'s time, what is left is counted as dropped
+(``reason="shutdown"``) and logged. So SIGTERM loses no record.
+
+``kill -9`` (or an out-of-memory kill, a power cut) loses what is in memory at that moment:
+the records of the calls finished in the last ``flush_interval_s`` (1 s by default) plus the
+batch being written, never more than ``queue_size`` (10,000) records; and calls in flight
+then never get a record at all.
 """
 
 from __future__ import annotations
@@ -47,43 +59,79 @@ class CallRecorder:
         self._failed = metrics.records_dropped.labels("write_failed")
         self._last_warning = 0.0
         self._closing = threading.Event()
+        self._abandoned = threading.Event()  # close() ran out of time: take no more
+        self._closed = False
         metrics.watch_queue(self._queue.qsize)
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, record: dict[str, Any]) -> None:
+        if self._closed:  # a straggler after close (shutdown only): written on the spot
+            self._write([record])
+            return
         try:
             self._queue.put_nowait(record)
         except queue.Full:
             self._dropped.inc()
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Write what is queued (within ``timeout_s``) and stop the thread."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write every queued record (within ``timeout_s``; the rest is counted as dropped)
+        and stop the thread; later records are written as they come."""
         self._closing.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._abandoned.set()
+        left = 0
+        while True:
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if self._abandoned.is_set():
+                left += 1
+            else:  # queued between the writer's last look and its exit
+                self._write([record])
+        self._closed = True
+        if left:
+            self._metrics.records_dropped.labels("shutdown").inc(left)
+            log.warning(
+                "%d call records were not written at shutdown: the registry did not take them "
+                "within %.0f s",
+                left,
+                timeout_s,
+            )
 
     def _run(self) -> None:
-        """Wait for a record, let ``flush_interval_s`` of them gather, write them in batches."""
+        """Wait for a record, let ``flush_interval_s`` of them gather, write them in batches;
+        once closing, write everything queued at once."""
         interval = self._settings.flush_interval_s
-        while True:
+        while not self._closing.is_set():
             try:
                 first = self._queue.get(timeout=interval)
             except queue.Empty:
-                if self._closing.is_set():
-                    return
                 continue
             self._closing.wait(interval)  # one write per interval, not one per record
-            pending = [first]
-            while True:
+            self._write_queued([first], self._queue.qsize() + 1)
+        self._write_queued([], None)
+
+    def _write_queued(self, batch: list[dict[str, Any]], limit: int | None) -> None:
+        """Write ``batch`` and the queued records, ``batch_size`` at a time: ``limit`` of
+        them in all, or (None) until the queue is empty."""
+        size = self._settings.batch_size
+        taken = len(batch)
+        while not self._abandoned.is_set():  # once abandoned, close() counts the queue
+            while len(batch) < size and (limit is None or taken < limit):
                 try:
-                    pending.append(self._queue.get_nowait())
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            size = self._settings.batch_size
-            for start in range(0, len(pending), size):
-                self._write(pending[start : start + size])
+                taken += 1
+            if not batch:
+                return
+            self._write(batch)
+            batch = []
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         if self._costs is not None:

@@ -50,6 +50,14 @@ class CliState:
             self._registry = Registry(self.settings.registry)
         return self._registry
 
+    def check_model_spec(self, flavor: str, spec: dict[str, Any]) -> None:
+        """Before ``model register``: an upstream model may name only hosts its provider's
+        key may go to (gateway.providers.<provider>.allowed_api_bases)."""
+        if flavor == "upstream":
+            from gateway.routing import check_upstream_spec
+
+            check_upstream_spec(spec, self.settings.gateway)
+
     def eval_transport_factory(self) -> Any:
         """The in-process gateway, for eval suites that name no ``base_url``."""
         from gateway.inprocess import InProcessGateway

@@ -1,13 +1,22 @@
 """``lockgate demo``: the whole loop that exists, on the embedded defaults, offline.
 
 Each capability adds a step; every step prints the CLI command a user would type for it.
+
+The demo is a sandbox: it uses only its own embedded registry and artifact store under
+``--data-dir``, whatever the environment says. While it runs, the ``LOCKGATE_*`` variables
+(a user's ``LOCKGATE_DATABASE_URL``, ``LOCKGATE_CONFIG``, artifact settings…) and the OTLP
+endpoint are hidden from it and from what it starts, and every command it runs takes the
+demo's own ``lockgate.yaml``. It wipes ``--data-dir`` first only when that folder is empty
+or holds an earlier demo.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,11 +211,16 @@ def eval_step(demo: Demo) -> None:
             "reference": "fact",
             "scorers": ["contains"],
             "gates": ["contains >= 0.9", {"contains": {"regression": True, "min_effect": 0.15}}],
+            "stats": {"skipped": "warn"},
         }, sort_keys=False))  # fmt: skip
         return suite
 
-    _lockgate(demo, "prompt", "gate", "support", "production", "--suite", "support-faq")
     write_suite("prompt:support@production")
+    # the policy pins the suite file's content and its dataset's: another suite named
+    # support-faq, or this one edited, does not satisfy it until it is pinned again
+    _lockgate(demo, "prompt", "gate", "support", "production", "--suite", str(suite))
+    # production's own run, the baseline the candidates are compared with: its relative gate
+    # has nothing to compare with, so it is skipped; not a pass, exit 0 as the suite says
     _lockgate(demo, "eval", "run", str(suite), "--cache-dir", str(demo.root / "cache"), "-q")
     regressed, _ = demo.registry.push_prompt(
         "support",
@@ -347,17 +361,87 @@ def _serve_trained(demo: Demo) -> None:
 STEPS: list[Callable[[Demo], None]] = [registry_step, gateway_step, eval_step, finetune_step]
 
 
+DEMO_MARKER = ".lockgate-demo"
+# what could point the demo elsewhere than its --data-dir: a user's registry, artifact store,
+# configuration, or tracing backend
+_HIDDEN_PREFIXES = ("LOCKGATE_", "OTEL_")
+
+
+@contextlib.contextmanager
+def _sandboxed_environment() -> Iterator[None]:
+    """Hide the user's lockgate settings from the demo (and what it starts) while it runs."""
+    hidden = {k: v for k, v in os.environ.items() if k.startswith(_HIDDEN_PREFIXES)}
+    for key in hidden:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(_HIDDEN_PREFIXES)]:
+            del os.environ[key]
+        os.environ.update(hidden)
+
+
+def _earlier_demo(root: Path) -> bool:
+    if (root / DEMO_MARKER).is_file():
+        return True
+    try:  # a demo folder from before the marker: its lockgate.yaml names it as the data dir
+        import yaml
+
+        config = yaml.safe_load((root / "lockgate.yaml").read_text(encoding="utf-8"))
+        return bool(config["registry"]["data_dir"] == str(root))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _fresh_folder(root: Path) -> None:
+    from registry.errors import InvalidInput
+
+    if root.exists():
+        if not root.is_dir():
+            raise InvalidInput(f"--data-dir {root} is a file; give a new or empty folder",
+                               param="data_dir")  # fmt: skip
+        if any(root.iterdir()) and not _earlier_demo(root):
+            raise InvalidInput(
+                f"--data-dir {root} holds files that are not an earlier demo's, and the demo "
+                "wipes its folder first; give a new or empty folder",
+                param="data_dir",
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    (root / DEMO_MARKER).write_text("a lockgate demo folder: `lockgate demo` may wipe it\n")
+
+
+def _demo_settings(config: Path, root: Path) -> Any:
+    """The demo's settings, from its own lockgate.yaml alone."""
+    from gateway.config import load_settings
+
+    settings = load_settings(config)
+    registry = settings.registry
+    if (
+        registry.resolved_database_url() != f"sqlite:///{root / 'registry.db'}"
+        or Path(registry.resolved_artifact_url()) != root / "artifacts"
+    ):  # the environment was hidden: only a bug could get here
+        raise DemoFailed(
+            f"the demo would use {registry.resolved_database_url()} and "
+            f"{registry.resolved_artifact_url()}, not its own registry under {root}"
+        )
+    return settings
+
+
 def run_demo(root: Path) -> None:
+    """Run the demo in ``root`` (wiped first: it must be new, empty or an earlier demo's)."""
+    _fresh_folder(root)
+    with _sandboxed_environment():
+        _run(root)
+
+
+def _run(root: Path) -> None:
     import yaml
 
     from gateway.background import ServerThread
-    from gateway.config import load_settings
     from gateway.demo_model import build_app
     from registry import Registry
 
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
     out = console()
     with ServerThread(build_app()) as model:
         config = root / "lockgate.yaml"
@@ -367,7 +451,7 @@ def run_demo(root: Path) -> None:
                 {"provider": "openai", "model": "lockgate-demo-faq", "api_base": model.url + "/v1"}
             ]}}},
         }, sort_keys=False))  # fmt: skip
-        settings = load_settings(config)
+        settings = _demo_settings(config, root)
         registry = Registry(settings.registry, actor="demo")
         out.print(
             f"lockgate demo — embedded registry at {settings.registry.resolved_database_url()}"

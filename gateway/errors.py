@@ -7,9 +7,14 @@ Hierarchy::
         ├── InvalidRequest      (400) malformed JSON, missing or ill-typed fields
         ├── AuthenticationFailed (401) no key, or an unknown, revoked or expired one
         ├── PermissionDenied    (403) the key lacks the model or the scope
+        │   ├── UpstreamHostNotAllowed (403) a registered model names a host its provider's
+        │   │                   key may not go to
+        │   ├── ModelUnpriced   (403) a key with a budget, a model without a price
+        │   └── LoopbackOnly    (403) open mode (no keys): a foreign Host or Origin
         ├── ModelNotFound       (404) no route, and not a registry:/prompt: reference
         ├── RequestTimeout      (408) the client did not send its body in time
         ├── RequestTooLarge     (413) the body is over gateway.requests.max_body_bytes
+        ├── UnsupportedMediaType (415) a JSON endpoint sent another content type
         ├── RateLimited         (429) a key's rpm, tpm, concurrency or budget; Retry-After
         ├── UpstreamError       (the upstream's status) an upstream answered with an error;
         │                       its OpenAI-shaped body is passed through unchanged
@@ -64,6 +69,23 @@ class PermissionDenied(GatewayError):
     error_type = "permission_error"
 
 
+class UpstreamHostNotAllowed(PermissionDenied):
+    code = "upstream_host_not_allowed"
+
+
+class ModelUnpriced(PermissionDenied):
+    code = "model_unpriced"
+
+
+class LoopbackOnly(PermissionDenied):
+    """Open mode (no keys) answers loopback callers only: a page elsewhere cannot drive it.
+    ``code`` is ``host_not_loopback`` or ``origin_not_loopback``."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, param=code.partition("_")[0])
+        self.code = code
+
+
 class RequestTimeout(GatewayError):
     status_code = 408
     code = "request_timeout"
@@ -73,6 +95,11 @@ class RequestTimeout(GatewayError):
 class RequestTooLarge(GatewayError):
     status_code = 413
     code = "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class RateLimited(GatewayError):

@@ -31,6 +31,7 @@ class InProcessGateway(httpx.AsyncBaseTransport):
                     lifespan = self._app.router.lifespan_context(self._app)
                     await lifespan.__aenter__()
                     self._lifespan = lifespan
+        request.headers["host"] = "localhost"  # in process: a loopback caller (open mode)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -55,7 +55,9 @@ def keys_create(
     scopes: Annotated[
         list[str] | None,
         typer.Option(
-            "--scopes", help="inference, registry:read, registry:write, admin (default inference)."
+            "--scopes",
+            help="inference, registry:read, registry:write, registry:label (moving labels, a "
+            "job's gate-and-label step included), admin (default inference).",
         ),
     ] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,

@@ -10,10 +10,11 @@ Two interchangeable backends behind the :class:`Limiter` protocol:
 Requests per minute and tokens per minute are counted in one-second buckets over a sliding
 60-second window: at most ``rpm`` requests are admitted in any 60 whole seconds. Tokens are
 known only after a call, so ``tpm`` refuses new requests once the window's tokens reach the
-limit. ``max_parallel`` counts in-flight requests (an entry older than ``stale_after_s`` is
-dropped, so a crashed replica cannot hold slots forever). The budget compares the key's
-spend (initialised from its call records, then incremented by each call's cost) with its
-``budget_usd``.
+limit. ``max_parallel`` counts in-flight requests by their ``slot``: a number the gateway
+draws for each request, never one the client chose (one ``x-request-id`` sent six times holds
+six slots); an entry older than ``stale_after_s`` is dropped, so a crashed replica cannot
+hold slots forever. The budget compares the key's spend (initialised from its call records,
+then incremented by each call's cost) with its ``budget_usd``.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ SpendLoader = Callable[[str], Awaitable[float]]
 
 
 class Limiter(Protocol):
-    async def acquire(self, limits: KeyLimits, request_id: str) -> Decision: ...
+    async def acquire(self, limits: KeyLimits, slot: str) -> Decision: ...
 
     async def release(
-        self, limits: KeyLimits, request_id: str, *, tokens: int, cost_usd: float
+        self, limits: KeyLimits, slot: str, *, tokens: int, cost_usd: float
     ) -> None: ...
 
     async def close(self) -> None: ...
@@ -117,7 +118,7 @@ class MemoryLimiter:
         self._inflight: dict[str, dict[str, float]] = {}
         self._spend: dict[str, float] = {}
 
-    async def acquire(self, limits: KeyLimits, request_id: str) -> Decision:
+    async def acquire(self, limits: KeyLimits, slot: str) -> Decision:
         if limits.unlimited:
             return ALLOWED
         key = limits.key_id
@@ -149,16 +150,14 @@ class MemoryLimiter:
             if len(inflight) >= limits.max_parallel:
                 return Decision(False, "parallel", 1, limits.max_parallel)
         requests.add(now, 1)
-        inflight[request_id] = now_f
+        inflight[slot] = now_f
         return ALLOWED
 
-    async def release(
-        self, limits: KeyLimits, request_id: str, *, tokens: int, cost_usd: float
-    ) -> None:
+    async def release(self, limits: KeyLimits, slot: str, *, tokens: int, cost_usd: float) -> None:
         if limits.unlimited:
             return
         key = limits.key_id
-        self._inflight.get(key, {}).pop(request_id, None)
+        self._inflight.get(key, {}).pop(slot, None)
         if tokens:
             window = self._tokens.get(key)
             if window is None:
@@ -176,7 +175,7 @@ def _retry(oldest: int | None, now: int) -> int:
 
 
 # One atomic decision. KEYS: requests hash, tokens hash, in-flight zset, spend string.
-# ARGV: rpm, tpm, max_parallel, budget (-1 = none), request id, stale ms.
+# ARGV: rpm, tpm, max_parallel, budget (-1 = none), slot, stale ms.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1])
@@ -222,7 +221,7 @@ redis.call('EXPIRE', KEYS[1], 120)
 return {'ok', 0}
 """
 
-# KEYS: tokens hash, in-flight zset, spend string. ARGV: request id, tokens, cost.
+# KEYS: tokens hash, in-flight zset, spend string. ARGV: slot, tokens, cost.
 _RELEASE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 local tokens = tonumber(ARGV[2])
@@ -264,7 +263,7 @@ class RedisLimiter:
         base = f"{self._prefix}:{{{key_id}}}"  # one hash slot per key on a Redis Cluster
         return f"{base}:rpm", f"{base}:tpm", f"{base}:inflight", f"{base}:spend"
 
-    async def acquire(self, limits: KeyLimits, request_id: str) -> Decision:
+    async def acquire(self, limits: KeyLimits, slot: str) -> Decision:
         if limits.unlimited:
             return ALLOWED
         keys = self._keys(limits.key_id)
@@ -274,7 +273,7 @@ class RedisLimiter:
             keys=list(keys),
             args=[
                 _arg(limits.rpm), _arg(limits.tpm), _arg(limits.max_parallel),
-                _arg(limits.budget_usd), request_id, self._stale_ms,
+                _arg(limits.budget_usd), slot, self._stale_ms,
             ],
         )  # fmt: skip
         reason = reason.decode() if isinstance(reason, bytes) else reason
@@ -284,14 +283,12 @@ class RedisLimiter:
                  "parallel": limits.max_parallel}[reason]  # fmt: skip
         return Decision(False, reason, int(retry) or None, limit)
 
-    async def release(
-        self, limits: KeyLimits, request_id: str, *, tokens: int, cost_usd: float
-    ) -> None:
+    async def release(self, limits: KeyLimits, slot: str, *, tokens: int, cost_usd: float) -> None:
         if limits.unlimited:
             return
         _, tpm_key, inflight, spend = self._keys(limits.key_id)
         await self._release(
-            keys=[tpm_key, inflight, spend], args=[request_id, int(tokens), repr(float(cost_usd))]
+            keys=[tpm_key, inflight, spend], args=[slot, int(tokens), repr(float(cost_usd))]
         )
 
     async def close(self) -> None:

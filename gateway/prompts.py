@@ -4,7 +4,10 @@
 openai SDK sends it with ``extra_body``) renders the registry prompt strictly: an unknown
 prompt or label is a 404, missing or unknown variables a 400 naming them. A chat prompt's
 messages come before the request's own; a text prompt becomes one user message (chat) or
-the ``prompt`` (completions). The prompt's model config fills what the request leaves out.
+the ``prompt`` (completions). The prompt's model config fills what the request leaves out;
+a config field that would choose the destination, credentials, headers or client options is
+refused like the same field in a body. Rendering is bounded (:mod:`registry.templates`) and
+runs in a worker thread, never on the event loop. A version outside 1 … 2³¹-1 is a 400.
 """
 
 from __future__ import annotations
@@ -13,12 +16,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
+from gateway.body import refuse_control_fields
 from gateway.cache import TTLCache
 from gateway.errors import InvalidRequest
+from gateway.schemas import CONTROL_FIELDS
 from registry.records import PromptVersionInfo, Ref
 from registry.registry import Registry
 
 PREFIX = "prompt:"
+MAX_VERSION = (1 << 31) - 1  # versions are 32-bit integers in the registry
+
+
+def _out_of_range(version: object, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"version {version} is out of range: versions run from 1 to {MAX_VERSION}", param=param
+    )
+
+
+def parse_ref(text: str, param: str) -> Ref:
+    """``NAME[@LABEL|@VERSION]`` from a request, its version one a registry could hold."""
+    try:
+        ref = Ref.parse(text)
+    except ValueError:  # a version of non-ASCII digits, or too many digits to convert
+        raise _out_of_range(text.partition("@")[2][:20] + "…", param) from None
+    if ref.version is not None and not 1 <= ref.version <= MAX_VERSION:
+        raise _out_of_range(ref.version, param)
+    return ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +54,7 @@ class AppliedPrompt:
 
 def _reference(spec: Mapping[str, Any], model: Any) -> Ref:
     if isinstance(model, str) and model.startswith(PREFIX):
-        return Ref.parse(model[len(PREFIX) :])
+        return parse_ref(model[len(PREFIX) :], "model")
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequest("prompt.name is required (a registry prompt name)", param="prompt")
@@ -37,14 +62,19 @@ def _reference(spec: Mapping[str, Any], model: Any) -> Ref:
     if label is not None and version is not None:
         raise InvalidRequest("give prompt.label or prompt.version, not both", param="prompt")
     if version is not None:
-        if isinstance(version, str) and version.lstrip("v").isdigit():
-            version = int(version.lstrip("v"))
+        if isinstance(version, str) and version.lstrip("v").isdecimal():
+            digits = version.lstrip("v")
+            if len(digits) > 10 or not digits.isascii():
+                raise _out_of_range(digits[:20], "prompt.version")
+            version = int(digits)
         if not isinstance(version, int) or isinstance(version, bool):
             raise InvalidRequest("prompt.version must be an integer", param="prompt.version")
+        if not 1 <= version <= MAX_VERSION:
+            raise _out_of_range(version, "prompt.version")
         return Ref.parse(f"{name}@{version}")
     if label is not None and not isinstance(label, str):
         raise InvalidRequest("prompt.label must be a string", param="prompt.label")
-    return Ref.parse(f"{name}@{label}" if label else name)
+    return parse_ref(f"{name}@{label}" if label else name, "prompt.label")
 
 
 class PromptResolver:
@@ -77,7 +107,7 @@ class PromptResolver:
         info = await self._cache.get(
             key, lambda: self._registry.resolve_prompt(ref.name, ref.label, ref.version)
         )
-        rendered = self._registry.render_prompt(info, variables)
+        rendered = await anyio.to_thread.run_sync(self._registry.render_prompt, info, variables)
         if by_model:
             del body["model"]
         if operation == "chat":
@@ -92,6 +122,8 @@ class PromptResolver:
             )
         else:
             body["prompt"] = rendered.text
+        if not CONTROL_FIELDS.isdisjoint(rendered.config):
+            refuse_control_fields(rendered.config, f"prompt {info.name}@{info.version} config: ")
         for key_, value in rendered.config.items():
             body.setdefault(key_, value)
         if "model" not in body:

@@ -1,14 +1,17 @@
 """The request path shared by chat, completions and embeddings.
 
-authenticate → read and check the body → render a registry prompt into it → check the key
-may use the model → admit it under the key's limits → plan the deployments → send, retrying
-and falling back (:mod:`gateway.dispatch`) → answer (bytes as they came, or the stream as it
-comes, :mod:`gateway.relay`) → end the span, count the metrics, queue the call record, give
-the key's limiter slot back with the call's tokens and cost.
+authenticate → read and check the body → admit it under the key's limits → render a registry
+prompt into it → check the key may use the model → plan the deployments → for a key with a
+budget, check every deployment has a price → send, retrying and falling back
+(:mod:`gateway.dispatch`) → answer (bytes as they came, or the stream as it comes,
+:mod:`gateway.relay`) → end the span, count the metrics, queue the call record, give the key's
+limiter slot back with the call's tokens and cost.
 
 Nothing here touches the database when the key and prompt caches are warm, and nothing is
-logged per request. A client that goes away while the gateway waits for the upstream cancels
-the upstream request.
+logged per request. A limiter slot belongs to a number the gateway draws for the request
+(``Call.slot``), never to the client's ``x-request-id``, which is echoed back (at most
+:data:`MAX_REQUEST_ID` characters) and recorded. A client that goes away while the gateway
+waits for the upstream cancels the upstream request.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from gateway.body import parse_body, read_body
 from gateway.call_records import CallRecorder
 from gateway.costs import CostTable
 from gateway.dispatch import Dispatcher
-from gateway.errors import LimiterUnavailable, RateLimited, UpstreamError
+from gateway.errors import LimiterUnavailable, ModelUnpriced, RateLimited, UpstreamError
 from gateway.limits import KeyLimits, Limiter
 from gateway.metrics import Metrics
 from gateway.prompts import PromptResolver
 from gateway.providers import Operation, UpstreamCall
 from gateway.relay import CLIENT_CLOSED, RelayResponse
-from gateway.routing import Router, Target
+from gateway.routing import Plan, Router, Target
 from gateway.settings import GatewaySettings
 from gateway.spans import Call, response_attributes, start_attributes, stream_attributes
 from gateway.streaming import StreamScan
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 LIMIT_CODES = {"rpm": "rpm_limit", "tpm": "tpm_limit", "parallel": "parallel_limit",
                "budget": "budget_exceeded"}  # fmt: skip
+MAX_REQUEST_ID = 64  # as the call record keeps it
 
 
 class ClientGone(Exception):
@@ -81,6 +85,7 @@ class Proxy:
         self._requests = settings.requests
         self._fail_open = settings.limiter_failure == "open"
         self._stream_usage = settings.upstream.stream_usage
+        self._refuse_unpriced = settings.unpriced == "refuse"
         tracing = settings.tracing
         self._redact = (
             Redactor(tracing.redact_patterns, tracing.redaction)
@@ -98,9 +103,11 @@ class Proxy:
             operation, context=parent, kind=SpanKind.CLIENT,
             attributes={"gen_ai.operation.name": operation},
         )  # fmt: skip
+        slot = format(self._ids.getrandbits(128), "032x")
+        given = headers.get("x-request-id")
         call = Call(
             operation, span, started, datetime.now(UTC),
-            headers.get("x-request-id") or format(self._ids.getrandbits(128), "032x"),
+            given[:MAX_REQUEST_ID] if given else slot, slot,
         )  # fmt: skip
         try:
             return await self._forward(request, call)
@@ -125,15 +132,18 @@ class Proxy:
         body = parse_body(await read_body(request, self._requests), call.operation)
         requested = body.get("model")
         call.model = requested if isinstance(requested, str) else None
+        await self._admit(call)  # before rendering: a key over its limits renders nothing
         applied = await self._prompts.apply(call.operation, body)
         if applied is not None:
             call.prompt_name, call.prompt_version = applied.name, applied.version
         model = body.get("model")
         if principal.models is not None and isinstance(model, str):
             principal.require_model(model)
-        await self._admit(call)
         plan = await self._router.plan(model)
         call.route, call.target = plan.route, plan.candidates[0]
+        limits = principal.limits
+        if limits is not None and limits.budget_usd is not None and self._refuse_unpriced:
+            await self._require_prices(plan, principal.name)
         call.stream = stream = body.get("stream") is True
         upstream_headers = trace_headers(call.span)
         strip_usage = False
@@ -178,7 +188,7 @@ class Proxy:
         if limits is None or principal is None:
             return
         try:
-            decision = await self._limiter.acquire(limits, call.request_id)
+            decision = await self._limiter.acquire(limits, call.slot)
         except Exception as exc:  # boundary: Redis down → count it, warn now and then, and
             # admit (gateway.limiter_failure: open) or refuse (closed)
             self._metrics.limiter_errors.inc()
@@ -201,6 +211,24 @@ class Proxy:
                 retry_after_s=decision.retry_after_s,
             )
         call.admitted = True
+
+    async def _require_prices(self, plan: Plan, key_name: str) -> None:
+        """A key with a budget may call only priced models (gateway.unpriced: refuse)."""
+        costs = self._costs
+        if costs is not None:
+            await costs.wait_ready()
+        unpriced = sorted({
+            t.deployment.model for t in plan.candidates
+            if costs is None or costs.price(t.deployment.provider, t.deployment.model) is None
+        })  # fmt: skip
+        if unpriced:
+            raise ModelUnpriced(
+                f"key {key_name!r} has a budget, and model {', '.join(map(repr, unpriced))} "
+                f"(route {plan.route!r}) has no price, so its calls could not be counted against "
+                "it: set one in gateway.prices (input_per_million, output_per_million), or "
+                "let such calls through uncounted with gateway.unpriced: allow",
+                param="model",
+            )
 
     @staticmethod
     async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -268,20 +296,20 @@ class Proxy:
         deployment = call.target.deployment if call.target is not None else None
         cost = None
         principal = call.principal
-        if self._costs is not None and deployment is not None and call.output_tokens is not None:
+        if self._costs is not None and deployment is not None:  # embeddings: input tokens only
             cost = self._costs.cost(
                 deployment.provider, deployment.model, call.input_tokens, call.output_tokens
             )
         if call.admitted and principal is not None and principal.limits is not None:
             used = (call.input_tokens or 0) + (call.output_tokens or 0)
-            self._release(principal.limits, call.request_id, used, cost or 0.0)
+            self._release(principal.limits, call.slot, used, cost or 0.0)
         if self._recorder is None:
             return
         context = span.get_span_context()
         self._recorder.submit(
             {
                 "created_at": call.created_at,
-                "request_id": call.request_id[:64],
+                "request_id": call.request_id,
                 "trace_id": format(context.trace_id, "032x") if context.trace_id else None,
                 "operation": call.operation,
                 "route": call.route[:200] if call.route is not None else None,
@@ -302,9 +330,9 @@ class Proxy:
             }
         )
 
-    def _release(self, limits: KeyLimits, request_id: str, tokens: int, cost: float) -> None:
+    def _release(self, limits: KeyLimits, slot: str, tokens: int, cost: float) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._limiter.release(limits, request_id, tokens=tokens, cost_usd=cost)
+            self._limiter.release(limits, slot, tokens=tokens, cost_usd=cost)
         )
         self._releases.add(task)
         task.add_done_callback(self._released)

@@ -8,7 +8,8 @@ The stream ends one of four ways, and the call record says which:
   not JSON, or the upstream closed before finishing → a final ``data: {"error": …}`` event
   (the openai SDK raises it as ``APIError``), recorded as 502/504 with ``error_type``
   ``stream_interrupted``, ``upstream_timeout``, ``stream_malformed`` or ``stream_incomplete``;
-- the client went away → the upstream request is closed, recorded as 499 ``client_closed``.
+- the client went away → the upstream request is closed, recorded as 499 ``client_closed``;
+  a client that closes once the upstream's ``[DONE]`` was relayed got the whole answer: 200.
 
 Never a silent 200 with a truncated answer.
 """
@@ -114,8 +115,8 @@ async def relay(
         )
         status = error.status_code
         yield error_event(error)
-    except BaseException:
-        status = CLIENT_CLOSED
+    except BaseException:  # cancelled: the client went away, or closed on the last event
+        status = 200 if scan.done else CLIENT_CLOSED
         raise
     finally:
         await chunks.aclose()

@@ -5,6 +5,13 @@
 - ``registry:NAME@LABEL``: the registered ``upstream`` model version the label points to
   (cached like prompts), served with the provider defaults in ``gateway.providers``.
 
+A provider's key goes only to that provider's configured base URLs: a registered model that
+names another host (its ``api_base``/``base_url``, or the same in its ``params``) is refused
+(403 ``upstream_host_not_allowed``) unless ``gateway.providers.<provider>.allowed_api_bases``
+lists it; :func:`check_upstream_spec` is the rule, used here at call time and by
+``lockgate model register`` at registration. Its ``params`` may not carry any other field
+that chooses credentials, headers or client options.
+
 Each :class:`Target` carries its route's timeouts; the :class:`Plan` carries the retry policy
 of the route the request named.
 """
@@ -13,14 +20,20 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
+from urllib.parse import urlsplit
 
+from gateway.body import refuse_control_fields
 from gateway.cache import TTLCache
-from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.errors import InvalidRequest, ModelNotFound, UpstreamHostNotAllowed
+from gateway.prompts import parse_ref
 from gateway.providers import Provider
+from gateway.schemas import CONTROL_FIELDS
 from gateway.settings import (
+    DEFAULT_API_BASES,
     DeploymentSettings,
     GatewaySettings,
     RetrySettings,
@@ -32,6 +45,64 @@ from registry.registry import Registry
 
 REGISTRY_PREFIX = "registry:"
 LOCAL_FLAVORS = frozenset({"hf", "lora"})
+DESTINATION_FIELDS = ("api_base", "base_url")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url.strip())
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+    if not host or port is None:
+        return None
+    return scheme, host, port
+
+
+def upstream_provider(full: str) -> tuple[str, str]:
+    """``provider/model`` → (provider, rest); a bare model name is OpenAI's."""
+    provider, sep, rest = full.partition("/")
+    return (provider, rest) if sep else ("openai", full)
+
+
+def check_upstream_spec(spec: Mapping[str, Any], settings: GatewaySettings) -> str | None:
+    """The base URL an ``upstream`` model's spec may be sent to (None: its provider's
+    default), or a refusal: a host its provider's key may not go to (403), or a field in its
+    ``params`` that would choose credentials, headers or client options (400)."""
+    provider, _ = upstream_provider(str(spec.get("model") or ""))
+    params = spec.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise InvalidRequest("an upstream model's params must be a mapping", param="params")
+    named = [
+        (f"{where}{field}", value)
+        for where, source in (("", spec), ("params.", params))
+        for field in DESTINATION_FIELDS
+        if (value := source.get(field)) is not None
+    ]
+    others = CONTROL_FIELDS.intersection(params).difference(DESTINATION_FIELDS)
+    if others:
+        refuse_control_fields(others, "params.")
+    if not named:
+        return None
+    defaults = settings.providers.get(provider)
+    configured = defaults.api_base if defaults and defaults.api_base else None
+    allowed = [configured or DEFAULT_API_BASES.get(provider)]
+    allowed += defaults.allowed_api_bases if defaults else []
+    origins = {_origin(url) for url in allowed if url}
+    for field, value in named:
+        origin = _origin(value) if isinstance(value, str) else None
+        if origin is None or origin not in origins:
+            shown = ", ".join(sorted(u for u in allowed if u)) or "none configured"
+            raise UpstreamHostNotAllowed(
+                f"{field} {value!r}: the {provider!r} provider's key may go only to its "
+                f"configured base URLs ({shown}); to allow this host, add it to "
+                f"gateway.providers.{provider}.allowed_api_bases in lockgate.yaml",
+                param=field,
+            )
+    value = named[0][1]
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +191,7 @@ class Router:
         if route is not None:
             return route.choose(self._rng)
         if model.startswith(REGISTRY_PREFIX):
-            ref = Ref.parse(model[len(REGISTRY_PREFIX) :])
+            ref = parse_ref(model[len(REGISTRY_PREFIX) :], "model")
             return await self._models.get(ref, lambda: self._registry_target(model, ref))
         shown = ", ".join(sorted(self._routes)[:20]) or "none configured"
         raise ModelNotFound(
@@ -147,17 +218,19 @@ class Router:
             )
         spec = info.spec
         full = str(spec["model"])
-        provider, sep, rest = full.partition("/")
-        if not sep:
-            provider, rest = "openai", full
+        provider, rest = upstream_provider(full)
+        api_base = check_upstream_spec(spec, self._settings)
         defaults = self._settings.providers.get(provider)
         probe = DeploymentSettings(provider=provider, model=rest)
         upstream_model = rest if probe.implementation == "openai" else full
+        params = {
+            k: v for k, v in (spec.get("params") or {}).items() if k not in DESTINATION_FIELDS
+        }
         return DeploymentSettings(
             provider=provider,
             model=upstream_model,
             name=f"{info.name}@{info.version}",
-            api_base=spec.get("api_base") or (defaults.api_base if defaults else None),
+            api_base=api_base or (defaults.api_base if defaults else None),
             api_key=defaults.api_key if defaults else None,
-            params=dict(spec.get("params") or {}),
+            params=params,
         )

@@ -3,6 +3,13 @@
 One worker runs the app built here from the settings already read; several workers each
 build their own from ``gateway.app:app_factory``, which reads the same configuration.
 Either way the worker tunes the garbage collector once its state is built (:func:`tune_runtime`).
+
+Before binding, :func:`gateway.auth.check_exposure` refuses a gateway without API keys on
+anything but loopback, and an ``admin_key_env`` naming an unset variable.
+
+On SIGTERM uvicorn stops accepting, lets in-flight calls (streams) finish for
+``server.graceful_shutdown_s``, then runs the app's shutdown, which writes every queued call
+record before the process exits (:mod:`gateway.call_records`).
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ def serve(
 ) -> None:
     import uvicorn
 
+    from gateway.auth import check_exposure
+
     host = host or settings.server.host
     port = port or settings.server.port
     workers = workers or settings.server.workers
+    check_exposure(settings, host, None)
     common = {
         "host": host, "port": port, "loop": "auto", "http": "auto", "access_log": False,
         "log_level": log_level, "timeout_graceful_shutdown": settings.server.graceful_shutdown_s,

@@ -25,7 +25,7 @@ gateway:
   retries: {max_retries: 2, backoff_base_s: 0.2, backoff_max_s: 5}
   breaker: {failures: 5, cooldown_s: 30}
   timeouts: {connect_s: 5, first_token_s: 60, total_s: 600}
-  requests: {max_body_bytes: 4194304, body_timeout_s: 30}
+  requests: {max_body_bytes: 4194304, body_timeout_s: 30, max_upload_bytes: 536870912}
 ```
 
 A route may override ``retries`` and ``timeouts`` and name ``fallbacks`` (other routes tried,
@@ -75,6 +75,38 @@ class Credentials(_Strict):
         if self.api_key is None and self.api_key_env and environ.get(self.api_key_env):
             return self.model_copy(update={"api_key": SecretStr(environ[self.api_key_env])})
         return self
+
+
+class ProviderSettings(Credentials):
+    """A provider's defaults for ``registry:NAME@LABEL`` models, and where its key may go."""
+
+    allowed_api_bases: list[str] = Field(
+        default_factory=list,
+        description="Other base URLs a registered model of this provider may name (its api_base "
+        "or params); the provider's key goes only to these and api_base.",
+    )
+
+
+class PriceSettings(_Strict):
+    """A model's price, per token or per million tokens (USD)."""
+
+    input_per_token: float | None = Field(default=None, ge=0)
+    output_per_token: float | None = Field(default=None, ge=0)
+    input_per_million: float | None = Field(default=None, ge=0)
+    output_per_million: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> PriceSettings:
+        per_token = (self.input_per_token, self.output_per_token) != (None, None)
+        if per_token and (self.input_per_million, self.output_per_million) != (None, None):
+            raise ValueError("give prices per token or per million tokens, not both")
+        return self
+
+    def per_token(self) -> tuple[float, float]:
+        """(input, output) USD per token."""
+        if self.input_per_million is not None or self.output_per_million is not None:
+            return (self.input_per_million or 0.0) / 1e6, (self.output_per_million or 0.0) / 1e6
+        return self.input_per_token or 0.0, self.output_per_token or 0.0
 
 
 class DeploymentSettings(Credentials):
@@ -211,9 +243,18 @@ class LocalModelSettings(_Strict):
 
 class GatewaySettings(_Strict):
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
-    providers: dict[str, Credentials] = Field(
+    providers: dict[str, ProviderSettings] = Field(
         default_factory=dict,
         description="Per-provider api_base and key for registry:NAME@LABEL models.",
+    )
+    prices: dict[str, PriceSettings] = Field(
+        default_factory=dict,
+        description="Prices by model (as a deployment names it), over litellm's cost map.",
+    )
+    unpriced: Literal["refuse", "allow"] = Field(
+        default="refuse",
+        description="A key with a budget calling a model without a price: refuse "
+        "(403 model_unpriced) or allow (the call costs nothing against the budget).",
     )
     prompt_cache_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a resolved prompt or registry model is reused."

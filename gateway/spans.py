@@ -30,7 +30,8 @@ class Call:
     span: Span
     started: float
     created_at: datetime
-    request_id: str
+    request_id: str  # the client's x-request-id (capped), else the slot
+    slot: str  # the gateway's own number for the request: its limiter slot
     principal: Principal | None = None
     model: str | None = None
     route: str | None = None

@@ -46,15 +46,17 @@ class GatewayState:
     scrub: SecretScrubber
 
     async def aclose(self) -> None:
-        await self.proxy.drain()
-        await self.limiter.close()
-        for provider in self.providers.values():
-            await provider.aclose()
-        await self.http.close()
-        if self.recorder is not None:
-            self.recorder.close()
-        self.tracer_provider.shutdown()
-        self.registry.close()
+        try:
+            await self.proxy.drain()
+            await self.limiter.close()
+            for provider in self.providers.values():
+                await provider.aclose()
+            await self.http.close()
+        finally:  # whatever failed above, the queued call records are written
+            if self.recorder is not None:
+                self.recorder.close()
+            self.tracer_provider.shutdown()
+            self.registry.close()
 
 
 def build_state(
@@ -79,13 +81,15 @@ def build_state(
     router = Router(gateway, providers, registry)
     tracer_provider = build_tracer_provider(gateway.tracing, span_exporters)
     metrics = Metrics()
-    costs: CostTable | None = None
+    costs = CostTable(gateway.prices)  # budgets need prices, call records or not
     recorder: CallRecorder | None = None
     if gateway.call_records.enabled:
-        if gateway.call_records.compute_cost:
-            costs = CostTable()
-            costs.load_in_background()
-        recorder = CallRecorder(registry, gateway.call_records, metrics, costs)
+        record_costs = gateway.call_records.compute_cost
+        if record_costs:
+            costs.load_in_background()  # else loaded by the first call that needs a price
+        recorder = CallRecorder(
+            registry, gateway.call_records, metrics, costs if record_costs else None
+        )
         recorder.start()
     auth = Authenticator(gateway, registry)
     limiter = build_limiter(gateway, registry)

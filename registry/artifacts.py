@@ -7,6 +7,10 @@ Layout under the root URL::
 A directory is stored as its files' blobs plus a manifest blob (canonical JSON listing
 each relative path with its digest and size); the directory's digest is the manifest's.
 Every read recomputes the sha256 and raises :class:`ArtifactCorrupted` on a mismatch.
+
+Links are not followed out of a stored directory: a symbolic link is stored as the file it
+points to only when that file lies inside the directory; a link out of it (to a system file,
+another directory, nothing at all) refuses the whole directory before anything is stored.
 """
 
 from __future__ import annotations
@@ -58,10 +62,35 @@ def _hex(digest: str) -> str:
     return hexdigest
 
 
-def dir_manifest(path: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+def dir_files(path: Path) -> list[Path]:
+    """The regular files under ``path``, sorted; a link must resolve to a file inside it."""
     if not path.is_dir():
         raise InvalidInput(f"not a directory: {path}", param="path")
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    root = path.resolve()
+    files: list[Path] = []
+    for parent, dirs, names in os.walk(path):  # never descends into a linked directory
+        here = Path(parent)
+        for name in [*dirs, *names]:
+            entry = here / name
+            if entry.is_symlink():
+                target = entry.resolve()
+                inside = target.is_relative_to(root)
+                if not (inside and target.is_file()):
+                    where = "not a file" if inside else f"outside {path}"
+                    raise InvalidInput(
+                        f"{entry} is a link to {os.readlink(entry)} ({where}): lockgate stores "
+                        "a directory's own files and follows no link out of it; copy the "
+                        "directory with its links resolved (cp -rL) and store the copy",
+                        param="path",
+                    )
+                files.append(entry)
+            elif name in names and entry.is_file():
+                files.append(entry)
+    return sorted(files)
+
+
+def dir_manifest(path: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    files = dir_files(path)
     entries = [
         {"path": p.relative_to(path).as_posix(), "digest": sha256_file(p), "size": p.stat().st_size}
         for p in files

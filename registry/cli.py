@@ -235,27 +235,35 @@ def _gate_cmd(subject: SubjectType) -> Any:
         name: str,
         label: str,
         suite: Annotated[
-            list[str] | None, typer.Option("--suite", help="A suite that must pass; repeatable.")
+            list[Path] | None,
+            typer.Option(
+                "--suite",
+                help="A suite file that must pass, pinned by its content and its dataset's; "
+                "repeatable. Replaces the label's suites.",
+            ),
         ] = None,
         clear: Annotated[bool, typer.Option("--clear", help="Remove the gate.")] = False,
         json_mode: JsonOption = False,
     ) -> None:
         reg = _registry(ctx)
         if suite or clear:
-            reg.set_gate_policy(subject, name, label, [] if clear else suite or [])
+            pins = [] if clear else [reg.pin_suite(path) for path in suite or []]
+            reg.set_gate_policy(subject, name, label, pins)
         policies = [p for p in reg.gate_policies(subject, name) if p.label == label]
         suites = policies[0].suites if policies else []
         emit(
-            {"name": name, "label": label, "suites": suites},
+            {"name": name, "label": label, "suites": [s.to_dict() for s in suites]},
             json_mode,
             lambda c: c.print(
                 f"{name}: moving {label!r} requires "
-                + (", ".join(f"suite {s!r} to pass" for s in suites) if suites else "nothing")
+                + (", ".join(f"suite {s} to pass" for s in suites) if suites else "nothing"),
+                markup=False,
             ),
         )
 
     gate.__doc__ = (
-        f"Show or set the eval suites a {subject} version must pass before LABEL moves to it."
+        f"Show or set the eval suites a {subject} version must pass before LABEL moves to it: "
+        "a pass of the pinned suite content on that version, every gate evaluated."
     )
     return gate
 
@@ -319,6 +327,9 @@ def model_register(
         spec["base_model"] = base_model
     if param:
         spec["params"] = _json_values(parse_pairs(param, "--param"))
+    check_spec = getattr(ctx.obj, "check_model_spec", None)  # the gateway's rules, if any
+    if check_spec is not None:
+        check_spec(flavor, spec)
     version, created = _registry(ctx).register_model(name, flavor, spec, path=path, message=message)
     emit(
         {"created": created, **version.to_dict()},

@@ -9,6 +9,7 @@ Hierarchy::
         ├── InvalidInput           (400) bad name, template, variables, spec or dataset file
         │   ├── TemplateSyntaxInvalid   a template does not parse; carries the line
         │   ├── VariablesMismatch       missing or unknown template variables
+        │   ├── TemplateLimitExceeded   rendering went past its output, loop or time bounds
         │   └── DatasetFormatError      a malformed data file; carries the row/line number
         ├── Conflict               (409) a compare-and-set label move lost
         ├── GateRefused            (409, exit 1) a label move whose eval gates did not pass
@@ -96,6 +97,10 @@ class VariablesMismatch(InvalidInput):
         super().__init__("; ".join(parts) + f" (the template takes: {exp})", param="variables")
         self.missing = missing
         self.unknown = unknown
+
+
+class TemplateLimitExceeded(InvalidInput):
+    code = "template_limit"
 
 
 class DatasetFormatError(InvalidInput):

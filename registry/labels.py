@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +14,9 @@ from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
 from registry.gates import promotion_refusals
 from registry.records import LATEST, LabelMove, SubjectSummary, SubjectType, check_label
 from registry.tables import Label, LabelEvent, utcnow
+
+if TYPE_CHECKING:
+    from registry.gates import SuitePin
 
 
 class LabelsMixin(RegistryCore):
@@ -28,14 +32,17 @@ class LabelsMixin(RegistryCore):
         reason: str = "",
         actor: str | None = None,
         force: bool = False,
+        require: Sequence[SuitePin] = (),
     ) -> LabelMove:
         """Point ``label`` at ``version``.
 
         With ``expect_version`` (or ``expect_absent``) the move is compare-and-set: it fails
         with :class:`Conflict` when the label no longer points where the caller last saw it.
         When a gate policy covers the label, the move is refused with
-        :class:`GateRefused` unless the version passed its suites; ``force`` skips the
-        check and is recorded (give a ``reason``).
+        :class:`GateRefused` unless the version has evidence for each of its suites
+        (:mod:`registry.gates`); ``require`` adds pinned suites that must pass too (a
+        fine-tuning job's own suite). ``force`` skips the check and is recorded (give a
+        ``reason``).
         """
         check_label(label)
         if label == LATEST:
@@ -47,7 +54,9 @@ class LabelsMixin(RegistryCore):
                 if force and not reason:
                     raise InvalidInput("a forced label move needs a reason", param="reason")
                 if not force:
-                    refusals = promotion_refusals(session, subject_type, name, label, version)
+                    refusals = promotion_refusals(
+                        session, subject_type, name, label, version, require
+                    )
                     if refusals:
                         raise GateRefused(
                             f"moving {label!r} of {subject_type} {name!r} to version {version} "

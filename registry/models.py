@@ -11,10 +11,19 @@ lora      ``base_model`` (path, hub id or registry ref)  adapter directory (PEFT
 hf        optional ``task``                             model directory (config.json)
 sklearn   optional ``task``; ``untrusted_types``         one skops file (never pickle)
 ========  ============================================  ===============================
+
+A skops file names the type of every object it holds, and loading it constructs (calls) those
+types. skops itself trusts only numpy and scipy arrays, dtypes and ufuncs, and scikit-learn's
+public estimators; the other types a file names are checked here, by exact name, against
+:func:`trusted_types` (scikit-learn's own estimator and tree classes, and a few plain builtins)
+at registration and again at every load. ``builtins.eval``, ``operator.*``, ``posix.system``,
+``numpy.memmap`` and every other name are refused, naming the type.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,8 +39,68 @@ from registry.labels import LabelsMixin
 from registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
 from registry.tables import ModelVersion
 
-# skops refuses to load types it does not know; these prefixes are trusted on load.
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# The plain builtins and containers a model's attributes may need beyond what skops trusts
+# by default: each is harmless whatever it is called with. No other ``builtins.`` name.
+TRUSTED_BUILTINS = frozenset(
+    {f"builtins.{name}" for name in ("bool", "complex", "dict", "float", "frozenset", "int",
+                                     "list", "NoneType", "set", "slice", "str", "tuple")}
+    | {"collections.OrderedDict", "collections.defaultdict"}
+)  # fmt: skip
+# scikit-learn classes that are not estimators but that fitted estimators hold.
+SKLEARN_INTERNALS = frozenset(
+    {
+        "sklearn.tree._tree.Tree",  # every tree and forest
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.calibration._CalibratedClassifier",
+    }
+)
+# Roots of the scikit-learn class families trusted with all their (scikit-learn) subclasses.
+_SKLEARN_FAMILIES = (
+    ("sklearn.base", "BaseEstimator"),
+    ("sklearn.metrics._dist_metrics", "DistanceMetric64"),
+    ("sklearn.metrics._dist_metrics", "DistanceMetric32"),
+    ("sklearn.neural_network._stochastic_optimizers", "BaseOptimizer"),
+)
+
+
+@functools.cache
+def trusted_types() -> frozenset[str]:
+    """Type names a skops file may hold beyond skops' defaults, exactly (no prefixes).
+
+    Every estimator, distance metric and optimizer class scikit-learn defines (found as
+    subclasses of their bases, among the modules ``skops.io`` imports to list scikit-learn's
+    estimators), the tree classes of :data:`SKLEARN_INTERNALS`, and :data:`TRUSTED_BUILTINS`.
+    Nothing named by a file is imported to decide: a type not found here is refused.
+    """
+    require("skops.io", feature="scikit-learn models", extra="sklearn")
+    names = set(TRUSTED_BUILTINS | SKLEARN_INTERNALS)
+    for module, name in _SKLEARN_FAMILIES:
+        stack = [getattr(importlib.import_module(module), name)]
+        while stack:
+            cls = stack.pop()
+            if cls.__module__.startswith("sklearn."):
+                names.add(f"{cls.__module__}.{cls.__name__}")
+            stack.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+def _skops_types(sio: Any, path: Path, what: str) -> list[str]:
+    """The types ``path`` holds beyond skops' defaults, all of them allowlisted (or refused)."""
+    try:
+        untrusted: list[str] = sio.get_untrusted_types(file=str(path))
+    except Exception as exc:  # skops raises a variety of errors on a bad file
+        raise InvalidInput(f"{what} is not a readable skops file: {exc}", param="path") from exc
+    allowed = trusted_types()
+    refused = [t for t in untrusted if t not in allowed]
+    if refused:
+        raise InvalidInput(
+            f"{what} holds types lockgate will not load: {', '.join(refused)}; a scikit-learn "
+            "model may hold numpy, scipy and scikit-learn's own classes only (save the fitted "
+            "estimator itself with skops.io.dump)",
+            param="path",
+        )
+    return untrusted
 
 
 @dataclass(frozen=True)
@@ -64,16 +133,7 @@ def _check_skops(path: Path) -> dict[str, Any]:
             f"{path}: save scikit-learn models with skops (a .skops file), never pickle",
             param="path",
         )
-    try:
-        untrusted = sio.get_untrusted_types(file=str(path))
-    except Exception as exc:  # skops raises a variety of errors on a bad file
-        raise InvalidInput(f"{path} is not a readable skops file: {exc}", param="path") from exc
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
-    if refused:
-        raise InvalidInput(
-            f"{path} holds types lockgate will not load: {', '.join(refused)}", param="path"
-        )
-    return {"untrusted_types": sorted(untrusted)}
+    return {"untrusted_types": sorted(_skops_types(sio, path, str(path)))}
 
 
 FLAVORS: dict[str, Flavor] = {
@@ -195,14 +255,19 @@ class ModelsMixin(LabelsMixin):
             return _info(ref.name, row, on_version)
 
     def load_sklearn_model(self, ref: str | Ref) -> Any:
-        """Fetch (hash-verified) and load a scikit-learn version with skops."""
+        """Fetch (hash-verified) and load a scikit-learn version with skops.
+
+        The file's types are checked against the allowlist again, from the file itself: the
+        version's recorded ``untrusted_types`` is not what decides.
+        """
         version = self.get_model(ref)
         if version.flavor != "sklearn" or version.artifact_digest is None:
             raise InvalidInput(f"{ref} is a {version.flavor!r} model, not 'sklearn'")
         sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
         with tempfile.TemporaryDirectory() as tmp:
             path = self.store.fetch_file(version.artifact_digest, Path(tmp) / "model.skops")
-            return sio.load(path, trusted=version.spec.get("untrusted_types", []))
+            what = f"model {version.name}@{version.version} ({version.artifact_digest})"
+            return sio.load(path, trusted=_skops_types(sio, path, what))
 
     def fetch_model_dir(self, ref: str | Ref, dest: Path) -> Path:
         """Materialise an ``hf`` or ``lora`` version's directory (hash-verified)."""

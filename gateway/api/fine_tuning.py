@@ -21,6 +21,7 @@ from starlette.requests import Request
 
 from gateway.api.deps import READ, WRITE, StateDep, Writer, read_json
 from gateway.auth import Principal
+from gateway.state import GatewayState
 from registry.errors import LockgateError
 from registry.jobs import JobEventInfo, JobInfo
 
@@ -96,7 +97,8 @@ def _request_body() -> dict[str, Any]:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return inline(defs[ref.removeprefix("#/$defs/")])
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**inline(defs[ref.removeprefix("#/$defs/")]), **inline(rest)}
             return {k: inline(v) for k, v in node.items()}
         if isinstance(node, list):
             return [inline(v) for v in node]
@@ -105,7 +107,9 @@ def _request_body() -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": inline(schema)}}}
 
 
-def _submit(state: Any, body: dict[str, Any], principal: Principal, key: str | None) -> JobInfo:
+def _submit(
+    state: GatewayState, body: dict[str, Any], principal: Principal, key: str | None
+) -> JobInfo:
     from finetune import spec_from_openai, submit_job
     from finetune.spec import Submitter
 

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
+import orjson
 
+from gateway.body import TOO_DEEP
+from gateway.errors import InvalidRequest
 from gateway.settings import DeploymentSettings, GatewaySettings
 
 if TYPE_CHECKING:
@@ -47,6 +50,18 @@ class UpstreamResponse:
 
     content: bytes
     data: dict[str, Any]
+
+
+def encode_body(call: UpstreamCall) -> bytes:
+    """The call's JSON body; what cannot be encoded (nesting past 254 levels, an integer
+    beyond 64 bits) is the request's fault: a 400, never a 500 nor a deployment failure."""
+    try:
+        return orjson.dumps(call.body)
+    except orjson.JSONEncodeError as exc:
+        reason = str(exc)
+        if "Recursion" in reason:
+            raise InvalidRequest(TOO_DEEP) from None
+        raise InvalidRequest(f"the request body cannot be sent on as JSON: {reason}") from None
 
 
 class Provider(Protocol):
@@ -108,5 +123,6 @@ __all__ = [
     "UpstreamCall",
     "UpstreamResponse",
     "build_providers",
+    "encode_body",
     "register_provider",
 ]

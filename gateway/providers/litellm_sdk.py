@@ -2,6 +2,11 @@
 
 A deployment's ``model`` is litellm's ``provider/model`` string (``anthropic/claude-…``).
 litellm is imported on first use, never when the gateway or the CLI starts.
+
+litellm reads many keywords as its own options (``api_base``, ``base_url``, ``api_key``,
+``extra_headers``, ``fallbacks``, ``mock_response``, …), so only an allowlist reaches it: the
+OpenAI API's fields of the operation (:data:`gateway.schemas.OPENAI_FIELDS`) and the
+deployment's configured ``params``; the address, key and headers are the deployment's own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ import orjson
 
 from gateway._litellm import load_litellm
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.providers import ProviderContext, UpstreamCall, UpstreamResponse, register_provider
+from gateway.providers import (
+    ProviderContext,
+    UpstreamCall,
+    UpstreamResponse,
+    encode_body,
+    register_provider,
+)
+from gateway.schemas import OPENAI_FIELDS
 from registry.errors import LockgateError
 
 _FUNCTIONS = {
@@ -63,9 +75,12 @@ class LiteLLMProvider:
             self._sdk = load_litellm(self._local_cost_map)
         return self._sdk
 
-    def _kwargs(self, call: UpstreamCall) -> dict[str, Any]:
+    @staticmethod
+    def _kwargs(call: UpstreamCall) -> dict[str, Any]:
+        encode_body(call)  # what the upstream could not be sent is a 400 here too
         d = call.deployment
-        kwargs = dict(call.body)
+        fields, params = OPENAI_FIELDS[call.operation], d.params
+        kwargs = {k: v for k, v in call.body.items() if k in fields or k in params}
         kwargs["model"] = d.model
         if d.api_base:
             kwargs["api_base"] = d.api_base
@@ -76,9 +91,10 @@ class LiteLLMProvider:
         return kwargs
 
     async def _call(self, call: UpstreamCall, **extra: Any) -> Any:
+        kwargs = self._kwargs(call)  # a 400 here is the request's, not the upstream's
         function = getattr(self._litellm(), _FUNCTIONS[call.operation])
         try:
-            return await function(**self._kwargs(call), **extra)
+            return await function(**kwargs, **extra)
         except Exception as exc:  # boundary: every litellm failure becomes a gateway error
             raise map_litellm_error(exc, call.deployment.label, _secret(call)) from exc
 

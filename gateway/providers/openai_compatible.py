@@ -24,6 +24,7 @@ from gateway.providers import (
     ProviderContext,
     UpstreamCall,
     UpstreamResponse,
+    encode_body,
     register_provider,
 )
 from gateway.settings import DEFAULT_API_BASES, DeploymentSettings
@@ -130,7 +131,7 @@ class OpenAICompatibleProvider:
         url = self._url(call.deployment, call.operation)
         try:
             async with self._http.post(
-                url, data=orjson.dumps(call.body), headers=self._headers(call),
+                url, data=encode_body(call), headers=self._headers(call),
                 timeout=self._timeout(call),
             ) as resp:  # fmt: skip
                 content = await resp.read()
@@ -153,7 +154,7 @@ class OpenAICompatibleProvider:
         headers["accept-encoding"] = "identity"  # relayed raw: no compression to undo
         try:
             resp = await self._http.post(
-                url, data=orjson.dumps(call.body), headers=headers, timeout=self._timeout(call)
+                url, data=encode_body(call), headers=headers, timeout=self._timeout(call)
             )
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, call.deployment) from exc

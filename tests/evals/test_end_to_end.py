@@ -55,7 +55,7 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
     registry.set_label("prompt", "arith", "production", v1.version)
     cache = ["--cache-dir", str(cache_dir)]
 
-    # the baseline: production, no baseline of its own (relative gate skipped)
+    # the baseline: production, no baseline of its own (relative gate skipped: not a pass)
     base = run_cli(
         registry,
         [
@@ -66,11 +66,12 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
             str(tmp_path / "base.json"),
         ],
     )
-    assert base.exit_code == 0, base.output + base.error
+    assert base.exit_code == 1, base.output + base.error
     assert upstream.state.chat_calls == 60
     doc = json.loads((tmp_path / "base.json").read_text())
     assert doc["summaries"]["exact_match"]["value"] == 1.0
     assert [g["verdict"] for g in doc["gates"]] == ["pass", "skipped"]
+    assert doc["verdict"] == "skipped" and "not a pass" in doc["verdict_reason"]
     stored = registry.get_run(doc["run_id"])
     assert stored.status == "succeeded" and stored.metrics["exact_match"] == 1.0
     assert {(e.subject_type, e.subject_ref) for e in stored.lineage} >= {("prompt", "arith@1")}

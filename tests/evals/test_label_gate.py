@@ -70,7 +70,6 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
     v1, _ = registry.push_prompt("arith", GOOD, {"model": "stub", "temperature": 0})
     registry.set_label("prompt", "arith", "production", v1.version)
     bad, _ = registry.push_prompt("arith", WRONG, {"model": "stub", "temperature": 0})
-    registry.set_gate_policy("prompt", "arith", "production", ["arith-ci"])
 
     def suite(ref: str) -> Path:
         path = tmp_path / f"suite-{ref.replace(':', '_').replace('@', '_')}.yaml"
@@ -92,8 +91,14 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
         return path
 
     cache = ["--cache-dir", str(tmp_path / "cache")]
+    # the policy pins the suite's content; which version it targets is not part of it
+    code, out, err = lockgate(
+        "prompt", "gate", "arith", "production", "--suite", str(suite("prompt:arith@production"))
+    )
+    assert code == 0 and "arith-ci (sha256:" in out, out + err
     code, out, err = lockgate("eval", "run", str(suite("prompt:arith@production")), *cache)
-    assert code == 0, out + err  # the baseline: production's own run
+    assert code == 1, out + err  # the baseline: production's own run; its relative gate skipped
+    assert "verdict: skipped" in out
     code, out, err = lockgate(
         "eval",
         "run",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evals.errors import SuiteInvalid
 from evals.suite import load_suite, parse_suite
+from registry import Registry
 
 BASE = {
     "name": "qa",
@@ -77,3 +79,41 @@ def test_bad_yaml_has_the_line(tmp_path: Path) -> None:
     path.write_text("name: qa\nscorers: [a\n")
     with pytest.raises(SuiteInvalid, match="line"):
         load_suite(path)
+
+
+@pytest.mark.parametrize("dataset", ["file", "folder", "registry"])
+def test_a_run_records_the_digest_a_gate_policy_pins(
+    registry: Registry, tmp_path: Path, dataset: str
+) -> None:
+    """`lockgate prompt gate … --suite FILE` (the registry) and `lockgate eval run FILE`
+    (evals) give a suite the same content digest, for every kind of dataset; the target's
+    version and endpoint and the call settings are not part of it, the rest is."""
+    from evals.data import load_dataset
+
+    rows = '{"q": "1+1", "answer": "2"}\n{"q": "2+2", "answer": "4"}\n'
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text(rows)
+    source = {"file": "data/a.jsonl", "folder": "data", "registry": "registry:qa-data"}[dataset]
+    if dataset == "registry":
+        registry.add_dataset("qa-data", tmp_path / "data" / "a.jsonl")
+    doc = {**BASE, "dataset": {"path": source, "limit": 5}, "reference": "answer",
+           "gates": ["exact_match >= 0.5"], "stats": {"seed": 1}}  # fmt: skip
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    suite = load_suite(path)
+    run_digest = suite.digest(
+        load_dataset(suite.dataset, base_dir=tmp_path, registry=registry).digest
+    )
+    pin = registry.pin_suite(path)
+    assert (pin.name, pin.digest) == ("qa", run_digest)
+
+    elsewhere = {"base_url": "http://elsewhere/v1", "model": "prompt:qa@7", "headers": {"x": "y"}}
+    same = {**doc, "target": elsewhere, "concurrency": 3, "timeout": 5, "retries": 0,
+            "on_error": "skip", "stats": {"seed": 1, "inconclusive": "warn"}}  # fmt: skip
+    path.write_text(yaml.safe_dump(same))
+    assert registry.pin_suite(path) == pin
+    for changed in ({"gates": ["exact_match >= 0.4"]}, {"stats": {"seed": 2}},
+                    {"dataset": {"path": source, "limit": 1}}, {"reference": "q"},
+                    {"target": {**BASE["target"], "params": {"temperature": 1}}}):  # fmt: skip
+        path.write_text(yaml.safe_dump({**doc, **changed}))
+        assert registry.pin_suite(path) != pin, changed

@@ -59,8 +59,8 @@ def test_a_body_that_does_not_arrive_is_a_408(strict: Gateway) -> None:
     host, port = strict.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: 100\r\n\r\n" + b'{"model": '
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n"
+            b"content-type: application/json\r\ncontent-length: 100\r\n\r\n" + b'{"model": '
         )
         sock.settimeout(5)
         started, answer = time.monotonic(), b""

@@ -170,8 +170,7 @@ def test_metadata_cannot_gate_label_or_redirect_a_job(
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     reg.register_model("prod-bot", "lora", {"base_model": "registry:base@1"}, path=adapter)
-    reg.set_label("model", "prod-bot", "production", 1)
-    reg.set_gate_policy("model", "prod-bot", "production", ["support-quality"])
+    reg.set_label("model", "prod-bot", "production", 1)  # gated or not, no request may move it
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: support-quality\nscorers: [{name: builtins:print}]\n")
     blob = writer.files.create(file=suite.open("rb"), purpose="evals")
@@ -286,7 +285,7 @@ def _raw_request(gw: Gateway, head: str, body: bytes, *, wait: float = 5.0) -> t
                     answer += chunk
                 return answer, sent
             if writable:
-                with contextlib.suppress(BlockingIOError):
+                with contextlib.suppress(BlockingIOError):  # the buffer filled meanwhile
                     sent += sock.send(body[sent : sent + 65536])
     raise AssertionError(f"no answer within {wait} s after sending {sent} body bytes")
 
@@ -327,6 +326,8 @@ def test_an_upload_without_a_key_is_refused_before_its_body_is_read(gw: Gateway)
     assert answer.startswith(b"HTTP/1.1 401") and sent == 0, answer[:200]
     answer, _ = _raw_request(gw, _multipart_head(gw, None), b"")  # chunked, no length given
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    with pytest.raises(openai.AuthenticationError):  # the SDK, with a key that is not one
+        _client(gw, "lg-not-a-key").files.create(file=b"{}\n", purpose="fine-tune")
     assert len(gw.registry.list_files()) == files_before
 
 

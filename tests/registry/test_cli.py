@@ -225,10 +225,15 @@ def test_keys_create_list_revoke(cli) -> None:  # type: ignore[no-untyped-def]
     assert code == 2 and "unknown scope(s) root" in err
 
 
-def test_gate_policy_through_the_cli(cli, prompt_files) -> None:  # type: ignore[no-untyped-def]
+def test_gate_policy_through_the_cli(cli, prompt_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cli("prompt", "push", "qa", "--file", str(prompt_files[0]))
-    code, out, _ = cli("prompt", "gate", "qa", "production", "--suite", "qa-accuracy")
-    assert code == 0 and "suite 'qa-accuracy' to pass" in out
+    (tmp_path / "qa.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    suite = tmp_path / "qa-accuracy.yaml"
+    suite.write_text("name: qa-accuracy\ndataset: qa.jsonl\ngates: ['exact_match >= 0.9']\n")
+    code, _, err = cli("prompt", "gate", "qa", "production", "--suite", "qa-accuracy")
+    assert code == 2 and "cannot read the suite file" in err  # a suite is pinned by its file
+    code, out, _ = cli("prompt", "gate", "qa", "production", "--suite", str(suite))
+    assert code == 0 and "suite qa-accuracy (sha256:" in out
     code, _, err = cli("prompt", "label", "qa", "1", "production")
     assert code == 1 and "refused by its gate policy" in err and "no eval run" in err
     code, _, _ = cli("prompt", "label", "qa", "1", "production", "--force", "--reason", "bootstrap")
