@@ -4,10 +4,11 @@
 openai SDK sends it with ``extra_body``) renders the registry prompt strictly: an unknown
 prompt or label is a 404, missing or unknown variables a 400 naming them. A chat prompt's
 messages come before the request's own; a text prompt becomes one user message (chat) or
-the ``prompt`` (completions). The prompt's model config fills what the request leaves out;
-a config field that would choose the destination, credentials, headers or client options is
-refused like the same field in a body. Rendering is bounded (:mod:`registry.templates`) and
-runs in a worker thread, never on the event loop. A version outside 1 … 2³¹-1 is a 400.
+the ``prompt`` (completions). The prompt's model config fills what the request leaves out; a
+config field that would choose the destination, credentials, headers or client options is
+refused like the same field in a body. Rendering is bounded (:mod:`registry.templates`); it
+holds the event loop at most :data:`INLINE_RENDER_S`, then moves to a worker thread. A version
+outside 1 … 2³¹-1 is a 400.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from gateway.errors import InvalidRequest
 from gateway.schemas import CONTROL_FIELDS
 from registry.records import PromptVersionInfo, Ref
 from registry.registry import Registry
+from registry.templates import RenderTooSlow
 
 PREFIX = "prompt:"
+INLINE_RENDER_S = 0.002  # the longest a render may hold the event loop before it moves off
 MAX_VERSION = (1 << 31) - 1  # versions are 32-bit integers in the registry
 
 
@@ -107,7 +110,10 @@ class PromptResolver:
         info = await self._cache.get(
             key, lambda: self._registry.resolve_prompt(ref.name, ref.label, ref.version)
         )
-        rendered = await anyio.to_thread.run_sync(self._registry.render_prompt, info, variables)
+        try:  # on the loop while it is quick; a slow template goes to a worker thread
+            rendered = self._registry.render_prompt(info, variables, within_s=INLINE_RENDER_S)
+        except RenderTooSlow:
+            rendered = await anyio.to_thread.run_sync(self._registry.render_prompt, info, variables)
         if by_model:
             del body["model"]
         if operation == "chat":

@@ -217,15 +217,18 @@ class PromptsMixin(LabelsMixin):
         )
 
     def render_prompt(
-        self, prompt: PromptVersionInfo, variables: Mapping[str, Any]
-    ) -> RenderedPrompt:
-        """Render strictly: missing and unknown variables are errors naming them."""
+        self, prompt: PromptVersionInfo, variables: Mapping[str, Any],
+        *, within_s: float | None = None,
+    ) -> RenderedPrompt:  # fmt: skip
+        """Render strictly: missing and unknown variables are errors naming them.
+        ``within_s``: see :func:`~registry.templates.render_template` (RenderTooSlow)."""
         check_variables(prompt.variables, variables)
         if prompt.kind == "text":
-            text = render_template(prompt.template, variables)
+            text = render_template(prompt.template, variables, within_s=within_s)
             return RenderedPrompt(prompt.name, prompt.version, "text", text, None, prompt.config)
         messages = [
-            {**m, "content": render_template(m["content"], variables)} for m in prompt.template
+            {**m, "content": render_template(m["content"], variables, within_s=within_s)}
+            for m in prompt.template
         ]
         return RenderedPrompt(prompt.name, prompt.version, "chat", None, messages, prompt.config)
 

@@ -54,18 +54,26 @@ MAX_RENDER_S = 2.0
 MAX_JSON_INDENT = 16
 
 
+class RenderTooSlow(Exception):
+    """A render with ``within_s`` ran past it: render again in a worker thread, where the
+    full :data:`MAX_RENDER_S` applies (rendering is pure, so the retry gives the same text)."""
+
+
 class _Budget:
     """What one render has used so far."""
 
-    __slots__ = ("deadline", "iterations", "written")
+    __slots__ = ("deadline", "inline", "iterations", "written")
 
-    def __init__(self) -> None:
-        self.deadline = time.monotonic() + MAX_RENDER_S
+    def __init__(self, within_s: float | None = None) -> None:
+        self.inline = within_s is not None
+        self.deadline = time.monotonic() + (MAX_RENDER_S if within_s is None else within_s)
         self.iterations = 0
         self.written = 0
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
+            if self.inline:
+                raise RenderTooSlow
             raise _limit(f"rendering took longer than {MAX_RENDER_S:g} s")
 
 
@@ -408,13 +416,19 @@ def check_variables(expected: Iterable[str], given: Mapping[str, Any]) -> None:
         raise VariablesMismatch(missing, unknown, sorted(expected_set))
 
 
-def render_template(source: str, variables: Mapping[str, Any]) -> str:
-    """Render within a fresh budget (see the module's docstring). Blocking and bounded: an
-    async caller runs it in a worker thread."""
-    token = _BUDGET.set(_Budget())
+def render_template(
+    source: str, variables: Mapping[str, Any], *, within_s: float | None = None
+) -> str:
+    """Render within a fresh budget (see the module's docstring). Blocking and bounded.
+
+    An event loop renders with a small ``within_s`` first: a template that takes longer
+    raises :class:`RenderTooSlow` at its next loop step, call or write, and the caller renders
+    it again in a worker thread. Most prompts render in microseconds; a thread hop per request
+    would cost more than the render."""
+    token = _BUDGET.set(_Budget(within_s))
     try:
         text = str(_compiled(source).render(**variables))
-    except TemplateLimitExceeded:
+    except (TemplateLimitExceeded, RenderTooSlow):
         raise
     except UndefinedError as exc:  # e.g. an attribute missing on a given value
         raise InvalidInput(f"template rendering failed: {exc.message}", param="variables") from exc

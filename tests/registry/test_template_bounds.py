@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from registry.errors import InvalidInput, TemplateLimitExceeded
-from registry.templates import render_template
+from registry.templates import RenderTooSlow, render_template
 
 EXHAUSTING = {
     "nested loops": "{% for i in range(7000) %}{% for j in range(7000) %}{% endfor %}{% endfor %}",
@@ -111,3 +111,13 @@ def test_a_budget_is_per_render_and_per_thread() -> None:
     for t in threads:
         t.join()
     assert results == ["ok"] * 4
+
+
+def test_a_quick_attempt_hands_a_slow_template_back_and_a_fast_one_renders() -> None:
+    """The gateway renders on its event loop for at most ``within_s``, then in a thread."""
+    slow = "{% for i in range(90000) %}{{ i % 7 }}{% endfor %}"
+    with pytest.raises(RenderTooSlow):
+        render_template(slow, {}, within_s=0.0001)
+    full = render_template(slow, {})  # the retry, with the whole budget
+    assert len(full) == 90000 and full.startswith("0123456012")
+    assert render_template("Hi {{ name }}", {"name": "Ada"}, within_s=0.05) == "Hi Ada"
