@@ -22,7 +22,13 @@ demo: install ## run the whole loop on the embedded defaults (SQLite, no API key
 test: install ## the test suite (PostgreSQL and Redis on 127.0.0.1 when present)
 	$(BIN)/python -m pytest -q
 
-lint: install
+TYPECHECK := build/typecheck/lockgate
+
+$(TYPECHECK): ## the folders under their installed names, for mypy (see pyproject.toml)
+	mkdir -p $(TYPECHECK)
+	for p in registry evals finetune gateway; do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+
+lint: install $(TYPECHECK)
 	$(BIN)/ruff check registry evals finetune gateway tests
 	$(BIN)/ruff format --check registry evals finetune gateway tests
 	$(BIN)/mypy
@@ -35,7 +41,7 @@ bench: install ## benchmarks print their figures; see docs/benchmarks.md
 	$(BIN)/python tests/benchmarks/gateway_overhead.py --duration 5
 
 docs: install ## regenerate the CLI reference from --help
-	$(BIN)/python -m gateway.docgen > docs/cli.md
+	$(BIN)/python -m lockgate.gateway.docgen > docs/cli.md
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

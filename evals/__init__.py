@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from evals import load_suite, run_suite, build_report, resolve_baseline
+    from lockgate.evals import load_suite, run_suite, build_report, resolve_baseline
 
     suite = load_suite(Path("suite.yaml"))
     run = run_suite(suite, registry=registry)
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from evals.errors import (
+from lockgate.evals.errors import (
     BaselineNotFound,
     ColumnMissing,
     EvalError,
@@ -27,41 +27,41 @@ from evals.errors import (
     TargetFailed,
     TargetUnreachable,
 )
-from registry._lazy import lazy_exports
+from lockgate.registry._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from evals.baseline import Baseline, resolve_baseline
-    from evals.compare import MetricComparison, MetricSummary
-    from evals.gates import GateResult, evaluate_gates
-    from evals.records import ExampleResult, ExampleScore
-    from evals.report import EvalReport, build_report, merge_shards
-    from evals.runner import EvalRun, RunOptions, Shard, run_suite, run_suite_async
-    from evals.scorers import BaseScorer, Scorer, register
-    from evals.suite import Suite, load_suite, parse_suite
+    from lockgate.evals.baseline import Baseline, resolve_baseline
+    from lockgate.evals.compare import MetricComparison, MetricSummary
+    from lockgate.evals.gates import GateResult, evaluate_gates
+    from lockgate.evals.records import ExampleResult, ExampleScore
+    from lockgate.evals.report import EvalReport, build_report, merge_shards
+    from lockgate.evals.runner import EvalRun, RunOptions, Shard, run_suite, run_suite_async
+    from lockgate.evals.scorers import BaseScorer, Scorer, register
+    from lockgate.evals.suite import Suite, load_suite, parse_suite
 
 _LAZY = {
-    "Baseline": "evals.baseline",
-    "resolve_baseline": "evals.baseline",
-    "MetricComparison": "evals.compare",
-    "MetricSummary": "evals.compare",
-    "GateResult": "evals.gates",
-    "evaluate_gates": "evals.gates",
-    "ExampleResult": "evals.records",
-    "ExampleScore": "evals.records",
-    "EvalReport": "evals.report",
-    "build_report": "evals.report",
-    "merge_shards": "evals.report",
-    "EvalRun": "evals.runner",
-    "RunOptions": "evals.runner",
-    "Shard": "evals.runner",
-    "run_suite": "evals.runner",
-    "run_suite_async": "evals.runner",
-    "BaseScorer": "evals.scorers",
-    "Scorer": "evals.scorers",
-    "register": "evals.scorers",
-    "Suite": "evals.suite",
-    "load_suite": "evals.suite",
-    "parse_suite": "evals.suite",
+    "Baseline": "lockgate.evals.baseline",
+    "resolve_baseline": "lockgate.evals.baseline",
+    "MetricComparison": "lockgate.evals.compare",
+    "MetricSummary": "lockgate.evals.compare",
+    "GateResult": "lockgate.evals.gates",
+    "evaluate_gates": "lockgate.evals.gates",
+    "ExampleResult": "lockgate.evals.records",
+    "ExampleScore": "lockgate.evals.records",
+    "EvalReport": "lockgate.evals.report",
+    "build_report": "lockgate.evals.report",
+    "merge_shards": "lockgate.evals.report",
+    "EvalRun": "lockgate.evals.runner",
+    "RunOptions": "lockgate.evals.runner",
+    "Shard": "lockgate.evals.runner",
+    "run_suite": "lockgate.evals.runner",
+    "run_suite_async": "lockgate.evals.runner",
+    "BaseScorer": "lockgate.evals.scorers",
+    "Scorer": "lockgate.evals.scorers",
+    "register": "lockgate.evals.scorers",
+    "Suite": "lockgate.evals.suite",
+    "load_suite": "lockgate.evals.suite",
+    "parse_suite": "lockgate.evals.suite",
 }
 
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evals.errors import BaselineNotFound, ResultsInvalid
-from evals.records import ExampleResult
-from registry.errors import NotFound
+from lockgate.evals.errors import BaselineNotFound, ResultsInvalid
+from lockgate.evals.records import ExampleResult
+from lockgate.registry.errors import NotFound
 
 if TYPE_CHECKING:
-    from evals.suite import Suite
-    from registry.registry import Registry
+    from lockgate.evals.suite import Suite
+    from lockgate.registry.registry import Registry
 
 RUN_SCAN_LIMIT = 2000
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
-from registry.console import console, table
+from lockgate.registry.console import console, table
 
 if TYPE_CHECKING:
-    from evals.report import EvalReport
-    from registry.registry import Registry
-    from registry.settings import RegistrySettings
+    from lockgate.evals.report import EvalReport
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
 
 
 class EvalContext(Protocol):
@@ -90,8 +90,8 @@ def _write_outputs(
     not be written."""
     import json
 
-    from evals.formats import html_page, junit_xml
-    from evals.formats import markdown as render_markdown
+    from lockgate.evals.formats import html_page, junit_xml
+    from lockgate.evals.formats import markdown as render_markdown
 
     renderers: dict[str, tuple[Path | None, Callable[[], str]]] = {
         "junit": (junit, lambda: junit_xml(report)),
@@ -119,8 +119,8 @@ def _finish(
 ) -> None:
     """Record the verdict, write the reports, print the summary; exit with the run's code,
     or 2 when a report could not be written (recorded on the run)."""
-    from evals.errors import EvalError
-    from evals.report import record_output_errors, record_verdict
+    from lockgate.evals.errors import EvalError
+    from lockgate.evals.report import record_output_errors, record_verdict
 
     record_verdict(registry, report)
     junit, markdown, html, json_out = outputs
@@ -149,7 +149,7 @@ def _verdict_line(report: EvalReport) -> None:
 
 
 def _show(report: EvalReport) -> None:
-    from evals.formats import num, signed
+    from lockgate.evals.formats import num, signed
 
     out = console()
     out.print(
@@ -227,10 +227,10 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict.")] = False,
 ) -> None:
     """Run a suite, compare with a baseline, write reports; exit 1 unless the run passed."""
-    from evals.baseline import resolve_baseline
-    from evals.report import build_report
-    from evals.runner import RunOptions, Shard, run_suite
-    from evals.suite import load_suite
+    from lockgate.evals.baseline import resolve_baseline
+    from lockgate.evals.report import build_report
+    from lockgate.evals.runner import RunOptions, Shard, run_suite
+    from lockgate.evals.suite import load_suite
 
     suite = load_suite(suite_path)
     state = _state(ctx)
@@ -260,9 +260,9 @@ def merge_command(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Merge the JSON reports of ``--shard`` runs into one run, then gate on it."""
-    from evals.baseline import resolve_baseline
-    from evals.report import merge_shards
-    from evals.suite import load_suite
+    from lockgate.evals.baseline import resolve_baseline
+    from lockgate.evals.report import merge_shards
+    from lockgate.evals.suite import load_suite
 
     suite = load_suite(suite_path)
     registry = _state(ctx).registry()

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from evals.errors import TargetUnreachable
+from lockgate.evals.errors import TargetUnreachable
 
 TransportFactory = Callable[[], httpx.AsyncBaseTransport]
 IN_PROCESS_URL = "http://lockgate.in-process/v1"
@@ -225,6 +225,6 @@ class TargetClient:
         try:
             return (await self.call(path, body)).data
         except CallFailed as exc:
-            from evals.errors import ScorerInvalid
+            from lockgate.evals.errors import ScorerInvalid
 
             raise ScorerInvalid(f"a scorer's call failed: {exc}") from exc

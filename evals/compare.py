@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from evals import stats
-from evals.records import ExampleResult, ExampleScore
-from evals.scorers import BaseScorer
-from evals.suite import StatsSpec
+from lockgate.evals import stats
+from lockgate.evals.records import ExampleResult, ExampleScore
+from lockgate.evals.scorers import BaseScorer
+from lockgate.evals.suite import StatsSpec
 
 
 @dataclass

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evals.errors import ColumnMissing, EvalError
-from evals.suite import DatasetSpec
-from registry._extras import require
-from registry.artifacts import dir_manifest, manifest_bytes, sha256_file
-from registry.datasets import scan_dataset
-from registry.errors import DatasetFormatError
+from lockgate.evals.errors import ColumnMissing, EvalError
+from lockgate.evals.suite import DatasetSpec
+from lockgate.registry._extras import require
+from lockgate.registry.artifacts import dir_manifest, manifest_bytes, sha256_file
+from lockgate.registry.datasets import scan_dataset
+from lockgate.registry.errors import DatasetFormatError
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 _HF_BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet"}
 

@@ -19,7 +19,7 @@ an error (exit 1).
 
 from __future__ import annotations
 
-from registry.errors import LockgateError
+from lockgate.registry.errors import LockgateError
 
 
 class EvalError(LockgateError):

@@ -8,8 +8,8 @@ import json
 import math
 from xml.etree import ElementTree as ET
 
-from evals.compare import MetricComparison
-from evals.report import EvalReport
+from lockgate.evals.compare import MetricComparison
+from lockgate.evals.report import EvalReport
 
 MAX_FLIPS = 10
 _ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️", "skipped": "⏭️"}

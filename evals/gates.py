@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evals.compare import MetricComparison, MetricSummary
-from evals.errors import SuiteInvalid
-from evals.stats import examples_needed
-from evals.suite import GateSpec, StatsSpec
+from lockgate.evals.compare import MetricComparison, MetricSummary
+from lockgate.evals.errors import SuiteInvalid
+from lockgate.evals.stats import examples_needed
+from lockgate.evals.suite import GateSpec, StatsSpec
 
 Verdict = Literal["pass", "fail", "inconclusive", "skipped"]
 

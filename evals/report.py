@@ -13,17 +13,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evals.baseline import Baseline
-from evals.compare import MetricComparison, MetricSummary, compare, summarise
-from evals.errors import ResultsInvalid
-from evals.gates import GateResult, Verdict, evaluate_gates, exit_code, judge
-from evals.records import ExampleResult, canonical_json
-from evals.scorers import BaseScorer, build_scorers
-from evals.suite import Suite
+from lockgate.evals.baseline import Baseline
+from lockgate.evals.compare import MetricComparison, MetricSummary, compare, summarise
+from lockgate.evals.errors import ResultsInvalid
+from lockgate.evals.gates import GateResult, Verdict, evaluate_gates, exit_code, judge
+from lockgate.evals.records import ExampleResult, canonical_json
+from lockgate.evals.scorers import BaseScorer, build_scorers
+from lockgate.evals.suite import Suite
 
 if TYPE_CHECKING:
-    from evals.runner import EvalRun
-    from registry.registry import Registry
+    from lockgate.evals.runner import EvalRun
+    from lockgate.registry.registry import Registry
 
 
 @dataclass
@@ -204,7 +204,7 @@ def _record_merge(
 ) -> str:  # fmt: skip
     import tempfile
 
-    from registry.records import LineageEdge
+    from lockgate.registry.records import LineageEdge
 
     shard_runs = [d["run_id"] for d in docs if d.get("run_id")]
     lineage = [LineageEdge("run", r, "input") for r in shard_runs]

@@ -19,24 +19,30 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from evals.client import IN_PROCESS_URL, CallFailed, TargetClient, TransportFactory, trace_id_of
-from evals.compare import MetricSummary, summarise
-from evals.data import EvalDataset, load_dataset
-from evals.errors import EvalError, SuiteInvalid, TargetFailed
-from evals.records import ExampleResult, ExampleScore, digest, example_keys
-from evals.scorers import BaseScorer, ScoreContext, build_scorers
-from evals.store import ResponseCache, ResultsFile
-from evals.suite import Suite
-from evals.target import (
+from lockgate.evals.client import (
+    IN_PROCESS_URL,
+    CallFailed,
+    TargetClient,
+    TransportFactory,
+    trace_id_of,
+)
+from lockgate.evals.compare import MetricSummary, summarise
+from lockgate.evals.data import EvalDataset, load_dataset
+from lockgate.evals.errors import EvalError, SuiteInvalid, TargetFailed
+from lockgate.evals.records import ExampleResult, ExampleScore, digest, example_keys
+from lockgate.evals.scorers import BaseScorer, ScoreContext, build_scorers
+from lockgate.evals.store import ResponseCache, ResultsFile
+from lockgate.evals.suite import Suite
+from lockgate.evals.target import (
     ResolvedLLMTarget,
     ResolvedSklearnTarget,
     resolve_llm_target,
     resolve_sklearn_target,
 )
-from registry.records import LineageEdge
+from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 ProgressHook = Callable[[int, int], None]  # (done, total)
 
@@ -352,7 +358,7 @@ def _record(registry: Registry, run_id: str, run: EvalRun, results_path: Path) -
     """Per-example rows as the ``examples.jsonl`` artifact, figures as metrics."""
     with tempfile.TemporaryDirectory(prefix="lockgate-eval-") as tmp:
         path = Path(tmp) / "examples.jsonl"
-        from evals.records import canonical_json
+        from lockgate.evals.records import canonical_json
 
         with path.open("w", encoding="utf-8") as f:
             for r in run.results:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from registry._extras import require
+from lockgate.registry._extras import require
 
 Array = npt.NDArray[np.float64]
 

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from evals.records import ExampleResult, canonical_json
+from lockgate.evals.records import ExampleResult, canonical_json
 
 
 class ResponseCache:

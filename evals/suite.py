@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from evals.errors import SuiteInvalid
+from lockgate.evals.errors import SuiteInvalid
 
 OnError = Literal["fail", "skip", "score_zero"]
 
@@ -198,7 +198,7 @@ class Suite(_Model):
     _parsed: dict[str, Any] | None = PrivateAttr(default=None)
 
     def _pinned_fields(self) -> dict[str, Any]:
-        from registry.gates import suite_content
+        from lockgate.registry.gates import suite_content
 
         return suite_content(self.model_dump(mode="json", by_alias=True, exclude_defaults=True))
 
@@ -206,7 +206,7 @@ class Suite(_Model):
         """The suite's content digest over a dataset version: what runs record and gate
         policies pin (:func:`registry.gates.suite_digest` of the file as YAML loaded it;
         of the fields themselves for a suite built in code or changed since it was read)."""
-        from registry.gates import suite_digest
+        from lockgate.registry.gates import suite_digest
 
         document = self._document
         if document is None or self._parsed != self._pinned_fields():
@@ -242,7 +242,7 @@ def _scorer_entry(entry: Any) -> Any:
 def _gate_entry(entry: Any) -> Any:
     """Gate strings: ``m >= 0.9``, ``m: no significant regression vs baseline``,
     ``m: max_drop 0.02``; or a mapping with the same fields as :class:`GateSpec`."""
-    from evals.gates import parse_gate
+    from lockgate.evals.gates import parse_gate
 
     if isinstance(entry, str):
         return parse_gate(entry)

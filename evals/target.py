@@ -13,14 +13,14 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evals.errors import EvalError, SuiteInvalid
-from evals.records import ExampleResult
-from evals.suite import LLMTarget, SklearnTarget
-from registry.records import LineageEdge, PromptVersionInfo
-from registry.templates import render_template, variables_of
+from lockgate.evals.errors import EvalError, SuiteInvalid
+from lockgate.evals.records import ExampleResult
+from lockgate.evals.suite import LLMTarget, SklearnTarget
+from lockgate.registry.records import LineageEdge, PromptVersionInfo
+from lockgate.registry.templates import render_template, variables_of
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 
 @dataclass

@@ -3,7 +3,7 @@ checkpoints and resume, executors (local, torchrun, Kubernetes), registering the
 
 Typical use::
 
-    from finetune import submit_job, Worker, WorkerSettings
+    from lockgate.finetune import submit_job, Worker, WorkerSettings
 
     job, created = submit_job(registry, {"base_model": "registry:tiny@production",
                                          "training_file": "train.jsonl",
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from finetune.errors import (
+from lockgate.finetune.errors import (
     BaseModelNotFound,
     FinetuneError,
     RowProblem,
@@ -27,13 +27,13 @@ from finetune.errors import (
     TrainingDataInvalid,
     TrainingFailed,
 )
-from registry._lazy import lazy_exports
+from lockgate.registry._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from finetune.base_model import BaseModel, resolve_base_model
-    from finetune.data import DataReport, Example, load_examples, scan_file
-    from finetune.executors import EXECUTORS, Executor, TrainRequest, register_executor
-    from finetune.spec import (
+    from lockgate.finetune.base_model import BaseModel, resolve_base_model
+    from lockgate.finetune.data import DataReport, Example, load_examples, scan_file
+    from lockgate.finetune.executors import EXECUTORS, Executor, TrainRequest, register_executor
+    from lockgate.finetune.spec import (
         EvalParams,
         JobSpec,
         LoraParams,
@@ -42,37 +42,37 @@ if TYPE_CHECKING:
         parse_spec,
         spec_from_openai,
     )
-    from finetune.submit import check_job, job_spec, submit_job
-    from finetune.trainer import TrainHooks, TrainResult, train
-    from finetune.worker import Worker, WorkerSettings, execute_job
+    from lockgate.finetune.submit import check_job, job_spec, submit_job
+    from lockgate.finetune.trainer import TrainHooks, TrainResult, train
+    from lockgate.finetune.worker import Worker, WorkerSettings, execute_job
 
 _LAZY = {
-    "BaseModel": "finetune.base_model",
-    "resolve_base_model": "finetune.base_model",
-    "DataReport": "finetune.data",
-    "Example": "finetune.data",
-    "load_examples": "finetune.data",
-    "scan_file": "finetune.data",
-    "EXECUTORS": "finetune.executors",
-    "Executor": "finetune.executors",
-    "TrainRequest": "finetune.executors",
-    "register_executor": "finetune.executors",
-    "EvalParams": "finetune.spec",
-    "JobSpec": "finetune.spec",
-    "LoraParams": "finetune.spec",
-    "TrainingParams": "finetune.spec",
-    "load_spec": "finetune.spec",
-    "parse_spec": "finetune.spec",
-    "spec_from_openai": "finetune.spec",
-    "check_job": "finetune.submit",
-    "job_spec": "finetune.submit",
-    "submit_job": "finetune.submit",
-    "TrainHooks": "finetune.trainer",
-    "TrainResult": "finetune.trainer",
-    "train": "finetune.trainer",
-    "Worker": "finetune.worker",
-    "WorkerSettings": "finetune.worker",
-    "execute_job": "finetune.worker",
+    "BaseModel": "lockgate.finetune.base_model",
+    "resolve_base_model": "lockgate.finetune.base_model",
+    "DataReport": "lockgate.finetune.data",
+    "Example": "lockgate.finetune.data",
+    "load_examples": "lockgate.finetune.data",
+    "scan_file": "lockgate.finetune.data",
+    "EXECUTORS": "lockgate.finetune.executors",
+    "Executor": "lockgate.finetune.executors",
+    "TrainRequest": "lockgate.finetune.executors",
+    "register_executor": "lockgate.finetune.executors",
+    "EvalParams": "lockgate.finetune.spec",
+    "JobSpec": "lockgate.finetune.spec",
+    "LoraParams": "lockgate.finetune.spec",
+    "TrainingParams": "lockgate.finetune.spec",
+    "load_spec": "lockgate.finetune.spec",
+    "parse_spec": "lockgate.finetune.spec",
+    "spec_from_openai": "lockgate.finetune.spec",
+    "check_job": "lockgate.finetune.submit",
+    "job_spec": "lockgate.finetune.submit",
+    "submit_job": "lockgate.finetune.submit",
+    "TrainHooks": "lockgate.finetune.trainer",
+    "TrainResult": "lockgate.finetune.trainer",
+    "train": "lockgate.finetune.trainer",
+    "Worker": "lockgate.finetune.worker",
+    "WorkerSettings": "lockgate.finetune.worker",
+    "execute_job": "lockgate.finetune.worker",
 }
 
 

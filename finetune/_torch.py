@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from registry._extras import require
+from lockgate.registry._extras import require
 
 FEATURE = "fine-tuning"
 EXTRA = "finetune"

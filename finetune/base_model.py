@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.errors import BaseModelNotFound
-from registry.errors import InvalidInput, NotFound
-from registry.records import Ref
+from lockgate.finetune.errors import BaseModelNotFound
+from lockgate.registry.errors import InvalidInput, NotFound
+from lockgate.registry.records import Ref
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 REGISTRY_PREFIX = "registry:"
 HUB_URL = "https://huggingface.co"

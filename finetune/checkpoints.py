@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 PREFIX = "step-"
 ARTIFACT_PREFIX = "checkpoint/"

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
-from finetune.errors import SpecInvalid
-from registry.console import JsonOption, emit, table, when
+from lockgate.finetune.errors import SpecInvalid
+from lockgate.registry.console import JsonOption, emit, table, when
 
 if TYPE_CHECKING:
-    from finetune.worker import WorkerSettings
-    from registry.registry import Registry
-    from registry.settings import RegistrySettings
+    from lockgate.finetune.worker import WorkerSettings
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
 
 
 class FinetuneContext(Protocol):
@@ -63,8 +63,8 @@ def submit(
     json_mode: JsonOption = False,
 ) -> None:
     """Validate the data, then queue a job (flags override the spec file)."""
-    from finetune.spec import load_spec, parse_spec
-    from finetune.submit import submit_job
+    from lockgate.finetune.spec import load_spec, parse_spec
+    from lockgate.finetune.submit import submit_job
 
     data: dict[str, Any] = load_spec(spec_file).model_dump() if spec_file else {}
     flat = {
@@ -162,7 +162,7 @@ def logs(
     json_mode: JsonOption = False,
 ) -> None:
     """Events and step metrics of a job."""
-    from registry.jobs import FINAL
+    from lockgate.registry.jobs import FINAL
 
     registry = _registry(ctx)
     after = 0
@@ -187,7 +187,7 @@ def cancel(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> No
 
 
 def _worker_settings(ctx: typer.Context, **values: Any) -> WorkerSettings:
-    from finetune.worker import WorkerSettings
+    from lockgate.finetune.worker import WorkerSettings
 
     state: FinetuneContext = ctx.obj
     work_dir = values.pop("work_dir") or state.registry_settings.data_dir / "finetune"
@@ -213,10 +213,10 @@ def worker(
     ] = True,
 ) -> None:
     """Claim and run jobs (requeues jobs whose worker died; resumes from checkpoints)."""
-    from finetune._torch import require_stack
-    from finetune.executors import ExecutorSettings
-    from finetune.results import gate_and_label
-    from finetune.worker import Worker
+    from lockgate.finetune._torch import require_stack
+    from lockgate.finetune.executors import ExecutorSettings
+    from lockgate.finetune.results import gate_and_label
+    from lockgate.finetune.worker import Worker
 
     require_stack()
     settings = _worker_settings(
@@ -250,8 +250,8 @@ def run_claimed(
     work_dir: Annotated[Path | None, Opt("--work-dir")] = None,
 ) -> None:
     """Run a job already claimed under WORKER_ID (what a Kubernetes pod executes)."""
-    from finetune._torch import require_stack
-    from finetune.worker import execute_job
+    from lockgate.finetune._torch import require_stack
+    from lockgate.finetune.worker import execute_job
 
     require_stack()
     registry = _registry(ctx)

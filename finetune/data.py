@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import RowProblem, TrainingDataInvalid
+from lockgate.finetune.errors import RowProblem, TrainingDataInvalid
 
 ROLES = frozenset({"system", "user", "assistant", "developer"})
 

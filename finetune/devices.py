@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from finetune import _torch
-from finetune.errors import SettingImpossible
+from lockgate.finetune import _torch
+from lockgate.finetune.errors import SettingImpossible
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from finetune.data import Example
+from lockgate.finetune.data import Example
 
 
 @dataclass(frozen=True)

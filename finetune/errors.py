@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.errors import LockgateError
+from lockgate.registry.errors import LockgateError
 
 
 class FinetuneError(LockgateError):

@@ -2,7 +2,7 @@
 
 ==========  =================================================================================
 local       in this process (``train()``), stopped through the hooks on cancel
-torchrun    ``torchrun --standalone --nproc_per_node N -m finetune.launch REQUEST`` (DDP on
+torchrun    ``torchrun --standalone --nproc_per_node N -m lockgate.finetune.launch REQUEST`` (DDP on
             one node); metrics are reported by rank 0, a cancel writes a ``STOP`` file
 kubernetes  writes a ``batch/v1`` Job manifest (GPU requests, the lockgate image, the
             ``lockgate finetune run JOB --worker-id W`` command) and, when asked, applies it
@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, Field
 
-from finetune.errors import SettingImpossible, TrainingFailed
-from finetune.trainer import TrainHooks, TrainingStopped, TrainInputs, TrainResult
+from lockgate.finetune.errors import SettingImpossible, TrainingFailed
+from lockgate.finetune.trainer import TrainHooks, TrainingStopped, TrainInputs, TrainResult
 
 DEFAULT_IMAGE = "ghcr.io/lockgate/lockgate:latest"
 
@@ -114,7 +114,7 @@ class LocalExecutor:
         self.settings = settings
 
     def run(self, request: TrainRequest, hooks: TrainHooks) -> TrainResult | None:
-        from finetune.trainer import train
+        from lockgate.finetune.trainer import train
 
         return train(request.inputs, hooks)
 
@@ -141,7 +141,7 @@ class TorchrunExecutor:
             "--standalone",
             f"--nproc_per_node={max(request.gpus, 1)}",
             "-m",
-            "finetune.launch",
+            "lockgate.finetune.launch",
             str(request_path),
         ]
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune import _torch
-from finetune.data import Example
-from finetune.encoding import render_example
+from lockgate.finetune import _torch
+from lockgate.finetune.data import Example
+from lockgate.finetune.encoding import render_example
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``python -m finetune.launch REQUEST.json``: one training process started by an executor
+"""``python -m lockgate.finetune.launch REQUEST.json``: one training process started by an executor
 (each ``torchrun`` rank runs this). Rank 0 reports to the registry; every rank stops when
 the launching worker writes ``STOP`` next to the request (exit code 3)."""
 
@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from finetune.spec import JobSpec
-from finetune.trainer import TrainingStopped, TrainInputs, train
+from lockgate.finetune.spec import JobSpec
+from lockgate.finetune.trainer import TrainingStopped, TrainInputs, train
 
 STOPPED = 3
 
@@ -26,9 +26,9 @@ def main(argv: list[str]) -> int:
         out,
         Path(data["checkpoint_dir"]),
     )
-    from finetune.reporting import RegistryHooks
-    from registry.registry import Registry
-    from registry.settings import RegistrySettings
+    from lockgate.finetune.reporting import RegistryHooks
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
 
     registry = Registry(RegistrySettings.model_validate(data["registry_settings"]))
     hooks = RegistryHooks(

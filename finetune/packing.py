@@ -22,7 +22,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from finetune.encoding import Encoded
+from lockgate.finetune.encoding import Encoded
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from registry.errors import Conflict, DatabaseError
+from lockgate.registry.errors import Conflict, DatabaseError
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +69,7 @@ class RegistryHooks:
         data: dict[str, object] = {"step": step, "checkpoint": str(path)}
         message = f"checkpoint at step {step}"
         if self.upload_checkpoints:
-            from finetune.checkpoints import upload_checkpoint
+            from lockgate.finetune.checkpoints import upload_checkpoint
 
             try:
                 data["digest"] = upload_checkpoint(self.registry, self.run_id, path)

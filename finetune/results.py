@@ -10,15 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from finetune.spec import JobSpec
-from finetune.trainer import TrainInputs, TrainResult
-from registry.errors import GateRefused, LockgateError, NotFound
-from registry.records import LineageEdge
+from lockgate.finetune.spec import JobSpec
+from lockgate.finetune.trainer import TrainInputs, TrainResult
+from lockgate.registry.errors import GateRefused, LockgateError, NotFound
+from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
-    from registry.jobs import JobInfo
-    from registry.records import ModelVersionInfo
-    from registry.registry import Registry
+    from lockgate.registry.jobs import JobInfo
+    from lockgate.registry.records import ModelVersionInfo
+    from lockgate.registry.registry import Registry
 
 log = logging.getLogger("lockgate.finetune")
 TransportFactory = Callable[[], Any]  # () -> httpx.AsyncBaseTransport (evals' seam)
@@ -130,9 +130,9 @@ def gate_and_label(
     spec's ``submitted_by`` (:func:`submitter_may_label`). Without ``transport_factory`` the
     suite's own ``base_url`` is called (e.g. a running gateway that serves ``registry:``
     models)."""
-    import evals
-    from evals.report import record_verdict
-    from registry.gates import SuitePin
+    from lockgate import evals
+    from lockgate.evals.report import record_verdict
+    from lockgate.registry.gates import SuitePin
 
     assert spec.eval is not None
     suite = evals.load_suite(Path(spec.eval.suite))

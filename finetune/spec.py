@@ -39,8 +39,8 @@ from pydantic import (
     model_validator,
 )
 
-from finetune.base_model import REGISTRY_PREFIX
-from finetune.errors import SpecInvalid
+from lockgate.finetune.base_model import REGISTRY_PREFIX
+from lockgate.finetune.errors import SpecInvalid
 
 # LoRA targets per ``config.model_type``: attention and MLP projections (the QLoRA paper's
 # finding: adapting every linear layer matches full fine-tuning far better than q/v only).

@@ -26,17 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.base_model import REGISTRY_PREFIX, BaseModel, hub_reachable, resolve_base_model
-from finetune.data import DataReport, scan_file
-from finetune.devices import check_gpus
-from finetune.errors import SpecInvalid, TrainingDataInvalid
-from finetune.spec import JobSpec, Submitter, parse_spec
-from registry.errors import NotFound
-from registry.records import check_name
+from lockgate.finetune.base_model import (
+    REGISTRY_PREFIX,
+    BaseModel,
+    hub_reachable,
+    resolve_base_model,
+)
+from lockgate.finetune.data import DataReport, scan_file
+from lockgate.finetune.devices import check_gpus
+from lockgate.finetune.errors import SpecInvalid, TrainingDataInvalid
+from lockgate.finetune.spec import JobSpec, Submitter, parse_spec
+from lockgate.registry.errors import NotFound
+from lockgate.registry.records import check_name
 
 if TYPE_CHECKING:
-    from registry.jobs import JobInfo
-    from registry.registry import Registry
+    from lockgate.registry.jobs import JobInfo
+    from lockgate.registry.registry import Registry
 
 JOB_KIND = "finetune"
 

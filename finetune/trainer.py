@@ -30,14 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from finetune import _torch
-from finetune.checkpoints import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from finetune.data import load_examples
-from finetune.devices import plan_devices
-from finetune.encoding import Encoded, encode_all
-from finetune.errors import TrainingFailed
-from finetune.packing import collate_packed, collate_padded, micro_batches
-from finetune.spec import JobSpec
+from lockgate.finetune import _torch
+from lockgate.finetune.checkpoints import (
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from lockgate.finetune.data import load_examples
+from lockgate.finetune.devices import plan_devices
+from lockgate.finetune.encoding import Encoded, encode_all
+from lockgate.finetune.errors import TrainingFailed
+from lockgate.finetune.packing import collate_packed, collate_padded, micro_batches
+from lockgate.finetune.spec import JobSpec
 
 
 class TrainingStopped(Exception):

@@ -18,20 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from finetune.base_model import materialize_base_model, resolve_base_model
-from finetune.checkpoints import restore_checkpoint
-from finetune.errors import FinetuneError
-from finetune.executors import ExecutorSettings, TrainRequest, make_executor
-from finetune.reporting import Heartbeat, RegistryHooks
-from finetune.results import EvalHook, finish_job
-from finetune.submit import JOB_KIND, job_spec
-from finetune.trainer import TrainingStopped, TrainInputs
-from registry.errors import Conflict, LockgateError
-from registry.records import LineageEdge
+from lockgate.finetune.base_model import materialize_base_model, resolve_base_model
+from lockgate.finetune.checkpoints import restore_checkpoint
+from lockgate.finetune.errors import FinetuneError
+from lockgate.finetune.executors import ExecutorSettings, TrainRequest, make_executor
+from lockgate.finetune.reporting import Heartbeat, RegistryHooks
+from lockgate.finetune.results import EvalHook, finish_job
+from lockgate.finetune.submit import JOB_KIND, job_spec
+from lockgate.finetune.trainer import TrainingStopped, TrainInputs
+from lockgate.registry.errors import Conflict, LockgateError
+from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
-    from registry.jobs import JobInfo
-    from registry.registry import Registry
+    from lockgate.registry.jobs import JobInfo
+    from lockgate.registry.registry import Registry
 
 log = logging.getLogger("lockgate.finetune")
 

@@ -16,14 +16,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import chat, completions, embeddings, files, fine_tuning, health, metrics, models
-from gateway.auth import is_loopback
-from gateway.config import LockgateSettings
-from gateway.errors import GatewayError, LoopbackOnly, UnsupportedMediaType
-from gateway.providers import Operation
-from gateway.schemas import install_openapi
-from gateway.state import build_state
-from registry.errors import LockgateError
+from lockgate.gateway.api import (
+    chat,
+    completions,
+    embeddings,
+    files,
+    fine_tuning,
+    health,
+    metrics,
+    models,
+)
+from lockgate.gateway.auth import is_loopback
+from lockgate.gateway.config import LockgateSettings
+from lockgate.gateway.errors import GatewayError, LoopbackOnly, UnsupportedMediaType
+from lockgate.gateway.providers import Operation
+from lockgate.gateway.schemas import install_openapi
+from lockgate.gateway.state import build_state
+from lockgate.registry.errors import LockgateError
 
 log = logging.getLogger(__name__)
 _JSON = "application/json"
@@ -204,7 +213,7 @@ def create_app(
         state = build_state(settings, span_exporters)
         app.state.gateway = state
         if tune_runtime:
-            from gateway.serve import tune_runtime as tune
+            from lockgate.gateway.serve import tune_runtime as tune
 
             tune()
         try:
@@ -223,7 +232,8 @@ def create_app(
 
 
 def app_factory() -> FastAPI:
-    """For ``uvicorn gateway.app:app_factory --factory``: settings from ``LOCKGATE_CONFIG``."""
-    from gateway.config import load_settings
+    """For ``uvicorn lockgate.gateway.app:app_factory --factory``: settings from
+    ``LOCKGATE_CONFIG``."""
+    from lockgate.gateway.config import load_settings
 
     return create_app(load_settings(), tune_runtime=True)

@@ -33,12 +33,12 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from gateway.config import ConfigError, LockgateSettings
-from gateway.errors import AuthenticationFailed, PermissionDenied
-from gateway.limits import KeyLimits
-from gateway.settings import GatewaySettings
-from registry.keys import KeyInfo
-from registry.registry import Registry
+from lockgate.gateway.config import ConfigError, LockgateSettings
+from lockgate.gateway.errors import AuthenticationFailed, PermissionDenied
+from lockgate.gateway.limits import KeyLimits
+from lockgate.gateway.settings import GatewaySettings
+from lockgate.registry.keys import KeyInfo
+from lockgate.registry.registry import Registry
 
 ADMIN_KEY_ID = "admin"
 MAX_CACHED_KEYS = 10_000

@@ -18,9 +18,9 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from gateway.errors import InvalidRequest, RequestTimeout, RequestTooLarge
-from gateway.schemas import CONTROL_FIELDS, REQUEST_MODELS
-from gateway.settings import RequestSettings
+from lockgate.gateway.errors import InvalidRequest, RequestTimeout, RequestTooLarge
+from lockgate.gateway.schemas import CONTROL_FIELDS, REQUEST_MODELS
+from lockgate.gateway.settings import RequestSettings
 
 
 async def read_body(request: Request, settings: RequestSettings) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gateway.settings import BreakerSettings
+from lockgate.gateway.settings import BreakerSettings
 
 
 @dataclass(slots=True)

@@ -30,9 +30,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from gateway.costs import CostTable
-from gateway.metrics import Metrics
-from gateway.settings import CallRecordSettings
+from lockgate.gateway.costs import CostTable
+from lockgate.gateway.metrics import Metrics
+from lockgate.gateway.settings import CallRecordSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from evals.cli import eval_app
-from finetune.cli import finetune_app
-from gateway.keys_cli import keys_app
-from registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
-from registry.errors import LockgateError
+from lockgate.evals.cli import eval_app
+from lockgate.finetune.cli import finetune_app
+from lockgate.gateway.keys_cli import keys_app
+from lockgate.registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
+from lockgate.registry.errors import LockgateError
 
 if TYPE_CHECKING:
-    from gateway.config import LockgateSettings
-    from registry.registry import Registry
-    from registry.settings import RegistrySettings
+    from lockgate.gateway.config import LockgateSettings
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
 
 
 class CliState:
@@ -34,7 +34,7 @@ class CliState:
     @property
     def settings(self) -> LockgateSettings:
         if self._settings is None:
-            from gateway.config import load_settings
+            from lockgate.gateway.config import load_settings
 
             self._settings = load_settings(self._config_path)
         return self._settings
@@ -45,7 +45,7 @@ class CliState:
 
     def registry(self) -> Registry:
         if self._registry is None:
-            from registry.registry import Registry
+            from lockgate.registry.registry import Registry
 
             self._registry = Registry(self.settings.registry)
         return self._registry
@@ -54,13 +54,13 @@ class CliState:
         """Before ``model register``: an upstream model may name only hosts its provider's
         key may go to (gateway.providers.<provider>.allowed_api_bases)."""
         if flavor == "upstream":
-            from gateway.routing import check_upstream_spec
+            from lockgate.gateway.routing import check_upstream_spec
 
             check_upstream_spec(spec, self.settings.gateway)
 
     def eval_transport_factory(self) -> Any:
         """The in-process gateway, for eval suites that name no ``base_url``."""
-        from gateway.inprocess import InProcessGateway
+        from lockgate.gateway.inprocess import InProcessGateway
 
         return InProcessGateway(self.settings)
 
@@ -122,7 +122,7 @@ def demo(
     ] = Path(".demo"),
 ) -> None:
     """Run lockgate's whole loop on the embedded defaults: no API keys, no network."""
-    from gateway.demo import run_demo
+    from lockgate.gateway.demo import run_demo
 
     run_demo(data_dir.resolve())
 
@@ -138,7 +138,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Default: server.workers (1).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible gateway (uvicorn)."""
-    from gateway.serve import serve as run_server
+    from lockgate.gateway.serve import serve as run_server
 
     if config is None and ctx.parent is not None:
         config = ctx.parent.params.get("config")

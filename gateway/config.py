@@ -27,9 +27,9 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gateway.settings import GatewaySettings
-from registry.errors import LockgateError
-from registry.settings import RegistrySettings
+from lockgate.gateway.settings import GatewaySettings
+from lockgate.registry.errors import LockgateError
+from lockgate.registry.settings import RegistrySettings
 
 SHORTCUTS = {
     "LOCKGATE_DATABASE_URL": ("registry", "database_url"),

@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio.to_thread
 import orjson
 
-from gateway.settings import PriceSettings
+from lockgate.gateway.settings import PriceSettings
 
 COST_MAP_FILE = "model_prices_and_context_window_backup.json"
 LOAD_WAIT_S = 60.0

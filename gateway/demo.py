@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.console import console, table, when
+from lockgate.registry.console import console, table, when
 
 SUPPORT_V1 = "You are a support agent. Answer the customer's question: {{ question }}"
 SUPPORT_V2 = [
@@ -86,7 +86,7 @@ def registry_step(demo: Demo) -> None:
         "prompt", "support", "production", 2, expect_version=1, reason="chat form reviewed"
     )
     demo.cmd("prompt label support 1 production --expect 1   # a stale writer")
-    from registry.errors import Conflict
+    from lockgate.registry.errors import Conflict
 
     try:
         reg.set_label("prompt", "support", "production", 1, expect_version=1)
@@ -121,7 +121,7 @@ class DemoFailed(RuntimeError):
 def _lockgate(demo: Demo, *args: str, expect: int = 0) -> None:
     """Run a real `lockgate` command in process, printing what a user would see; the demo
     stops when its exit code is not the one the loop expects."""
-    from gateway.cli import app
+    from lockgate.gateway.cli import app
 
     demo.cmd(" ".join(args))
     code = app(["--config", str(demo.config), *args], prog_name="lockgate", standalone_mode=False)
@@ -161,8 +161,8 @@ def _call_rows(calls: list[dict[str, Any]]) -> list[list[Any]]:
 def gateway_step(demo: Demo) -> None:
     import httpx
 
-    from gateway.app import create_app
-    from gateway.background import ServerThread
+    from lockgate.gateway.app import create_app
+    from lockgate.gateway.background import ServerThread
 
     demo.say("2. Gateway: an OpenAI-compatible endpoint, traced, resolving prompts")
     demo.out.print(
@@ -196,7 +196,7 @@ def gateway_step(demo: Demo) -> None:
 def eval_step(demo: Demo) -> None:
     import yaml
 
-    from gateway.demo_model import dataset_rows
+    from lockgate.gateway.demo_model import dataset_rows
 
     demo.say("3. Evals and gates: a regression is caught before it ships")
     data = demo.root / "support-faq.jsonl"
@@ -254,7 +254,7 @@ def eval_step(demo: Demo) -> None:
 
 
 def _faq_chats() -> list[dict[str, Any]]:
-    from gateway.demo_model import FAQ, PHRASINGS
+    from lockgate.gateway.demo_model import FAQ, PHRASINGS
 
     return [
         {"messages": [{"role": "user", "content": p.format(q=question)},
@@ -280,7 +280,7 @@ def finetune_step(demo: Demo) -> None:
     import torch
     import transformers
 
-    from finetune.tiny import build_tiny_llama
+    from lockgate.finetune.tiny import build_tiny_llama
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     # the demo's output is the loop, not the libraries' progress bars and deprecation notes
@@ -337,9 +337,9 @@ def finetune_step(demo: Demo) -> None:
 def _serve_trained(demo: Demo) -> None:
     import httpx
 
-    from gateway.app import create_app
-    from gateway.background import ServerThread
-    from gateway.demo_model import FAQ
+    from lockgate.gateway.app import create_app
+    from lockgate.gateway.background import ServerThread
+    from lockgate.gateway.demo_model import FAQ
 
     questions = [FAQ["refund"][0], "Hello, " + FAQ["warranty"][0]]
     with (
@@ -394,7 +394,7 @@ def _earlier_demo(root: Path) -> bool:
 
 
 def _fresh_folder(root: Path) -> None:
-    from registry.errors import InvalidInput
+    from lockgate.registry.errors import InvalidInput
 
     if root.exists():
         if not root.is_dir():
@@ -413,7 +413,7 @@ def _fresh_folder(root: Path) -> None:
 
 def _demo_settings(config: Path, root: Path) -> Any:
     """The demo's settings, from its own lockgate.yaml alone."""
-    from gateway.config import load_settings
+    from lockgate.gateway.config import load_settings
 
     settings = load_settings(config)
     registry = settings.registry
@@ -438,9 +438,9 @@ def run_demo(root: Path) -> None:
 def _run(root: Path) -> None:
     import yaml
 
-    from gateway.background import ServerThread
-    from gateway.demo_model import build_app
-    from registry import Registry
+    from lockgate.gateway.background import ServerThread
+    from lockgate.gateway.demo_model import build_app
+    from lockgate.registry import Registry
 
     out = console()
     with ServerThread(build_app()) as model:

@@ -25,16 +25,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gateway.breaker import CircuitBreakers
-from gateway.errors import (
+from lockgate.gateway.breaker import CircuitBreakers
+from lockgate.gateway.errors import (
     AllDeploymentsFailed,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from gateway.providers import UpstreamCall, UpstreamResponse
-from gateway.routing import Plan, Target
-from gateway.settings import RetrySettings
+from lockgate.gateway.providers import UpstreamCall, UpstreamResponse
+from lockgate.gateway.routing import Plan, Target
+from lockgate.gateway.settings import RetrySettings
 
 R = TypeVar("R")
 UpstreamFailure = UpstreamError | UpstreamUnreachable | UpstreamTimeout

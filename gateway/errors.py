@@ -35,10 +35,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import LockgateError
+from lockgate.registry.errors import LockgateError
 
 if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
+    from lockgate.gateway.settings import GatewaySettings
 
 ERROR_TYPES = {
     400: "invalid_request_error",

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 
-from gateway.config import LockgateSettings
+from lockgate.gateway.config import LockgateSettings
 
 
 class InProcessGateway(httpx.AsyncBaseTransport):
     def __init__(self, settings: LockgateSettings) -> None:
-        from gateway.app import create_app
+        from lockgate.gateway.app import create_app
 
         self._app = create_app(settings)
         self._inner = httpx.ASGITransport(app=self._app)

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.console import JsonOption, emit, table
-from registry.errors import InvalidInput
+from lockgate.registry.console import JsonOption, emit, table
+from lockgate.registry.errors import InvalidInput
 
 keys_app = typer.Typer(
     help="Virtual API keys: scopes, model lists, limits, budgets.", no_args_is_help=True

@@ -249,7 +249,7 @@ class RedisLimiter:
         prefix: str = "lockgate",
         stale_after_s: float = 600.0,
     ) -> None:
-        from registry._extras import require
+        from lockgate.registry._extras import require
 
         redis_asyncio = require("redis.asyncio", feature="Redis-backed limits", extra="redis")
         self._redis: Any = redis_asyncio.from_url(url)

@@ -19,13 +19,13 @@ from typing import Any
 
 import anyio.to_thread
 
-from gateway.body import refuse_control_fields
-from gateway.cache import TTLCache
-from gateway.errors import InvalidRequest
-from gateway.schemas import CONTROL_FIELDS
-from registry.records import PromptVersionInfo, Ref
-from registry.registry import Registry
-from registry.templates import RenderTooSlow
+from lockgate.gateway.body import refuse_control_fields
+from lockgate.gateway.cache import TTLCache
+from lockgate.gateway.errors import InvalidRequest
+from lockgate.gateway.schemas import CONTROL_FIELDS
+from lockgate.registry.records import PromptVersionInfo, Ref
+from lockgate.registry.registry import Registry
+from lockgate.registry.templates import RenderTooSlow
 
 PREFIX = "prompt:"
 INLINE_RENDER_S = 0.002  # the longest a render may hold the event loop before it moves off

@@ -28,23 +28,23 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from gateway.auth import Authenticator
-from gateway.body import parse_body, read_body
-from gateway.call_records import CallRecorder
-from gateway.costs import CostTable
-from gateway.dispatch import Dispatcher
-from gateway.errors import LimiterUnavailable, ModelUnpriced, RateLimited, UpstreamError
-from gateway.limits import KeyLimits, Limiter
-from gateway.metrics import Metrics
-from gateway.prompts import PromptResolver
-from gateway.providers import Operation, UpstreamCall
-from gateway.relay import CLIENT_CLOSED, RelayResponse
-from gateway.routing import Plan, Router, Target
-from gateway.settings import GatewaySettings
-from gateway.spans import Call, response_attributes, start_attributes, stream_attributes
-from gateway.streaming import StreamScan
-from gateway.tracing import PROPAGATOR, Redactor, trace_headers
-from registry.errors import LockgateError
+from lockgate.gateway.auth import Authenticator
+from lockgate.gateway.body import parse_body, read_body
+from lockgate.gateway.call_records import CallRecorder
+from lockgate.gateway.costs import CostTable
+from lockgate.gateway.dispatch import Dispatcher
+from lockgate.gateway.errors import LimiterUnavailable, ModelUnpriced, RateLimited, UpstreamError
+from lockgate.gateway.limits import KeyLimits, Limiter
+from lockgate.gateway.metrics import Metrics
+from lockgate.gateway.prompts import PromptResolver
+from lockgate.gateway.providers import Operation, UpstreamCall
+from lockgate.gateway.relay import CLIENT_CLOSED, RelayResponse
+from lockgate.gateway.routing import Plan, Router, Target
+from lockgate.gateway.settings import GatewaySettings
+from lockgate.gateway.spans import Call, response_attributes, start_attributes, stream_attributes
+from lockgate.gateway.streaming import StreamScan
+from lockgate.gateway.tracing import PROPAGATOR, Redactor, trace_headers
+from lockgate.registry.errors import LockgateError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,11 +24,11 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.dispatch import OpenStream
-from gateway.errors import StreamBroken, UpstreamTimeout
-from gateway.spans import Call
-from gateway.streaming import DONE, StreamScan
-from registry.errors import LockgateError
+from lockgate.gateway.dispatch import OpenStream
+from lockgate.gateway.errors import StreamBroken, UpstreamTimeout
+from lockgate.gateway.spans import Call
+from lockgate.gateway.streaming import DONE, StreamScan
+from lockgate.registry.errors import LockgateError
 
 CLIENT_CLOSED = 499
 Finish = Callable[[Call, int, BaseException | None, StreamScan], None]

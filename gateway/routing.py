@@ -26,13 +26,13 @@ from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.body import refuse_control_fields
-from gateway.cache import TTLCache
-from gateway.errors import InvalidRequest, ModelNotFound, UpstreamHostNotAllowed
-from gateway.prompts import parse_ref
-from gateway.providers import Provider
-from gateway.schemas import CONTROL_FIELDS
-from gateway.settings import (
+from lockgate.gateway.body import refuse_control_fields
+from lockgate.gateway.cache import TTLCache
+from lockgate.gateway.errors import InvalidRequest, ModelNotFound, UpstreamHostNotAllowed
+from lockgate.gateway.prompts import parse_ref
+from lockgate.gateway.providers import Provider
+from lockgate.gateway.schemas import CONTROL_FIELDS
+from lockgate.gateway.settings import (
     DEFAULT_API_BASES,
     DeploymentSettings,
     GatewaySettings,
@@ -40,8 +40,8 @@ from gateway.settings import (
     RouteSettings,
     TimeoutSettings,
 )
-from registry.records import ModelVersionInfo, Ref
-from registry.registry import Registry
+from lockgate.registry.records import ModelVersionInfo, Ref
+from lockgate.registry.registry import Registry
 
 REGISTRY_PREFIX = "registry:"
 LOCAL_FLAVORS = frozenset({"hf", "lora"})

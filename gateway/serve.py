@@ -1,7 +1,7 @@
 """``lockgate serve``: the gateway under uvicorn (uvloop and httptools when installed).
 
 One worker runs the app built here from the settings already read; several workers each
-build their own from ``gateway.app:app_factory``, which reads the same configuration.
+build their own from ``lockgate.gateway.app:app_factory``, which reads the same configuration.
 Either way the worker tunes the garbage collector once its state is built (:func:`tune_runtime`).
 
 Before binding, :func:`gateway.auth.check_exposure` refuses a gateway without API keys on
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from gateway.config import LockgateSettings
+from lockgate.gateway.config import LockgateSettings
 
 
 def serve(
@@ -33,7 +33,7 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from gateway.auth import check_exposure
+    from lockgate.gateway.auth import check_exposure
 
     host = host or settings.server.host
     port = port or settings.server.port
@@ -47,9 +47,9 @@ def serve(
         if config_path is not None:
             # the worker processes read the configuration themselves (load_settings)
             os.environ["LOCKGATE_CONFIG"] = str(config_path.resolve())
-        uvicorn.run("gateway.app:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("lockgate.gateway.app:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
         return
-    from gateway.app import create_app
+    from lockgate.gateway.app import create_app
 
     uvicorn.run(create_app(settings, tune_runtime=True), **common)  # type: ignore[arg-type]
 

@@ -15,11 +15,16 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from gateway.auth import Principal
-from gateway.providers import Operation
-from gateway.routing import Target
-from gateway.streaming import StreamScan
-from gateway.tracing import Redactor, output_messages, request_attributes, server_attributes
+from lockgate.gateway.auth import Principal
+from lockgate.gateway.providers import Operation
+from lockgate.gateway.routing import Target
+from lockgate.gateway.streaming import StreamScan
+from lockgate.gateway.tracing import (
+    Redactor,
+    output_messages,
+    request_attributes,
+    server_attributes,
+)
 
 
 @dataclass(slots=True)

@@ -10,22 +10,22 @@ import anyio.to_thread
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from gateway.auth import Authenticator
-from gateway.breaker import CircuitBreakers
-from gateway.call_records import CallRecorder
-from gateway.config import LockgateSettings
-from gateway.costs import CostTable
-from gateway.dispatch import Dispatcher
-from gateway.errors import SecretScrubber
-from gateway.limits import Limiter, MemoryLimiter, RedisLimiter
-from gateway.metrics import Metrics
-from gateway.prompts import PromptResolver
-from gateway.providers import Provider, ProviderContext, build_providers
-from gateway.proxy import Proxy
-from gateway.routing import Router
-from gateway.settings import GatewaySettings
-from gateway.tracing import INSTRUMENTATION, build_tracer_provider
-from registry.registry import Registry
+from lockgate.gateway.auth import Authenticator
+from lockgate.gateway.breaker import CircuitBreakers
+from lockgate.gateway.call_records import CallRecorder
+from lockgate.gateway.config import LockgateSettings
+from lockgate.gateway.costs import CostTable
+from lockgate.gateway.dispatch import Dispatcher
+from lockgate.gateway.errors import SecretScrubber
+from lockgate.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
+from lockgate.gateway.metrics import Metrics
+from lockgate.gateway.prompts import PromptResolver
+from lockgate.gateway.providers import Provider, ProviderContext, build_providers
+from lockgate.gateway.proxy import Proxy
+from lockgate.gateway.routing import Router
+from lockgate.gateway.settings import GatewaySettings
+from lockgate.gateway.tracing import INSTRUMENTATION, build_tracer_provider
+from lockgate.registry.registry import Registry
 
 
 @dataclass

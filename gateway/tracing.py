@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gateway.settings import TracingSettings
+from lockgate.gateway.settings import TracingSettings
 
 PROPAGATOR = TraceContextTextMapPropagator()
 INSTRUMENTATION = "lockgate.gateway"
@@ -48,7 +48,7 @@ def build_tracer_provider(
 ) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.otlp_endpoint:
-        from gateway.otlp import FastOTLPSpanExporter
+        from lockgate.gateway.otlp import FastOTLPSpanExporter
 
         endpoint = settings.otlp_endpoint.rstrip("/")
         if not endpoint.endswith("/v1/traces"):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry._lazy import lazy_exports
-from registry.errors import (
+from lockgate.registry._lazy import lazy_exports
+from lockgate.registry.errors import (
     ArtifactCorrupted,
     Conflict,
     DatabaseError,
@@ -25,8 +25,8 @@ from registry.errors import (
 )
 
 if TYPE_CHECKING:
-    from registry.artifacts import ArtifactStore, FsspecArtifactStore
-    from registry.records import (
+    from lockgate.registry.artifacts import ArtifactStore, FsspecArtifactStore
+    from lockgate.registry.records import (
         DatasetVersionInfo,
         LabelMove,
         LineageEdge,
@@ -36,22 +36,22 @@ if TYPE_CHECKING:
         RenderedPrompt,
         RunInfo,
     )
-    from registry.registry import Registry
-    from registry.settings import RegistrySettings
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
 
 _LAZY = {
-    "Registry": "registry.registry",
-    "RegistrySettings": "registry.settings",
-    "ArtifactStore": "registry.artifacts",
-    "FsspecArtifactStore": "registry.artifacts",
-    "DatasetVersionInfo": "registry.records",
-    "LabelMove": "registry.records",
-    "LineageEdge": "registry.records",
-    "ModelVersionInfo": "registry.records",
-    "PromptVersionInfo": "registry.records",
-    "Ref": "registry.records",
-    "RenderedPrompt": "registry.records",
-    "RunInfo": "registry.records",
+    "Registry": "lockgate.registry.registry",
+    "RegistrySettings": "lockgate.registry.settings",
+    "ArtifactStore": "lockgate.registry.artifacts",
+    "FsspecArtifactStore": "lockgate.registry.artifacts",
+    "DatasetVersionInfo": "lockgate.registry.records",
+    "LabelMove": "lockgate.registry.records",
+    "LineageEdge": "lockgate.registry.records",
+    "ModelVersionInfo": "lockgate.registry.records",
+    "PromptVersionInfo": "lockgate.registry.records",
+    "Ref": "lockgate.registry.records",
+    "RenderedPrompt": "lockgate.registry.records",
+    "RunInfo": "lockgate.registry.records",
 }
 
 

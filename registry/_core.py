@@ -16,12 +16,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from registry import db
-from registry.artifacts import ArtifactStore, FsspecArtifactStore
-from registry.errors import DatabaseError, NotFound
-from registry.records import SubjectType
-from registry.settings import RegistrySettings
-from registry.tables import (
+from lockgate.registry import db
+from lockgate.registry.artifacts import ArtifactStore, FsspecArtifactStore
+from lockgate.registry.errors import DatabaseError, NotFound
+from lockgate.registry.records import SubjectType
+from lockgate.registry.settings import RegistrySettings
+from lockgate.registry.tables import (
     Artifact,
     Dataset,
     ModelVersion,

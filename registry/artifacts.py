@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import fsspec
 
-from registry._extras import require
-from registry.errors import ArtifactCorrupted, InvalidInput, NotFound
+from lockgate.registry._extras import require
+from lockgate.registry.errors import ArtifactCorrupted, InvalidInput, NotFound
 
 _CHUNK = 1 << 20
 _PROTOCOL_EXTRAS = {"s3": "s3", "s3a": "s3"}

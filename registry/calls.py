@@ -7,8 +7,8 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
 
-from registry.labels import LabelsMixin
-from registry.tables import CallRecord, utcnow
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.tables import CallRecord, utcnow
 
 CALL_FIELDS = frozenset(c.name for c in CallRecord.__table__.columns) - {"id"}
 # a Core executemany: skips the ORM bulk path's per-row bookkeeping (~2 µs a row)

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
-from registry.console import JsonOption, emit, table, when
-from registry.errors import InvalidInput
-from registry.records import Ref, SubjectType
+from lockgate.registry.console import JsonOption, emit, table, when
+from lockgate.registry.errors import InvalidInput
+from lockgate.registry.records import Ref, SubjectType
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
-    from registry.settings import RegistrySettings
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
 
 
 class RegistryContext(Protocol):
@@ -108,7 +108,7 @@ def prompt_push(
     json_mode: JsonOption = False,
 ) -> None:
     """Push a new version (identical content returns the existing version)."""
-    from registry.prompts import load_prompt_file
+    from lockgate.registry.prompts import load_prompt_file
 
     template, config = load_prompt_file(file)
     version, created = _registry(ctx).push_prompt(name, template, config, message=message)
@@ -136,7 +136,7 @@ def prompt_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> 
     versions = reg.prompt_versions(version.name)
 
     def human(c: Any) -> None:
-        from registry.prompts import prompt_document
+        from lockgate.registry.prompts import prompt_document
 
         labels = next(v.labels for v in versions if v.version == version.version)
         c.print(
@@ -381,7 +381,7 @@ def model_diff(
     ctx: typer.Context, name: str, a: str, b: str, json_mode: JsonOption = False
 ) -> None:
     """Unified diff of two versions' flavor, spec and artifact."""
-    from registry.prompts import unified_diff
+    from lockgate.registry.prompts import unified_diff
 
     reg = _registry(ctx)
     left, right = (reg.get_model(f"{name}@{x}") for x in (a, b))
@@ -556,7 +556,7 @@ db_app = typer.Typer(help="The registry database.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """Apply pending schema migrations (PostgreSQL needs this; SQLite does it itself)."""
-    from registry import db
+    from lockgate.registry import db
 
     state: RegistryContext = ctx.obj
     engine = db.make_engine(state.registry_settings.resolved_database_url())
@@ -577,7 +577,7 @@ def db_upgrade(ctx: typer.Context, json_mode: JsonOption = False) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """Show the schema revision of the database and the one this lockgate needs."""
-    from registry import db
+    from lockgate.registry import db
 
     state: RegistryContext = ctx.obj
     engine = db.make_engine(state.registry_settings.resolved_database_url())

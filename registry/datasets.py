@@ -13,11 +13,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from registry._extras import require
-from registry.errors import DatasetFormatError, InvalidInput, NotFound
-from registry.labels import LabelsMixin
-from registry.records import DatasetVersionInfo, check_name
-from registry.tables import Artifact, Dataset, DatasetVersion
+from lockgate.registry._extras import require
+from lockgate.registry.errors import DatasetFormatError, InvalidInput, NotFound
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.records import DatasetVersionInfo, check_name
+from lockgate.registry.tables import Artifact, Dataset, DatasetVersion
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from registry.errors import DatabaseError, MissingExtra
+from lockgate.registry.errors import DatabaseError, MissingExtra
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; checked against the scripts by a test, so opening a registry need

@@ -35,11 +35,11 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry._core import SUBJECTS, RegistryCore
-from registry.artifacts import dir_manifest, manifest_bytes, sha256_file
-from registry.errors import InvalidInput, NotFound
-from registry.records import LATEST, SubjectType, _Record, check_label, check_name
-from registry.tables import (
+from lockgate.registry._core import SUBJECTS, RegistryCore
+from lockgate.registry.artifacts import dir_manifest, manifest_bytes, sha256_file
+from lockgate.registry.errors import InvalidInput, NotFound
+from lockgate.registry.records import LATEST, SubjectType, _Record, check_label, check_name
+from lockgate.registry.tables import (
     Dataset,
     DatasetVersion,
     GatePolicy,

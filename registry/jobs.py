@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from registry.errors import Conflict, InvalidInput, NotFound
-from registry.labels import LabelsMixin
-from registry.records import _Record
-from registry.tables import Job, JobEvent, StoredFile, utcnow
+from lockgate.registry.errors import Conflict, InvalidInput, NotFound
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.records import _Record
+from lockgate.registry.tables import Job, JobEvent, StoredFile, utcnow
 
 JOB_STATES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})

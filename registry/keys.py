@@ -16,10 +16,10 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from registry.errors import InvalidInput, NotFound
-from registry.labels import LabelsMixin
-from registry.records import _Record
-from registry.tables import ApiKey, CallRecord, utcnow
+from lockgate.registry.errors import InvalidInput, NotFound
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.records import _Record
+from lockgate.registry.tables import ApiKey, CallRecord, utcnow
 
 # registry:label moves labels (a job's gate-and-label step included); registry:write alone
 # does not. admin holds every scope.

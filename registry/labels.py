@@ -9,14 +9,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry._core import SUBJECTS, RegistryCore
-from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
-from registry.gates import promotion_refusals
-from registry.records import LATEST, LabelMove, SubjectSummary, SubjectType, check_label
-from registry.tables import Label, LabelEvent, utcnow
+from lockgate.registry._core import SUBJECTS, RegistryCore
+from lockgate.registry.errors import Conflict, GateRefused, InvalidInput, NotFound
+from lockgate.registry.gates import promotion_refusals
+from lockgate.registry.records import LATEST, LabelMove, SubjectSummary, SubjectType, check_label
+from lockgate.registry.tables import Label, LabelEvent, utcnow
 
 if TYPE_CHECKING:
-    from registry.gates import SuitePin
+    from lockgate.registry.gates import SuitePin
 
 
 class LabelsMixin(RegistryCore):

@@ -32,12 +32,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from registry._core import content_hash
-from registry._extras import require
-from registry.errors import InvalidInput, NotFound
-from registry.labels import LabelsMixin
-from registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
-from registry.tables import ModelVersion
+from lockgate.registry._core import content_hash
+from lockgate.registry._extras import require
+from lockgate.registry.errors import InvalidInput, NotFound
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
+from lockgate.registry.tables import ModelVersion
 
 # The plain builtins and containers a model's attributes may need beyond what skops trusts
 # by default: each is harmless whatever it is called with. No other ``builtins.`` name.

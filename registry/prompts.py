@@ -12,10 +12,10 @@ import yaml
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from registry._core import content_hash
-from registry.errors import InvalidInput, NotFound
-from registry.labels import LabelsMixin
-from registry.records import (
+from lockgate.registry._core import content_hash
+from lockgate.registry.errors import InvalidInput, NotFound
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.records import (
     LATEST,
     PromptVersionInfo,
     Ref,
@@ -23,8 +23,13 @@ from registry.records import (
     SubjectSummary,
     check_name,
 )
-from registry.tables import Label, Prompt, PromptVersion
-from registry.templates import check_variables, render_template, template_variables, variables_of
+from lockgate.registry.tables import Label, Prompt, PromptVersion
+from lockgate.registry.templates import (
+    check_variables,
+    render_template,
+    template_variables,
+    variables_of,
+)
 
 CONFIG_KEYS = frozenset(
     {

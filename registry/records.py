@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from registry.errors import InvalidInput
+from lockgate.registry.errors import InvalidInput
 
 SubjectType = Literal["prompt", "model"]
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from registry.calls import CallsMixin
-from registry.datasets import DatasetsMixin
-from registry.gates import GatesMixin
-from registry.jobs import JobsMixin
-from registry.keys import KeysMixin
-from registry.models import ModelsMixin
-from registry.prompts import PromptsMixin
-from registry.runs import RunsMixin
+from lockgate.registry.calls import CallsMixin
+from lockgate.registry.datasets import DatasetsMixin
+from lockgate.registry.gates import GatesMixin
+from lockgate.registry.jobs import JobsMixin
+from lockgate.registry.keys import KeysMixin
+from lockgate.registry.models import ModelsMixin
+from lockgate.registry.prompts import PromptsMixin
+from lockgate.registry.runs import RunsMixin
 
 
 class Registry(

@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from registry.errors import InvalidInput, NotFound
-from registry.labels import LabelsMixin
-from registry.records import LineageEdge, MetricPoint, RunInfo
-from registry.tables import Run, RunArtifact, RunLineage, RunMetric, utcnow
+from lockgate.registry.errors import InvalidInput, NotFound
+from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.records import LineageEdge, MetricPoint, RunInfo
+from lockgate.registry.tables import Run, RunArtifact, RunLineage, RunMetric, utcnow
 
 RUN_KINDS = frozenset({"eval", "finetune", "drift", "other"})
 RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})

@@ -40,7 +40,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from registry.errors import (
+from lockgate.registry.errors import (
     InvalidInput,
     TemplateLimitExceeded,
     TemplateSyntaxInvalid,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from registry import Registry, RegistrySettings
-from registry import db as registry_db
+from lockgate.registry import Registry, RegistrySettings
+from lockgate.registry import db as registry_db
 
 PG_ADMIN_URL = os.environ.get("LOCKGATE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 
@@ -105,7 +105,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _truncate_all(url: str) -> None:
     from sqlalchemy import text
 
-    from registry.tables import Base
+    from lockgate.registry.tables import Base
 
     engine = registry_db.make_engine(url)
     names = ", ".join(t.name for t in Base.metadata.sorted_tables)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_settings
+from lockgate.gateway.config import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 def test_demo_runs_the_loop(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "lockgate.gateway.cli", "demo",
+         "--data-dir", str(tmp_path / "demo")],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

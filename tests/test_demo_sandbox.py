@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from registry import Registry, RegistrySettings
+from lockgate.registry import Registry, RegistrySettings
 
 
 def _snapshot(reg: Registry, artifacts: Path) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def test_the_demo_leaves_the_users_registry_alone(
     )
     demo_dir = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(demo_dir)],
+        [sys.executable, "-m", "lockgate.gateway.cli", "demo", "--data-dir", str(demo_dir)],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -89,7 +89,7 @@ def test_the_demo_wipes_only_a_new_empty_or_earlier_demo_folder(tmp_path: Path) 
     (user / "registry.db").write_bytes(b"the user's registry")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--data-dir", str(user)],
+        [sys.executable, "-m", "lockgate.gateway.cli", "demo", "--data-dir", str(user)],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr

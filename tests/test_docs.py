@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_reference_is_current() -> None:
-    from gateway.docgen import render
+    from lockgate.gateway.docgen import render
 
     current = (ROOT / "docs" / "cli.md").read_text()
     assert current == render(), "docs/cli.md is stale: run `make docs`"
@@ -32,7 +32,7 @@ def test_configuration_example_is_valid() -> None:
 
     import yaml
 
-    from gateway.config import LockgateSettings
+    from lockgate.gateway.config import LockgateSettings
 
     text = (ROOT / "docs" / "configuration.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)

@@ -33,7 +33,7 @@ BLOCKER = textwrap.dedent(
         return _find(name, package)
     importlib.util.find_spec = find_spec
     sys.argv = ["lockgate", *sys.argv[1:]]
-    from gateway.cli import main
+    from lockgate.gateway.cli import main
     main()
     """
 )
@@ -88,7 +88,7 @@ def test_missing_extra_is_named(
 def test_cli_import_stays_light() -> None:
     """`lockgate --help` must not pay for the database, the model SDKs or torch."""
     code = (
-        "import sys; import gateway.cli; "
+        "import sys; import lockgate.gateway.cli; "
         "print([m for m in ('sqlalchemy', 'litellm', 'torch', 'fastapi', 'openai', 'alembic') "
         "if m in sys.modules])"
     )

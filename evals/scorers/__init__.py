@@ -3,8 +3,8 @@ built-in ones. Custom scorers are given in a suite as ``module:function``."""
 
 from __future__ import annotations
 
-from evals.scorers import classic, model_based, reference, text, usage
-from evals.scorers._base import (
+from lockgate.evals.scorers import classic, model_based, reference, text, usage
+from lockgate.evals.scorers._base import (
     SCORERS,
     BaseScorer,
     Caller,

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from evals.errors import ScorerInvalid
-from evals.records import ExampleResult, ExampleScore
+from lockgate.evals.errors import ScorerInvalid
+from lockgate.evals.records import ExampleResult, ExampleScore
 
 if TYPE_CHECKING:
-    from evals.suite import ScorerSpec
-    from registry.registry import Registry
+    from lockgate.evals.suite import ScorerSpec
+    from lockgate.registry.registry import Registry
 
 Aggregation = Literal["mean", "stats", "custom"]
 
@@ -167,7 +167,7 @@ def _custom(spec: ScorerSpec) -> BaseScorer:
 
 def build_scorers(specs: Sequence[ScorerSpec], default_reference: str | None) -> list[BaseScorer]:
     """Instantiate the suite's scorers; an unknown name lists the known ones."""
-    from evals import scorers as _  # noqa: F401  (registers the built-in scorers)
+    from lockgate.evals import scorers as _  # noqa: F401  (registers the built-in scorers)
 
     out: list[BaseScorer] = []
     for i, spec in enumerate(specs):

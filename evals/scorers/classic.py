@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from evals.records import ExampleResult, ExampleScore
-from evals.scorers._base import BaseScorer, register
-from registry.errors import MissingExtra
+from lockgate.evals.records import ExampleResult, ExampleScore
+from lockgate.evals.scorers._base import BaseScorer, register
+from lockgate.registry.errors import MissingExtra
 
 
 def _metrics() -> Any:
@@ -105,7 +105,7 @@ class ProbaParams(BaseModel):
 def _proba(scores: Sequence[ExampleScore]) -> tuple[list[list[float]], list[Any]]:
     rows = [s.stats for s in scores if s.stats is not None and len(s.stats) >= 4]
     if not rows:
-        from evals.errors import ScorerInvalid
+        from lockgate.evals.errors import ScorerInvalid
 
         raise ScorerInvalid("this metric needs class probabilities (a model with predict_proba)")
     return [r[2] for r in rows], list(rows[0][3])

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.errors import ScorerInvalid
-from evals.records import ExampleResult, ExampleScore
-from evals.scorers._base import BaseScorer, Caller, ScoreContext, register, text_of
+from lockgate.evals.errors import ScorerInvalid
+from lockgate.evals.records import ExampleResult, ExampleScore
+from lockgate.evals.scorers._base import BaseScorer, Caller, ScoreContext, register, text_of
 
 
 def _caller(ctx: ScoreContext, who: str) -> Caller:

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from evals.records import ExampleResult, ExampleScore
-from evals.scorers._base import BaseScorer, register, text_of
-from registry._extras import require
-from registry.errors import MissingExtra
+from lockgate.evals.records import ExampleResult, ExampleScore
+from lockgate.evals.scorers._base import BaseScorer, register, text_of
+from lockgate.registry._extras import require
+from lockgate.registry.errors import MissingExtra
 
 
 def _refs(value: Any) -> list[str]:

@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.errors import ScorerInvalid
-from evals.records import ExampleResult, ExampleScore
-from evals.scorers._base import BaseScorer, register, text_of
-from registry._extras import require
+from lockgate.evals.errors import ScorerInvalid
+from lockgate.evals.records import ExampleResult, ExampleScore
+from lockgate.evals.scorers._base import BaseScorer, register, text_of
+from lockgate.registry._extras import require
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.records import ExampleResult, ExampleScore
-from evals.scorers._base import BaseScorer, register
+from lockgate.evals.records import ExampleResult, ExampleScore
+from lockgate.evals.scorers._base import BaseScorer, register
 
 
 @register("latency")

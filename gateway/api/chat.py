@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.deps import StateDep
+from lockgate.gateway.api.deps import StateDep
 
 router = APIRouter(tags=["openai"])
 

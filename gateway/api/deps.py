@@ -16,10 +16,10 @@ import orjson
 from fastapi import Depends
 from starlette.requests import Request
 
-from gateway.auth import Principal
-from gateway.body import read_body
-from gateway.errors import InvalidRequest, RequestTooLarge
-from gateway.state import GatewayState
+from lockgate.gateway.auth import Principal
+from lockgate.gateway.body import read_body
+from lockgate.gateway.errors import InvalidRequest, RequestTooLarge
+from lockgate.gateway.state import GatewayState
 
 
 async def get_state(request: Request) -> GatewayState:

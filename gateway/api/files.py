@@ -21,10 +21,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from gateway.api.deps import READ, WRITE, StateDep, check_declared_length, too_large
-from gateway.errors import InvalidRequest
-from registry.jobs import FILE_PURPOSES, FileInfo
-from registry.registry import Registry
+from lockgate.gateway.api.deps import READ, WRITE, StateDep, check_declared_length, too_large
+from lockgate.gateway.errors import InvalidRequest
+from lockgate.registry.jobs import FILE_PURPOSES, FileInfo
+from lockgate.registry.registry import Registry
 
 router = APIRouter(tags=["files"])
 CAP_SETTING = "max_upload_bytes"

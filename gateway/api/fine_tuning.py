@@ -19,11 +19,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Query
 from starlette.requests import Request
 
-from gateway.api.deps import READ, WRITE, StateDep, Writer, read_json
-from gateway.auth import Principal
-from gateway.state import GatewayState
-from registry.errors import LockgateError
-from registry.jobs import JobEventInfo, JobInfo
+from lockgate.gateway.api.deps import READ, WRITE, StateDep, Writer, read_json
+from lockgate.gateway.auth import Principal
+from lockgate.gateway.state import GatewayState
+from lockgate.registry.errors import LockgateError
+from lockgate.registry.jobs import JobEventInfo, JobInfo
 
 router = APIRouter(tags=["fine-tuning"])
 KIND = "finetune"
@@ -88,7 +88,7 @@ _REQUEST_PARAMS = {"base_model": "model", "output_model": "suffix"}
 
 def _request_body() -> dict[str, Any]:
     """The OpenAPI request body, from the request model (nested models inlined)."""
-    from finetune.spec import OpenAIJobRequest
+    from lockgate.finetune.spec import OpenAIJobRequest
 
     schema = OpenAIJobRequest.model_json_schema()
     defs = schema.pop("$defs", {})
@@ -110,8 +110,8 @@ def _request_body() -> dict[str, Any]:
 def _submit(
     state: GatewayState, body: dict[str, Any], principal: Principal, key: str | None
 ) -> JobInfo:
-    from finetune import spec_from_openai, submit_job
-    from finetune.spec import Submitter
+    from lockgate.finetune import spec_from_openai, submit_job
+    from lockgate.finetune.spec import Submitter
 
     submitter = Submitter(
         via="http",

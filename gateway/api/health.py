@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from starlette.responses import JSONResponse
 
-from gateway.api.deps import StateDep
-from registry.registry import Registry
+from lockgate.gateway.api.deps import StateDep
+from lockgate.registry.registry import Registry
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0

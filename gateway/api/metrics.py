@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from gateway.api.deps import StateDep
+from lockgate.gateway.api.deps import StateDep
 
 router = APIRouter(tags=["metrics"])
 

@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.deps import StateDep
-from gateway.routing import REGISTRY_PREFIX
+from lockgate.gateway.api.deps import StateDep
+from lockgate.gateway.routing import REGISTRY_PREFIX
 
 router = APIRouter(tags=["openai"])
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import aiohttp
 import orjson
 
-from gateway.body import TOO_DEEP
-from gateway.errors import InvalidRequest
-from gateway.settings import DeploymentSettings, GatewaySettings
+from lockgate.gateway.body import TOO_DEEP
+from lockgate.gateway.errors import InvalidRequest
+from lockgate.gateway.settings import DeploymentSettings, GatewaySettings
 
 if TYPE_CHECKING:
-    from registry.registry import Registry
+    from lockgate.registry.registry import Registry
 
 Operation = Literal["chat", "text_completion", "embeddings"]
 PATHS: dict[str, str] = {
@@ -105,7 +105,7 @@ def register_provider(name: str) -> Callable[[ProviderFactory], ProviderFactory]
 
 def build_providers(context: ProviderContext) -> dict[str, Provider]:
     """One instance of every registered provider (cheap: SDKs load on first use)."""
-    from gateway.providers import (  # noqa: F401  (registration)
+    from lockgate.gateway.providers import (  # noqa: F401  (registration)
         litellm_sdk,
         local,
         openai_compatible,

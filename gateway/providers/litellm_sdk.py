@@ -16,17 +16,17 @@ from typing import Any
 
 import orjson
 
-from gateway._litellm import load_litellm
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.providers import (
+from lockgate.gateway._litellm import load_litellm
+from lockgate.gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from lockgate.gateway.providers import (
     ProviderContext,
     UpstreamCall,
     UpstreamResponse,
     encode_body,
     register_provider,
 )
-from gateway.schemas import OPENAI_FIELDS
-from registry.errors import LockgateError
+from lockgate.gateway.schemas import OPENAI_FIELDS
+from lockgate.registry.errors import LockgateError
 
 _FUNCTIONS = {
     "chat": "acompletion",

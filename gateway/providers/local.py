@@ -25,10 +25,15 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import InvalidRequest, UpstreamError
-from gateway.providers import ProviderContext, UpstreamCall, UpstreamResponse, register_provider
-from registry.errors import LockgateError, NotFound
-from registry.records import ModelVersionInfo
+from lockgate.gateway.errors import InvalidRequest, UpstreamError
+from lockgate.gateway.providers import (
+    ProviderContext,
+    UpstreamCall,
+    UpstreamResponse,
+    register_provider,
+)
+from lockgate.registry.errors import LockgateError, NotFound
+from lockgate.registry.records import ModelVersionInfo
 
 REGISTRY = "registry:"
 
@@ -64,7 +69,7 @@ class LocalProvider:
             return loaded
 
     def _base(self, key: str | None, path: Path) -> Any:
-        from finetune.inference import load_base
+        from lockgate.finetune.inference import load_base
 
         key = key or str(path.resolve())
         if key not in self._bases:
@@ -80,7 +85,7 @@ class LocalProvider:
         return dest
 
     def _load_sync(self, ref: str) -> _Loaded:
-        from finetune.inference import attach_adapter
+        from lockgate.finetune.inference import attach_adapter
 
         if self._registry is None:
             raise InvalidRequest("the local provider needs the registry", param="model")
@@ -118,14 +123,14 @@ class LocalProvider:
 
     @staticmethod
     def _usage(loaded: _Loaded, messages: list[dict[str, Any]], text: str) -> dict[str, int]:
-        from finetune.inference import prompt_ids
+        from lockgate.finetune.inference import prompt_ids
 
         given = int(prompt_ids(loaded.base, messages).shape[1])
         taken = len(loaded.base.tokenizer(text, add_special_tokens=False)["input_ids"])
         return {"prompt_tokens": given, "completion_tokens": taken, "total_tokens": given + taken}
 
     async def complete(self, call: UpstreamCall) -> UpstreamResponse:
-        from finetune.inference import generate
+        from lockgate.finetune.inference import generate
 
         messages, limit, temperature = self._request(call)
         loaded = await self._loaded(call)
@@ -171,7 +176,7 @@ class LocalProvider:
         self, call: UpstreamCall, loaded: _Loaded, messages: list[dict[str, Any]], limit: int,
         temperature: float,
     ) -> AsyncGenerator[bytes, None]:  # fmt: skip
-        from finetune.inference import stream
+        from lockgate.finetune.inference import stream
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.providers import (
+from lockgate.gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from lockgate.gateway.providers import (
     PATHS,
     ProviderContext,
     UpstreamCall,
@@ -27,7 +27,7 @@ from gateway.providers import (
     encode_body,
     register_provider,
 )
-from gateway.settings import DEFAULT_API_BASES, DeploymentSettings
+from lockgate.gateway.settings import DEFAULT_API_BASES, DeploymentSettings
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:

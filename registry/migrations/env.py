@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from registry.tables import Base
+from lockgate.registry.tables import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only for `alembic` run by hand

@@ -49,8 +49,8 @@ def main() -> None:
 
     import datasets  # noqa: F401  (imports are not part of the run)
 
-    from evals import RunOptions, parse_suite, run_suite
-    from registry import Registry, RegistrySettings
+    from lockgate.evals import RunOptions, parse_suite, run_suite
+    from lockgate.registry import Registry, RegistrySettings
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.jsonl"

@@ -44,7 +44,7 @@ def make_data(
     n: int, vocab: int, min_len: int, max_len: int, seed: int = 0, mu: float = 5.0
 ) -> list[Any]:
     """Lengths log-normal around e**mu tokens (148 by default), capped at ``max_len``."""
-    from finetune.encoding import Encoded
+    from lockgate.finetune.encoding import Encoded
 
     rng = random.Random(seed)
     out = []
@@ -81,8 +81,8 @@ def peak_memory(torch: Any, device: str) -> tuple[float, str]:
 
 
 def run_lockgate(args: argparse.Namespace, data: list[Any], torch: Any) -> dict[str, Any]:
-    from finetune.packing import collate_packed
-    from finetune.trainer import _Loss
+    from lockgate.finetune.packing import collate_packed
+    from lockgate.finetune.trainer import _Loss
 
     cuda = args.device == "cuda"
     bf16 = cuda and torch.cuda.is_bf16_supported()
@@ -134,7 +134,7 @@ class _null:
 def run_baseline(args: argparse.Namespace, data: list[Any], torch: Any) -> dict[str, Any]:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from finetune.packing import collate_padded
+    from lockgate.finetune.packing import collate_padded
 
     cuda = args.device == "cuda"
     model = lora(build_model(args.shape, torch, torch.float32))
@@ -144,7 +144,7 @@ def run_baseline(args: argparse.Namespace, data: list[Any], torch: Any) -> dict[
             for i in range(n)]  # fmt: skip
 
     def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
-        from finetune.encoding import Encoded
+        from lockgate.finetune.encoding import Encoded
 
         return collate_padded([Encoded(f["input_ids"], f["labels"]) for f in features], torch, 0)
 

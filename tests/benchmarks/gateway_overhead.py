@@ -187,7 +187,7 @@ def main() -> None:
         stub = f"http://127.0.0.1:{stub_port}"
         wait_ready(stub + "/")
 
-        from registry import Registry, RegistrySettings
+        from lockgate.registry import Registry, RegistrySettings
 
         with Registry(RegistrySettings(data_dir=tmp / "data")) as reg:
             reg.push_prompt(

@@ -103,7 +103,7 @@ def main() -> None:
         stub = f"http://127.0.0.1:{stub_port}"
         wait_ready(stub + "/")
 
-        from registry import Registry, RegistrySettings
+        from lockgate.registry import Registry, RegistrySettings
 
         per_key_rpm = int(args.rate * 60 / args.keys * 2) + 10
         with Registry(RegistrySettings(data_dir=tmp / "data")) as reg:

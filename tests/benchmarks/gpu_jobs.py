@@ -43,9 +43,9 @@ LOSS_TOLERANCE = {"cpu": 1e-3, "cuda": 1e-2}  # relative; bf16 kernels on CUDA a
 KILLABLE_WORKER = """
 import sys, time
 from pathlib import Path
-from registry import Registry, RegistrySettings
-from finetune import Worker, WorkerSettings
-from finetune.reporting import RegistryHooks
+from lockgate.registry import Registry, RegistrySettings
+from lockgate.finetune import Worker, WorkerSettings
+from lockgate.finetune.reporting import RegistryHooks
 reported = RegistryHooks.on_step
 def on_step(self, step, total, metrics):  # slower steps, so the kill lands mid-job
     reported(self, step, total, metrics); time.sleep(0.2)
@@ -57,7 +57,7 @@ Worker(registry, WorkerSettings(work_dir=Path(sys.argv[2]), heartbeat_interval=0
 
 
 def _registry(work: Path) -> Any:
-    from registry import Registry, RegistrySettings
+    from lockgate.registry import Registry, RegistrySettings
 
     return Registry(RegistrySettings(data_dir=work / "registry"), actor="gpu-check")
 
@@ -134,7 +134,7 @@ def _job_figures(registry: Any, done: Any, seconds: float) -> dict[str, Any]:
 
 
 def local(args: argparse.Namespace) -> dict[str, Any]:
-    from finetune import Worker, WorkerSettings, submit_job
+    from lockgate.finetune import Worker, WorkerSettings, submit_job
 
     registry = _registry(args.work)
     folder = args.work / "local"
@@ -199,8 +199,8 @@ def _is_lora(registry: Any, ref: str | None) -> bool:
 
 
 def torchrun(args: argparse.Namespace) -> dict[str, Any]:
-    from finetune import Worker, WorkerSettings, submit_job
-    from finetune.executors import ExecutorSettings
+    from lockgate.finetune import Worker, WorkerSettings, submit_job
+    from lockgate.finetune.executors import ExecutorSettings
 
     registry = _registry(args.work)
     folder = args.work / "torchrun"
@@ -230,7 +230,7 @@ def torchrun(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare(registry: Any, folder: Path, local_ref: str, ref: str | None) -> dict[str, Any] | None:
     """The torchrun adapter against the local executor's (same spec, same seed)."""
-    from registry.errors import NotFound
+    from lockgate.registry.errors import NotFound
 
     if ref is None:
         return None

@@ -104,11 +104,11 @@ def sequential(client: Any, model: str, n: int, max_tokens: int) -> dict[str, An
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import openai
 
-    from gateway.app import create_app
-    from gateway.background import ServerThread
-    from gateway.config import LockgateSettings
-    from gateway.settings import GatewaySettings
-    from registry import RegistrySettings
+    from lockgate.gateway.app import create_app
+    from lockgate.gateway.background import ServerThread
+    from lockgate.gateway.config import LockgateSettings
+    from lockgate.gateway.settings import GatewaySettings
+    from lockgate.registry import RegistrySettings
 
     registry_settings = RegistrySettings(data_dir=args.work / "registry")
     local = {"cache_dir": str(args.work / "serving-cache")}

@@ -114,7 +114,7 @@ def build_tokenizer(vocab_size: int, corpus: list[str]) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from finetune.tiny import CHAT_TEMPLATE
+    from lockgate.finetune.tiny import CHAT_TEMPLATE
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

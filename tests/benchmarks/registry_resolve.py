@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from registry import Registry, RegistrySettings
+from lockgate.registry import Registry, RegistrySettings
 
 
 def measure(reg: Registry, n: int) -> dict[str, float]:

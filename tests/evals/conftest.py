@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from evals.cli import eval_app
-from registry import Registry, RegistrySettings
-from registry.errors import LockgateError
+from lockgate.evals.cli import eval_app
+from lockgate.registry import Registry, RegistrySettings
+from lockgate.registry.errors import LockgateError
 from tests.evals.upstream import Upstream
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from registry import Registry
+from lockgate.registry import Registry
 from tests.evals.conftest import arithmetic_rows, run_cli, write_jsonl
 from tests.evals.upstream import Upstream
 

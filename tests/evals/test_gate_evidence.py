@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from registry import Registry, RegistrySettings
+from lockgate.registry import Registry, RegistrySettings
 from tests.evals.conftest import arithmetic_rows, write_jsonl
 from tests.evals.test_end_to_end import ALSO_GOOD, GOOD, WRONG
 from tests.evals.upstream import Upstream
@@ -36,7 +36,7 @@ CONFIG = {"model": "stub", "temperature": 0}
 
 def _lockgate_command() -> list[str]:
     script = Path(sys.executable).with_name("lockgate")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lockgate.gateway.cli"]
 
 
 @pytest.fixture
@@ -282,9 +282,9 @@ def test_report_folders_are_created_and_an_unwritable_report_is_exit_2(
 
 def _finish(registry: Registry, tmp_path: Path, spec: dict[str, Any]) -> Any:
     """A claimed job finished with an adapter: registered, evaluated, labelled (or not)."""
-    from finetune.results import finish_job
-    from finetune.spec import parse_spec
-    from finetune.trainer import TrainInputs, TrainResult
+    from lockgate.finetune.results import finish_job
+    from lockgate.finetune.spec import parse_spec
+    from lockgate.finetune.trainer import TrainInputs, TrainResult
 
     job, _ = registry.create_job("finetune", spec)
     claimed = registry.claim_job("worker-1")

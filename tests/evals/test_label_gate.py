@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway.cli import app
-from registry import GateRefused, Registry, RegistrySettings
+from lockgate.gateway.cli import app
+from lockgate.registry import GateRefused, Registry, RegistrySettings
 from tests.evals.conftest import arithmetic_rows, write_jsonl
 from tests.evals.test_end_to_end import GOOD, WRONG
 from tests.evals.upstream import Upstream

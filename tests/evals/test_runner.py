@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from evals import RunOptions, parse_suite, run_suite
-from evals.errors import ColumnMissing, TargetFailed
-from registry import Registry
-from registry.errors import DatasetFormatError
+from lockgate.evals import RunOptions, parse_suite, run_suite
+from lockgate.evals.errors import ColumnMissing, TargetFailed
+from lockgate.registry import Registry
+from lockgate.registry.errors import DatasetFormatError
 from tests.evals.conftest import arithmetic_rows, run_cli, write_jsonl
 from tests.evals.upstream import Upstream
 

@@ -10,10 +10,10 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from sklearn import metrics
 
-from evals.errors import ScorerInvalid
-from evals.records import ExampleResult
-from evals.scorers import ScoreContext, build_scorers
-from evals.suite import ScorerSpec
+from lockgate.evals.errors import ScorerInvalid
+from lockgate.evals.records import ExampleResult
+from lockgate.evals.scorers import ScoreContext, build_scorers
+from lockgate.evals.suite import ScorerSpec
 
 HYPS = [
     "The cat sat on the mat.",

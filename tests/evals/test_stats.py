@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evals import stats
-from evals.compare import MetricComparison, MetricSummary
-from evals.gates import evaluate_gates, exit_code, outcome, parse_gate
-from evals.suite import GateSpec, StatsSpec
+from lockgate.evals import stats
+from lockgate.evals.compare import MetricComparison, MetricSummary
+from lockgate.evals.gates import evaluate_gates, exit_code, outcome, parse_gate
+from lockgate.evals.suite import GateSpec, StatsSpec
 
 
 def test_bootstrap_interval_covers_the_true_difference_at_the_nominal_rate() -> None:

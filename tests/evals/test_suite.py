@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.errors import SuiteInvalid
-from evals.suite import load_suite, parse_suite
-from registry import Registry
+from lockgate.evals.errors import SuiteInvalid
+from lockgate.evals.suite import load_suite, parse_suite
+from lockgate.registry import Registry
 
 BASE = {
     "name": "qa",
@@ -88,7 +88,7 @@ def test_a_run_records_the_digest_a_gate_policy_pins(
     """`lockgate prompt gate … --suite FILE` (the registry) and `lockgate eval run FILE`
     (evals) give a suite the same content digest, for every kind of dataset; the target's
     version and endpoint and the call settings are not part of it, the rest is."""
-    from evals.data import load_dataset
+    from lockgate.evals.data import load_dataset
 
     rows = '{"q": "1+1", "answer": "2"}\n{"q": "2+2", "answer": "4"}\n'
     (tmp_path / "data").mkdir()

@@ -30,7 +30,7 @@ def chat_rows(repeat: int = 1) -> list[dict[str, Any]]:
 
 
 def build_tiny_model(folder: Path, *, chat_template: bool = True) -> Path:
-    from finetune.tiny import build_tiny_llama
+    from lockgate.finetune.tiny import build_tiny_llama
 
     lines = [f"user\n{q}\nassistant\n{a}" for q, a in QA] + [
         "system user assistant the a is of and to in blue Paris four Shakespeare"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.checkpoints import (
+from lockgate.finetune.checkpoints import (
     PREFIX,
     TrainState,
     latest_checkpoint,
@@ -20,7 +20,7 @@ from finetune.checkpoints import (
     stored_checkpoint,
     upload_checkpoint,
 )
-from registry import Registry
+from lockgate.registry import Registry
 from tests.conftest import set_pg_database
 
 
@@ -67,7 +67,7 @@ class _Job:
     """A registry with its own artifact store folder, one fine-tune job and its run."""
 
     def __init__(self, tmp_path: Path, sqlite_template: Path) -> None:
-        from registry import RegistrySettings
+        from lockgate.registry import RegistrySettings
 
         shutil.copy(sqlite_template, tmp_path / "registry.db")
         self.store = tmp_path / "store"
@@ -86,7 +86,7 @@ def ft_job(tmp_path: Path, sqlite_template: Path) -> Iterator[_Job]:
 def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
     ft_job: _Job, tmp_path: Path
 ) -> None:
-    from finetune.reporting import RegistryHooks
+    from lockgate.finetune.reporting import RegistryHooks
 
     registry, job, run, store = ft_job.registry, ft_job.job, ft_job.run, ft_job.store
     shutil.rmtree(store, ignore_errors=True)
@@ -103,8 +103,8 @@ def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
 def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_path: Path) -> None:
     """Step metrics, events and checkpoint uploads written while PostgreSQL is away are
     lost and logged; the hooks raise nothing, and writing resumes once it is back."""
-    from finetune.reporting import RegistryHooks
-    from registry import RegistrySettings
+    from lockgate.finetune.reporting import RegistryHooks
+    from lockgate.registry import RegistrySettings
 
     registry = Registry(RegistrySettings(database_url=outage_db, data_dir=tmp_path))
     job, _ = registry.create_job("finetune", {"output_model": "x"})
@@ -131,7 +131,7 @@ def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_p
 def test_a_stored_checkpoint_the_store_cannot_give_back_does_not_fail_the_job(
     ft_job: _Job, tmp_path: Path
 ) -> None:
-    from finetune.worker import _restore
+    from lockgate.finetune.worker import _restore
 
     registry, job, run, store = ft_job.registry, ft_job.job, ft_job.run, ft_job.store
     upload_checkpoint(registry, run.id, _checkpoint(tmp_path / "a", 4))

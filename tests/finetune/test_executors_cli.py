@@ -14,19 +14,19 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from finetune import submit_job
-from finetune.cli import finetune_app
-from finetune.executors import (
+from lockgate.finetune import submit_job
+from lockgate.finetune.cli import finetune_app
+from lockgate.finetune.executors import (
     ExecutorSettings,
     KubernetesExecutor,
     TorchrunExecutor,
     TrainRequest,
     make_executor,
 )
-from finetune.spec import parse_spec
-from finetune.trainer import NullHooks, TrainInputs
-from finetune.worker import Worker, WorkerSettings
-from registry import Registry, RegistrySettings
+from lockgate.finetune.spec import parse_spec
+from lockgate.finetune.trainer import NullHooks, TrainInputs
+from lockgate.finetune.worker import Worker, WorkerSettings
+from lockgate.registry import Registry, RegistrySettings
 from tests.finetune.conftest import chat_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def test_torchrun_command_for_n_gpus(tmp_path: Path) -> None:
         "--standalone",
         "--nproc_per_node=4",
         "-m",
-        "finetune.launch",
+        "lockgate.finetune.launch",
         str(request_file),
     ]
 
@@ -198,8 +198,8 @@ def test_cli_import_does_not_load_torch() -> None:
 
 
 def test_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finetune import _torch
-    from registry.errors import MissingExtra
+    from lockgate.finetune import _torch
+    from lockgate.registry.errors import MissingExtra
 
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(MissingExtra, match=r"pip install 'lockgate\[finetune\]'"):

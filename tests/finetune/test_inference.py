@@ -11,7 +11,7 @@ LONG = 200  # far more tokens than a stopped generation gets to (the model holds
 
 
 def test_a_generation_runs_to_its_limit_without_stop(tiny_model: Path) -> None:
-    from finetune.inference import generate, load_base
+    from lockgate.finetune.inference import generate, load_base
 
     base = load_base(tiny_model)
     text = generate(base, MESSAGES, max_new_tokens=LONG)
@@ -20,7 +20,7 @@ def test_a_generation_runs_to_its_limit_without_stop(tiny_model: Path) -> None:
 
 
 def test_stop_ends_a_stream_after_the_current_token(tiny_model: Path) -> None:
-    from finetune.inference import load_base, stream
+    from lockgate.finetune.inference import load_base, stream
 
     base = load_base(tiny_model)
     stop = threading.Event()
@@ -34,7 +34,7 @@ def test_stop_ends_a_stream_after_the_current_token(tiny_model: Path) -> None:
 
 
 def test_stop_set_before_generate_returns_at_once(tiny_model: Path) -> None:
-    from finetune.inference import generate, load_base
+    from lockgate.finetune.inference import generate, load_base
 
     base = load_base(tiny_model)
     stop = threading.Event()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune import (
+from lockgate.finetune import (
     BaseModelNotFound,
     SettingImpossible,
     SpecInvalid,
@@ -17,9 +17,9 @@ from finetune import (
     spec_from_openai,
     submit_job,
 )
-from finetune.spec import Submitter
-from registry import Registry
-from registry.errors import InvalidInput
+from lockgate.finetune.spec import Submitter
+from lockgate.registry import Registry
+from lockgate.registry.errors import InvalidInput
 from tests.finetune.conftest import chat_rows, write_jsonl
 
 NO_HUB = lambda repo: (False, "the Hugging Face Hub is not reachable from this machine")  # noqa: E731

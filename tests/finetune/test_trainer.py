@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.spec import parse_spec
-from finetune.trainer import TrainInputs, train
+from lockgate.finetune.spec import parse_spec
+from lockgate.finetune.trainer import TrainInputs, train
 from tests.finetune.conftest import QA, chat_rows, write_jsonl
 
 
@@ -30,7 +30,7 @@ class Recorder:
 
 
 def test_training_lowers_loss_and_changes_answers(tiny_model: Path, tmp_path: Path) -> None:
-    from finetune.inference import attach_adapter, generate, load_base
+    from lockgate.finetune.inference import attach_adapter, generate, load_base
 
     train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(4))
     spec = parse_spec(
@@ -79,9 +79,9 @@ def test_training_lowers_loss_and_changes_answers(tiny_model: Path, tmp_path: Pa
 def test_packed_forward_matches_separate_sequences(tiny_model: Path) -> None:
     import torch
 
-    from finetune.encoding import Encoded
-    from finetune.packing import collate_packed
-    from finetune.trainer import load_model
+    from lockgate.finetune.encoding import Encoded
+    from lockgate.finetune.packing import collate_packed
+    from lockgate.finetune.trainer import load_model
 
     model, _ = load_model(str(tiny_model), torch, dtype=torch.float32, device="cpu")
     a, b = [1, 40, 41, 42, 43], [1, 50, 51, 52]
@@ -101,8 +101,8 @@ def test_loss_only_on_assistant_tokens(tmp_path: Path, template: bool) -> None:
     pytest.importorskip("transformers")
     from transformers import AutoTokenizer
 
-    from finetune.data import Example
-    from finetune.encoding import encode_example
+    from lockgate.finetune.data import Example
+    from lockgate.finetune.encoding import encode_example
     from tests.finetune.conftest import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "m", chat_template=template)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from finetune import Worker, WorkerSettings, submit_job
-from finetune.reporting import RegistryHooks
-from registry import Registry, RegistrySettings
+from lockgate.finetune import Worker, WorkerSettings, submit_job
+from lockgate.finetune.reporting import RegistryHooks
+from lockgate.registry import Registry, RegistrySettings
 from tests.finetune.conftest import chat_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,9 +123,9 @@ CHILD = """
 import sys, time, torch
 torch.set_num_threads(1)
 from pathlib import Path
-from registry import Registry, RegistrySettings
-from finetune import Worker, WorkerSettings
-from finetune.reporting import RegistryHooks
+from lockgate.registry import Registry, RegistrySettings
+from lockgate.finetune import Worker, WorkerSettings
+from lockgate.finetune.reporting import RegistryHooks
 slow = RegistryHooks.on_step
 def on_step(self, step, total, metrics):
     slow(self, step, total, metrics); time.sleep(0.15)
@@ -192,7 +192,7 @@ def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
 def test_eval_hook_labels_or_refuses_without_failing_the_job(
     registry: Registry, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from evals import SuiteInvalid
+    from lockgate.evals import SuiteInvalid
 
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows())
     suite = tmp_path / "suite.yaml"
@@ -227,8 +227,8 @@ def test_a_resumed_training_replaces_the_points_logged_after_its_checkpoint(
 ) -> None:
     """An attempt that dies after logging step 5 but checkpointing at 4 is resumed from 4:
     the run's series shows each step once, the values of the attempt that finished."""
-    from finetune.spec import parse_spec
-    from finetune.trainer import TrainingStopped, TrainInputs, train
+    from lockgate.finetune.spec import parse_spec
+    from lockgate.finetune.trainer import TrainingStopped, TrainInputs, train
 
     train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(2))
     spec_data = _spec(tiny_model, train_file, epochs=3, checkpoint_every=4)  # 6 steps

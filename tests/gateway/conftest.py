@@ -14,10 +14,10 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gateway.app import create_app
-from gateway.config import LockgateSettings
-from gateway.settings import GatewaySettings
-from registry import Registry, RegistrySettings
+from lockgate.gateway.app import create_app
+from lockgate.gateway.config import LockgateSettings
+from lockgate.gateway.settings import GatewaySettings
+from lockgate.registry import Registry, RegistrySettings
 from tests.gateway.servers import ServerThread
 from tests.gateway.upstream import Upstream
 

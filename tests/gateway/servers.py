@@ -12,7 +12,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gateway.background import ServerThread
+from lockgate.gateway.background import ServerThread
 
 __all__ = ["OTLPReceiver", "ResetServer", "ServerThread"]
 

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.settings import GatewaySettings
+from lockgate.gateway.settings import GatewaySettings
 from tests.gateway.conftest import Gateway, StartGateway
 from tests.gateway.test_call_records import _wait_calls
 from tests.gateway.upstream import ECHO_KEY, Upstream

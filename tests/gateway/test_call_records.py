@@ -21,10 +21,10 @@ import httpx
 import openai
 import pytest
 
-from gateway.call_records import CallRecorder
-from gateway.metrics import Metrics
-from gateway.settings import CallRecordSettings
-from registry import Registry, RegistrySettings
+from lockgate.gateway.call_records import CallRecorder
+from lockgate.gateway.metrics import Metrics
+from lockgate.gateway.settings import CallRecordSettings
+from lockgate.registry import Registry, RegistrySettings
 from tests.gateway.conftest import StartGateway
 from tests.gateway.upstream import stall
 
@@ -180,7 +180,7 @@ def _free_port() -> int:
 def _start_serve(config: Path, port: int) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
+        [sys.executable, "-m", "lockgate.gateway.cli", "serve", "--config", str(config),
          "--port", str(port)],
         cwd=Path(__file__).resolve().parents[2], env=environ, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from registry import RegistrySettings
+from lockgate.registry import RegistrySettings
 from tests.conftest import set_pg_database
 from tests.gateway.conftest import StartGateway
 

@@ -25,7 +25,7 @@ import httpx
 import openai
 import pytest
 
-from registry import Registry, RegistrySettings
+from lockgate.registry import Registry, RegistrySettings
 from tests.gateway.conftest import Gateway, StartGateway
 from tests.gateway.upstream import Upstream
 
@@ -151,7 +151,7 @@ def _serve(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> sub
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     environ.update({"LOCKGATE_DATA_DIR": str(data_dir), **(env or {})})
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", *args],
+        [sys.executable, "-m", "lockgate.gateway.cli", "serve", *args],
         cwd=ROOT, env=environ, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 

@@ -49,7 +49,7 @@ def _jsonl(path: Path, rows: list[object]) -> Path:
 def test_jobs_api_trains_registers_and_serves(
     ft_gateway: Gateway, ft_key: str, tmp_path: Path
 ) -> None:
-    from finetune import Worker, WorkerSettings
+    from lockgate.finetune import Worker, WorkerSettings
 
     client = _client(ft_gateway, ft_key)
     train = client.files.create(file=_jsonl(tmp_path / "t.jsonl", chat_rows(2)).open("rb"),

@@ -110,7 +110,8 @@ def _free_port() -> int:
 
 def _serve(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config), "--port", str(port)],
+        [sys.executable, "-m", "lockgate.gateway.cli", "serve", "-c", str(config),
+         "--port", str(port)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -140,7 +141,7 @@ def test_two_replicas_share_one_limit_through_redis(
         pytest.skip(reason)
     import shutil
 
-    from registry import Registry, RegistrySettings
+    from lockgate.registry import Registry, RegistrySettings
 
     data = tmp_path / "data"
     data.mkdir()

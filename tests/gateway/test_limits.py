@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.limits import KeyLimits, Limiter, MemoryLimiter, RedisLimiter
+from lockgate.gateway.limits import KeyLimits, Limiter, MemoryLimiter, RedisLimiter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

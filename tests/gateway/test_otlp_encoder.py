@@ -26,7 +26,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from gateway.otlp import FastOTLPSpanExporter, SpanEncoder, encode_spans
+from lockgate.gateway.otlp import FastOTLPSpanExporter, SpanEncoder, encode_spans
 from tests.gateway.servers import OTLPReceiver
 
 REMOTE = SpanContext(

@@ -240,7 +240,7 @@ def test_the_cli_refuses_to_register_a_model_naming_another_host(
     }))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("LOCKGATE_DATABASE_URL", None)
-    base = [sys.executable, "-m", "gateway.cli", "-c", str(config), "model", "register"]
+    base = [sys.executable, "-m", "lockgate.gateway.cli", "-c", str(config), "model", "register"]
     refused = subprocess.run(
         [*base, "evil", "--flavor", "upstream", "--model", "openai/gpt-4o-mini",
          "--param", f"api_base={attacker.url}"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import ArtifactCorrupted, FsspecArtifactStore, NotFound
+from lockgate.registry import ArtifactCorrupted, FsspecArtifactStore, NotFound
 
 
 @pytest.fixture(params=["local", "memory"])

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli import app
-from registry import Registry, RegistrySettings
+from lockgate.gateway.cli import app
+from lockgate.registry import Registry, RegistrySettings
 
-LOCKGATE = [sys.executable, "-m", "gateway.cli"]
+LOCKGATE = [sys.executable, "-m", "lockgate.gateway.cli"]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import multiprocessing as mp
 
 import pytest
 
-from registry import Registry, RegistrySettings
+from lockgate.registry import Registry, RegistrySettings
 
 WRITERS = 8
 PUSHES_EACH = 3

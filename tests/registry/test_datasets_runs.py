@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from registry import DatasetFormatError, InvalidInput, LineageEdge, NotFound, Registry
+from lockgate.registry import DatasetFormatError, InvalidInput, LineageEdge, NotFound, Registry
 
 
 def _jsonl(path: Path, rows: list[dict[str, object]]) -> Path:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from registry import GateRefused, InvalidInput, LineageEdge, Registry
-from registry.gates import SuitePin, suite_digest
-from registry.tables import GatePolicy
+from lockgate.registry import GateRefused, InvalidInput, LineageEdge, Registry
+from lockgate.registry.gates import SuitePin, suite_digest
+from lockgate.registry.tables import GatePolicy
 
 ACCURACY = SuitePin("qa-accuracy", suite_digest({"name": "qa-accuracy"}, "sha256:data"))
 SAFETY = SuitePin("qa-safety", suite_digest({"name": "qa-safety"}, "sha256:data"))

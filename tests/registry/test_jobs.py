@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import Conflict, InvalidInput, NotFound, Registry, RegistrySettings
+from lockgate.registry import Conflict, InvalidInput, NotFound, Registry, RegistrySettings
 
 
 def test_lifecycle_with_events(registry: Registry) -> None:

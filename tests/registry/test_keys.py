@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.keys_cli import parse_expiry
-from registry import InvalidInput, NotFound, Registry
-from registry.tables import ApiKey
+from lockgate.gateway.keys_cli import parse_expiry
+from lockgate.registry import InvalidInput, NotFound, Registry
+from lockgate.registry.tables import ApiKey
 
 
 def test_key_is_shown_once_and_stored_hashed(registry: Registry) -> None:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from registry import Conflict, InvalidInput, NotFound, Registry, RegistrySettings
+from lockgate.registry import Conflict, InvalidInput, NotFound, Registry, RegistrySettings
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from registry import DatabaseError, Registry, RegistrySettings
-from registry import db as registry_db
-from registry.tables import Base
+from lockgate.registry import DatabaseError, Registry, RegistrySettings
+from lockgate.registry import db as registry_db
+from lockgate.registry.tables import Base
 from tests.conftest import scratch_pg_database
 
 

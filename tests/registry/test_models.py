@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from registry import InvalidInput, NotFound, Registry
+from lockgate.registry import InvalidInput, NotFound, Registry
 
 
 def test_upstream_versions_and_labels(registry: Registry) -> None:

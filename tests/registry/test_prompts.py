@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry import (
+from lockgate.registry import (
     InvalidInput,
     NotFound,
     Registry,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from registry.errors import InvalidInput, TemplateLimitExceeded
-from registry.templates import RenderTooSlow, render_template
+from lockgate.registry.errors import InvalidInput, TemplateLimitExceeded
+from lockgate.registry.templates import RenderTooSlow, render_template
 
 EXHAUSTING = {
     "nested loops": "{% for i in range(7000) %}{% for j in range(7000) %}{% endfor %}{% endfor %}",

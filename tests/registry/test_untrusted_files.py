@@ -26,8 +26,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sqlalchemy import select, update
 
-from registry import FsspecArtifactStore, InvalidInput, Registry
-from registry.tables import ModelVersion
+from lockgate.registry import FsspecArtifactStore, InvalidInput, Registry
+from lockgate.registry.tables import ModelVersion
 
 
 def _data() -> tuple[Any, Any]:
