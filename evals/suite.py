@@ -9,6 +9,7 @@ field it is about (``target.model: …``). Example::
       base_url: http://127.0.0.1:4000/v1   # leave out for the in-process gateway
       model: prompt:qa@candidate           # a route, registry:NAME@LABEL or prompt:NAME@LABEL
       variables: {question: question}      # prompt variable -> dataset column
+      api_key_env: LOCKGATE_EVAL_KEY       # the gateway key, from the environment
     reference: answer                      # the column scorers compare against
     scorers:
       - exact_match: {case: false}
@@ -18,11 +19,19 @@ field it is about (``target.model: …``). Example::
     gates:
       - exact_match >= 0.8
       - "exact_match: no significant regression vs baseline"
+
+The target's key is read from the environment when the suite is loaded (``api_key_env``;
+:func:`load_suite` takes the environment, by default the process's): the suite file names
+the variable, never the secret. A named variable that is unset or empty fails the run
+before its first call (:func:`evals.target.resolve_llm_target`); ``eval merge`` makes no
+calls and needs no key.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -72,7 +81,16 @@ class LLMTarget(_Model):
     messages: list[Message] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
-    api_key: str | None = None
+    api_key: str | None = Field(
+        default=None,
+        description="The key sent as a bearer token; filled from api_key_env when the suite is "
+        "loaded. Prefer api_key_env: a key written here is a secret in the suite file.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the key (as routes name theirs).",
+    )
     render: Literal["client", "gateway"] = "client"
 
     @field_validator("model")
@@ -83,6 +101,12 @@ class LLMTarget(_Model):
         if value.startswith("prompt:") and "@" not in value:
             raise ValueError("a prompt target is prompt:NAME@LABEL or prompt:NAME@VERSION")
         return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> LLMTarget:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("give api_key_env (preferred) or api_key, not both")
+        return self
 
     @model_validator(mode="after")
     def _messages_or_prompt(self) -> LLMTarget:
@@ -98,6 +122,17 @@ class LLMTarget(_Model):
     @property
     def prompt_ref(self) -> str | None:
         return self.model.removeprefix("prompt:") if self.model.startswith("prompt:") else None
+
+    @property
+    def missing_key_env(self) -> str | None:
+        """The variable ``api_key_env`` names when no key was found in it, else None."""
+        return self.api_key_env if self.api_key_env and not self.api_key else None
+
+    def with_key_from(self, environ: Mapping[str, str]) -> LLMTarget:
+        """A copy holding the key ``api_key_env`` names, when ``environ`` has it (not empty)."""
+        if self.api_key_env is None or not environ.get(self.api_key_env):
+            return self
+        return self.model_copy(update={"api_key": environ[self.api_key_env]})
 
 
 class SklearnTarget(_Model):
@@ -267,8 +302,16 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def parse_suite(data: Any, *, base_dir: Path = Path("."), source: str | None = None) -> Suite:
-    """Validate a suite mapping; errors name the field (``scorers[1].name: …``)."""
+def parse_suite(
+    data: Any,
+    *,
+    base_dir: Path = Path("."),
+    source: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Suite:
+    """Validate a suite mapping; errors name the field (``scorers[1].name: …``).
+
+    ``target.api_key_env`` is looked up in ``environ`` (default: the process's environment)."""
     if not isinstance(data, dict):
         raise SuiteInvalid("a suite is a YAML mapping", path=source)
     document = copy.deepcopy(data)
@@ -294,12 +337,16 @@ def parse_suite(data: Any, *, base_dir: Path = Path("."), source: str | None = N
         msg = str(err["msg"]).removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise SuiteInvalid(msg + more, param=field or None, path=source) from None
+    if isinstance(suite.target, LLMTarget):
+        target = suite.target.with_key_from(os.environ if environ is None else environ)
+        suite = suite.model_copy(update={"target": target})
     suite._document, suite._parsed = document, suite._pinned_fields()
     return suite
 
 
-def load_suite(path: Path) -> Suite:
-    """Read and validate a suite file."""
+def load_suite(path: Path, *, environ: Mapping[str, str] | None = None) -> Suite:
+    """Read and validate a suite file; ``environ`` (default: the process's environment)
+    supplies the key ``target.api_key_env`` names."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -310,4 +357,4 @@ def load_suite(path: Path) -> Suite:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
         raise SuiteInvalid(f"not valid YAML{line}: {exc}", path=str(path)) from exc
-    return parse_suite(data, base_dir=path.resolve().parent, source=str(path))
+    return parse_suite(data, base_dir=path.resolve().parent, source=str(path), environ=environ)

@@ -5,6 +5,9 @@ moving mid-run cannot mix versions; that version is part of the cache key and th
 lineage. With ``render: client`` (the default) the prompt is rendered here and plain
 ``messages`` are sent, which any OpenAI-compatible server understands; with
 ``render: gateway`` the request carries lockgate's ``prompt`` object and the gateway renders.
+
+The target's key comes with the suite (``target.api_key_env``, looked up when the suite is
+loaded); a named variable that held no key stops the run here, before its first call.
 """
 
 from __future__ import annotations
@@ -84,6 +87,15 @@ class ResolvedLLMTarget:
 
 
 def resolve_llm_target(spec: LLMTarget, registry: Registry | None) -> ResolvedLLMTarget:
+    """Pin the target's prompt and model versions; refuse a target whose key is missing."""
+    if spec.missing_key_env is not None:
+        var = spec.missing_key_env
+        raise SuiteInvalid(
+            f"names the environment variable {var}, which is not set (or empty), so the "
+            f"target would be called without its key; set {var} (in CI, from a secret) or "
+            "remove target.api_key_env",
+            param="target.api_key_env",
+        )
     lineage: list[LineageEdge] = []
     prompt = None
     if spec.prompt_ref is not None:

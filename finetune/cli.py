@@ -1,4 +1,5 @@
-"""``lockgate finetune submit|list|status|logs|cancel|worker|run``.
+"""``lockgate finetune submit|list|status|logs|cancel|worker|run``, and ``lockgate model
+init-tiny`` (a base model to try them on).
 
 The root CLI (``gateway/cli.py``) puts an object with ``registry()`` and
 ``registry_settings`` in the typer context; when it also has ``eval_transport_factory``
@@ -131,8 +132,9 @@ def list_jobs(
 
 @finetune_app.command("status")
 def status(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> None:
-    """One job: state, spec, result or error."""
-    job = _registry(ctx).get_job(job_id)
+    """One job: state, spec, result or error (JOB_ID: the id or a unique prefix)."""
+    registry = _registry(ctx)
+    job = registry.get_job(registry.resolve_job_id(job_id))
 
     def human(c: Any) -> None:
         c.print(f"{job.id}  {job.status}  attempts {job.attempts}  worker {job.worker_id or '-'}")
@@ -161,10 +163,11 @@ def logs(
     interval: Annotated[float, Opt("--interval")] = 1.0,
     json_mode: JsonOption = False,
 ) -> None:
-    """Events and step metrics of a job."""
+    """Events and step metrics of a job (JOB_ID: the id or a unique prefix)."""
     from lockgate.registry.jobs import FINAL
 
     registry = _registry(ctx)
+    job_id = registry.resolve_job_id(job_id)
     after = 0
     while True:
         events = registry.job_events(job_id, after=after)
@@ -178,8 +181,10 @@ def logs(
 
 @finetune_app.command("cancel")
 def cancel(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> None:
-    """Cancel a job: at once when queued, at the next step when running."""
-    job = _registry(ctx).cancel_job(job_id)
+    """Cancel a job: at once when queued, at the next step when running (JOB_ID: the id or
+    a unique prefix)."""
+    registry = _registry(ctx)
+    job = registry.cancel_job(registry.resolve_job_id(job_id))
     text = (
         "cancellation requested" if job.cancel_requested and job.status == "running" else job.status
     )
@@ -262,3 +267,67 @@ def run_claimed(
     typer.echo(f"{job.id}: {job.status}", err=True)
     if job.status == "failed":
         raise typer.Exit(1)
+
+
+TINY_CORPUS = (
+    "user\nWhat is the capital of France?\nassistant\nParis.",
+    "user\nHow many legs does a cat have?\nassistant\nFour.",
+    "user\nWhat colour is the sky on a clear day?\nassistant\nBlue.",
+    "user\nWho wrote the book?\nassistant\nI do not know which book you mean.",
+    "user\nPlease say thanks.\nassistant\nThanks!",
+)
+
+
+def init_tiny(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The model name to register.")],
+    corpus: Annotated[
+        Path | None,
+        Opt("--corpus", help="A text file; the tokenizer is trained on its lines."),
+    ] = None,
+    layers: Annotated[int, Opt("--layers", min=1, max=8, help="Decoder layers.")] = 2,
+    label: Annotated[str | None, Opt("--label", help="Point this label at it.")] = None,
+    json_mode: JsonOption = False,
+) -> None:
+    """Build a tiny Llama from a config and register it as an ``hf`` model.
+
+    Random weights and a tokenizer trained on a few lines (built in, or ``--corpus``): it
+    knows nothing, downloads nothing, and a LoRA adapter trained on it on a CPU changes its
+    answers in seconds — a base for trying fine-tuning and serving
+    (``registry:NAME@LABEL``) before pointing lockgate at a real model."""
+    import tempfile
+    import warnings
+
+    from lockgate.finetune import _torch
+    from lockgate.finetune.tiny import build_tiny_llama
+
+    lines = list(TINY_CORPUS)
+    if corpus is not None:
+        try:
+            lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecInvalid(f"--corpus {corpus}: cannot read it: {exc}") from None
+        if not lines:
+            raise SpecInvalid(f"--corpus {corpus}: the file has no text")
+    transformers = _torch.transformers()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    registry = _registry(ctx)
+    with tempfile.TemporaryDirectory(prefix="lockgate-tiny-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        folder = build_tiny_llama(Path(tmp) / name, lines, layers=layers)
+        version, created = registry.register_model(
+            name, "hf", path=folder, message=f"tiny Llama ({layers} layers, random weights)"
+        )
+    if label is not None:
+        registry.set_label("model", name, label, version.version)
+    result = {"name": name, "version": version.version, "created": created, "label": label,
+              "model": f"registry:{name}@{label or version.version}"}  # fmt: skip
+
+    def human(out: Any) -> None:
+        verb = "registered" if created else "unchanged:"
+        out.print(f"{verb} {name}@{version.version} (hf, {layers} layers, random weights)"
+                  + (f", {label} → {version.version}" if label else ""))  # fmt: skip
+        out.print(f"fine-tune it: lockgate finetune submit --base-model {result['model']} …")
+
+    emit(result, json_mode, human)

@@ -152,7 +152,8 @@ def scan_file(path: Path, *, name: str | None = None) -> DataReport:
             try:
                 row = json.loads(raw)
             except json.JSONDecodeError as exc:
-                report.problems.append(RowProblem(label, number, f"not JSON: {exc.msg}"))
+                where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"  # a whole phrase
+                report.problems.append(RowProblem(label, number, f"not JSON: {where}"))
                 continue
             if not isinstance(row, dict):
                 report.problems.append(RowProblem(label, number, "a row must be a JSON object"))

@@ -127,6 +127,15 @@ def _generate_kwargs(
     return kwargs
 
 
+@dataclass
+class TokenCounts:
+    """What one generation took and made, counted as the model saw them (re-encoding the
+    decoded text would count differently: decoding does not round-trip)."""
+
+    prompt: int = 0
+    completion: int = 0
+
+
 def generate(
     base: LoadedBase,
     messages: list[dict[str, Any]],
@@ -135,14 +144,18 @@ def generate(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     stop: threading.Event | None = None,
+    counts: TokenCounts | None = None,
 ) -> str:
     """The completion for a chat; greedy when ``temperature`` is 0; cut short once ``stop``
-    is set."""
+    is set. ``counts``, when given, receives the prompt and completion token counts."""
     torch = _torch.torch()
     ids = prompt_ids(base, messages).to(base.device)
     kwargs = _generate_kwargs(base, ids, max_new_tokens, temperature, stop)
     with base.lock, torch.no_grad(), _generation(base, adapter):
+        steps = base.generated_tokens
         out = base.model.generate(**kwargs)
+        if counts is not None:
+            counts.prompt, counts.completion = int(ids.shape[1]), base.generated_tokens - steps
     return str(base.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
 
@@ -154,9 +167,11 @@ def stream(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     stop: threading.Event | None = None,
+    counts: TokenCounts | None = None,
 ) -> Iterator[str]:
     """Yield text pieces as they are generated (``TextIteratorStreamer`` in a thread); the
-    generation ends after the current token once ``stop`` is set."""
+    generation ends after the current token once ``stop`` is set. ``counts``, when given, is
+    filled in once the last piece has been yielded."""
     transformers = _torch.transformers()
     torch = _torch.torch()
     streamer = transformers.TextIteratorStreamer(
@@ -168,7 +183,10 @@ def stream(
 
     def run() -> None:
         with base.lock, torch.no_grad(), _generation(base, adapter):
+            steps = base.generated_tokens
             base.model.generate(**kwargs)
+            if counts is not None:
+                counts.prompt, counts.completion = int(ids.shape[1]), base.generated_tokens - steps
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

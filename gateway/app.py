@@ -221,7 +221,7 @@ def create_app(
         finally:
             await state.aclose()
 
-    app = GatewayApp(title="lockgate gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = GatewayApp(title="lockgate gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.add_exception_handler(LockgateError, _lockgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -232,8 +232,8 @@ def create_app(
 
 
 def app_factory() -> FastAPI:
-    """For ``uvicorn lockgate.gateway.app:app_factory --factory``: settings from
-    ``LOCKGATE_CONFIG``."""
+    """For ``uvicorn lockgate.gateway.app:app_factory --factory``: settings as every command
+    reads them (``LOCKGATE_CONFIG``, else ``./lockgate.yaml``, then ``LOCKGATE_*``)."""
     from lockgate.gateway.config import load_settings
 
     return create_app(load_settings(), tune_runtime=True)

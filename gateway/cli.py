@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from lockgate.evals.cli import eval_app
-from lockgate.finetune.cli import finetune_app
+from lockgate.finetune.cli import finetune_app, init_tiny
 from lockgate.gateway.keys_cli import keys_app
 from lockgate.registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
 from lockgate.registry.errors import LockgateError
@@ -96,7 +96,10 @@ def root(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", "-c", help="lockgate.yaml (default: $LOCKGATE_CONFIG).", envvar=None
+            "--config",
+            "-c",
+            help="lockgate.yaml (default: $LOCKGATE_CONFIG, else ./lockgate.yaml if present).",
+            envvar=None,
         ),
     ] = None,
 ) -> None:
@@ -106,11 +109,15 @@ def root(
 
 
 app.add_typer(prompt_app, name="prompt")
+model_app.command("init-tiny")(init_tiny)  # built by finetune, registered here
 app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+from lockgate.gateway.calls_cli import calls_app  # noqa: E402
+
+app.add_typer(calls_app, name="calls")
 app.add_typer(eval_app, name="eval")
 app.add_typer(finetune_app, name="finetune")
 
@@ -137,7 +144,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default: server.port (4000).")] = None,
     workers: Annotated[int | None, typer.Option(help="Default: server.workers (1).")] = None,
 ) -> None:
-    """Serve the OpenAI-compatible gateway (uvicorn)."""
+    """Serve the OpenAI-compatible gateway (uvicorn).
+
+    Reads --config, $LOCKGATE_CONFIG or ./lockgate.yaml; at start-up says which, and the routes.
+    """
     from lockgate.gateway.serve import serve as run_server
 
     if config is None and ctx.parent is not None:

@@ -1,5 +1,10 @@
-"""The one configuration: ``lockgate.yaml`` (``--config`` or ``LOCKGATE_CONFIG``) with a
-section per package, overridden by ``LOCKGATE_*`` environment variables.
+"""The one configuration: ``lockgate.yaml`` with a section per package, overridden by
+``LOCKGATE_*`` environment variables.
+
+Which file: ``--config``, else ``$LOCKGATE_CONFIG``, else ``./lockgate.yaml`` (in the
+current working directory) when there is one, else none: the built-in defaults. The same
+rule serves every CLI command, the server and the Python API (:func:`load_settings`); the
+file read is :attr:`LockgateSettings.source_file`.
 
 Read once at start-up into typed settings and passed down; no other module reads the
 environment. Nested keys use a double underscore (``LOCKGATE_REGISTRY__DATA_DIR``); the
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -36,6 +41,7 @@ SHORTCUTS = {
     "LOCKGATE_ARTIFACT_URL": ("registry", "artifact_url"),
     "LOCKGATE_DATA_DIR": ("registry", "data_dir"),
 }
+DEFAULT_CONFIG_FILE = "lockgate.yaml"
 
 
 class ConfigError(LockgateError):
@@ -61,6 +67,12 @@ class LockgateSettings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    _source_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> Path | None:
+        """The ``lockgate.yaml`` these settings were read from; None: defaults and environment."""
+        return self._source_file
 
     @classmethod
     def settings_customise_sources(
@@ -98,11 +110,22 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def find_config_file(config_path: Path | None = None) -> Path | None:
+    """The configuration file to read: ``config_path`` (``--config``), else
+    ``$LOCKGATE_CONFIG``, else ``./lockgate.yaml`` when it exists, else None. A path given
+    by the first two must exist (:func:`load_settings` says so); the third is optional."""
+    if config_path is not None:
+        return config_path
+    if os.environ.get("LOCKGATE_CONFIG"):
+        return Path(os.environ["LOCKGATE_CONFIG"])
+    default = Path.cwd() / DEFAULT_CONFIG_FILE
+    return default if default.is_file() else None
+
+
 def load_settings(config_path: Path | None = None) -> LockgateSettings:
-    """Read ``lockgate.yaml`` (if given) under the environment's overrides."""
-    path = config_path or (
-        Path(os.environ["LOCKGATE_CONFIG"]) if os.environ.get("LOCKGATE_CONFIG") else None
-    )
+    """Read the configuration file (:func:`find_config_file`) under the environment's
+    overrides; the result remembers the file as ``source_file``."""
+    path = find_config_file(config_path)
     file_values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -125,7 +148,9 @@ def load_settings(config_path: Path | None = None) -> LockgateSettings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid configuration in {where}: {problems}") from exc
-    return _with_gateway_environment(settings)
+    settings = _with_gateway_environment(settings)
+    settings._source_file = path.resolve() if path is not None else None
+    return settings
 
 
 def _with_gateway_environment(settings: LockgateSettings) -> LockgateSettings:

@@ -4,6 +4,12 @@ One worker runs the app built here from the settings already read; several worke
 build their own from ``lockgate.gateway.app:app_factory``, which reads the same configuration.
 Either way the worker tunes the garbage collector once its state is built (:func:`tune_runtime`).
 
+At start-up it says, on stderr in uvicorn's log format, which configuration file it read
+(``--config``, ``$LOCKGATE_CONFIG`` or ``./lockgate.yaml``; or "no configuration file:
+built-in defaults") and which routes it serves, and warns, one line per route and
+variable, about a deployment whose ``api_key_env`` names an unset variable
+(:func:`startup_report`): its calls would go upstream without a key.
+
 Before binding, :func:`gateway.auth.check_exposure` refuses a gateway without API keys on
 anything but loopback, and an ``admin_key_env`` naming an unset variable.
 
@@ -20,6 +26,53 @@ import sys
 from pathlib import Path
 
 from lockgate.gateway.config import LockgateSettings
+from lockgate.gateway.settings import GatewaySettings
+
+
+def _log_line(level: str, message: str) -> str:
+    """``INFO:     message``, as uvicorn's default formatter writes its own lines."""
+    return f"{level + ':':<9} {message}"
+
+
+def unset_key_warnings(gateway: GatewaySettings) -> list[str]:
+    """One line per route and variable: a deployment names ``api_key_env`` but the
+    variable was unset or empty when the settings were read (so no key was resolved)."""
+    lines = []
+    for name, route in gateway.routes.items():
+        missing: dict[str, list[str]] = {}
+        for deployment in route.deployments:
+            if deployment.api_key_env and deployment.api_key is None:
+                missing.setdefault(deployment.api_key_env, []).append(deployment.label)
+        for var, labels in missing.items():
+            lines.append(
+                f"route {name!r}: api_key_env {var} is not set, so {', '.join(labels)} "
+                f"will be called without a key; export {var} before `lockgate serve`"
+            )
+    return lines
+
+
+def startup_report(settings: LockgateSettings) -> list[str]:
+    """The lines ``serve`` writes before binding: the configuration file, the routes, and a
+    warning per route whose key variable is unset."""
+    source = settings.source_file
+    lines = [
+        _log_line("INFO", f"configuration file: {source}")
+        if source is not None
+        else _log_line("INFO", "no configuration file: built-in defaults")
+    ]
+    routes = settings.gateway.routes
+    if routes:
+        served = ", ".join(
+            f"{name} ({', '.join(d.label for d in route.deployments)})"
+            for name, route in routes.items()
+        )
+        lines.append(_log_line("INFO", f"routes: {served}"))
+    else:
+        lines.append(
+            _log_line("INFO", "routes: none configured (registry: and prompt: models only)")
+        )
+    lines += [_log_line("WARNING", w) for w in unset_key_warnings(settings.gateway)]
+    return lines
 
 
 def serve(
@@ -38,15 +91,18 @@ def serve(
     host = host or settings.server.host
     port = port or settings.server.port
     workers = workers or settings.server.workers
+    for line in startup_report(settings):
+        print(line, file=sys.stderr, flush=True)
     check_exposure(settings, host, None)
     common = {
         "host": host, "port": port, "loop": "auto", "http": "auto", "access_log": False,
         "log_level": log_level, "timeout_graceful_shutdown": settings.server.graceful_shutdown_s,
     }  # fmt: skip
     if workers > 1:
-        if config_path is not None:
+        source = settings.source_file or config_path
+        if source is not None:
             # the worker processes read the configuration themselves (load_settings)
-            os.environ["LOCKGATE_CONFIG"] = str(config_path.resolve())
+            os.environ["LOCKGATE_CONFIG"] = str(source.resolve())
         uvicorn.run("lockgate.gateway.app:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
         return
     from lockgate.gateway.app import create_app

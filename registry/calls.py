@@ -1,18 +1,104 @@
-"""Call records: one row per gateway call, written in batches off the request path."""
+"""Call records: one row per gateway call, written in batches off the request path, and
+read back newest first with filters (:meth:`CallsMixin.query_calls`), a page at a time."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, or_, select
 
+from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.labels import LabelsMixin
-from lockgate.registry.tables import CallRecord, utcnow
+from lockgate.registry.records import _Record
+from lockgate.registry.runs import MIN_ID_PREFIX, resolve_id_prefix
+from lockgate.registry.tables import ApiKey, CallRecord, utcnow
 
 CALL_FIELDS = frozenset(c.name for c in CallRecord.__table__.columns) - {"id"}
 # a Core executemany: skips the ORM bulk path's per-row bookkeeping (~2 µs a row)
 _INSERT = insert(cast(Table, CallRecord.__table__))
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class CallInfo(_Record):
+    """One call record, every field."""
+
+    id: int
+    created_at: datetime
+    request_id: str
+    trace_id: str | None
+    operation: str
+    route: str | None
+    model: str | None
+    provider: str | None
+    deployment: str | None
+    prompt_name: str | None
+    prompt_version: int | None
+    key_id: str | None
+    status_code: int
+    error_type: str | None
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """What :meth:`CallsMixin.query_calls` keeps; every given condition must hold.
+
+    ``statuses`` are inclusive ranges of HTTP status codes (``(500, 599)`` for 5xx), any of
+    which may match; ``key_ids`` likewise; ``since`` is inclusive, ``until`` exclusive."""
+
+    route: str | None = None
+    model: str | None = None
+    key_ids: tuple[str, ...] | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    statuses: tuple[tuple[int, int], ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CallPage:
+    """A page of call records, newest first; ``next_before`` continues after its last one
+    (pass it as ``before``), None on the last page."""
+
+    calls: list[CallInfo]
+    next_before: int | None
+
+
+def _call(row: CallRecord) -> CallInfo:
+    return CallInfo(**{name: getattr(row, name) for name in CallInfo.__dataclass_fields__})
+
+
+def _conditions(f: CallFilter) -> list[Any]:
+    """WHERE clauses; the time window and key use the created_at and key_id indexes, the
+    prompt the (prompt_name, prompt_version) one."""
+    where: list[Any] = []
+    for value, column in ((f.route, CallRecord.route), (f.model, CallRecord.model),
+                          (f.prompt_name, CallRecord.prompt_name),
+                          (f.prompt_version, CallRecord.prompt_version)):  # fmt: skip
+        if value is not None:
+            where.append(column == value)
+    if f.key_ids is not None:
+        where.append(CallRecord.key_id.in_(f.key_ids))
+    if f.statuses:
+        where.append(or_(*(CallRecord.status_code.between(lo, hi) for lo, hi in f.statuses)))
+    for bound in (f.since, f.until):
+        if bound is not None and bound.tzinfo is None:
+            raise InvalidInput("call record times are UTC: give an aware datetime")
+    if f.since is not None:
+        where.append(CallRecord.created_at >= f.since)
+    if f.until is not None:
+        where.append(CallRecord.created_at < f.until)
+    return where
 
 
 class CallsMixin(LabelsMixin):
@@ -34,6 +120,51 @@ class CallsMixin(LabelsMixin):
         with self._write() as session:
             session.execute(_INSERT, rows)
         return len(rows)
+
+    def query_calls(
+        self, where: CallFilter | None = None, *, limit: int = 100, before: int | None = None
+    ) -> CallPage:
+        """Call records matching ``where``, newest (highest id) first, at most ``limit``
+        (1 to :data:`MAX_PAGE`); ``before`` (a :attr:`CallPage.next_before`) pages on."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be 1 to {MAX_PAGE}, not {limit}", param="limit")
+        stmt = select(CallRecord).where(*_conditions(where or CallFilter()))
+        if before is not None:
+            stmt = stmt.where(CallRecord.id < before)
+        stmt = stmt.order_by(CallRecord.id.desc()).limit(limit + 1)
+        with self._read() as session:
+            calls = [_call(r) for r in session.scalars(stmt)]
+        more = len(calls) > limit
+        return CallPage(calls[:limit], calls[limit - 1].id if more else None)
+
+    def get_call(self, call_id_or_prefix: str) -> CallInfo:
+        """One call record by its number, or by its request or trace id: the id itself or a
+        unique prefix of at least four characters (see :func:`resolve_id_prefix`)."""
+        text = call_id_or_prefix
+        number = text.isascii() and text.isdigit() and len(text) <= 18  # fits a BIGINT
+        with self._read() as session:
+            row = session.get(CallRecord, int(text)) if number else None
+            if row is None and number and len(text) < MIN_ID_PREFIX:
+                raise NotFound(f"no call with id {text}", param="call_id")
+            if row is None:
+                key = resolve_id_prefix(
+                    session, CallRecord.id, text, what="call",
+                    columns=(CallRecord.request_id, CallRecord.trace_id),
+                )  # fmt: skip
+                row = session.get(CallRecord, key)
+            assert row is not None
+            return _call(row)
+
+    def call_key_ids(self, key: str) -> tuple[str, ...]:
+        """The ids of the API keys ``key`` names: a key id, or a name (several keys may
+        share one). Raises :class:`NotFound` when none does."""
+        with self._read() as session:
+            ids = session.scalars(
+                select(ApiKey.id).where(or_(ApiKey.id == key, ApiKey.name == key))
+            ).all()
+        if not ids:
+            raise NotFound(f"no key with id or name {key!r}", param="key")
+        return tuple(sorted(ids))
 
     def list_calls(
         self,

@@ -505,35 +505,28 @@ def run_list(
     limit: int = 20,
     json_mode: JsonOption = False,
 ) -> None:
-    """The newest runs first."""
+    """The newest runs first; `run show` takes an id or a unique prefix of it."""
     runs = _registry(ctx).list_runs(kind, limit=limit)
-    emit(
-        runs,
-        json_mode,
-        lambda c: c.print(
-            table(
-                "runs",
-                ["id", "kind", "name", "status", "created", "metrics"],
-                [
-                    [
-                        r.id,
-                        r.kind,
-                        r.name,
-                        r.status,
-                        when(r.created_at),
-                        ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())),
-                    ]
-                    for r in runs
-                ],
-            )
-        ),
-    )
+    rows = [
+        [r.id, r.kind, r.name, r.status, when(r.created_at),
+         ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items()))]
+        for r in runs
+    ]  # fmt: skip
+
+    def human(c: Any) -> None:
+        shown = table("runs", ["id", "kind", "name", "status", "created", "metrics"], rows)
+        shown.columns[0].no_wrap = True  # ids stay whole: the other columns wrap first
+        c.print(shown)
+
+    emit(runs, json_mode, human)
 
 
 @run_app.command("show")
 def run_show(ctx: typer.Context, run_id: str, json_mode: JsonOption = False) -> None:
-    """A run with its parameters, metrics, artifacts and lineage."""
-    r = _registry(ctx).get_run(run_id)
+    """A run with its parameters, metrics, artifacts and lineage (RUN_ID: the id or a
+    unique prefix of at least 4 characters)."""
+    reg = _registry(ctx)
+    r = reg.get_run(reg.resolve_run_id(run_id))
 
     def human(c: Any) -> None:
         c.print(f"[bold]{r.id}[/bold] {r.kind} {r.name} — {r.status}")

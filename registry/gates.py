@@ -54,7 +54,7 @@ RUN_SCAN_LIMIT = 200  # runs of one suite name on one version looked at for a ma
 # What a suite pin leaves out: which version is measured and where it is served (the policy
 # gates many versions with one suite), how it is called, and what only sets the exit code.
 _UNPINNED = frozenset({"concurrency", "timeout", "retries", "on_error"})
-_UNPINNED_TARGET = frozenset({"model", "base_url", "headers", "api_key"})
+_UNPINNED_TARGET = frozenset({"model", "base_url", "headers", "api_key", "api_key_env"})
 _UNPINNED_STATS = frozenset({"inconclusive", "skipped"})
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from lockgate.registry.errors import Conflict, InvalidInput, NotFound
 from lockgate.registry.labels import LabelsMixin
 from lockgate.registry.records import _Record
+from lockgate.registry.runs import resolve_id_prefix
 from lockgate.registry.tables import Job, JobEvent, StoredFile, utcnow
 
 JOB_STATES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
@@ -117,6 +118,13 @@ class JobsMixin(LabelsMixin):
         with self._read() as session:
             row = session.scalars(select(Job).where(Job.idempotency_key == key)).first()
             return None if row is None else _job(row)
+
+    def resolve_job_id(self, job_id_or_prefix: str) -> str:
+        """The full id of the job that ``job_id_or_prefix`` names: the id itself or a unique
+        prefix of at least four characters (``ftjob-`` counts), as the CLI accepts them. The
+        other methods, and the HTTP API with them, take full ids only, as OpenAI's does."""
+        with self._read() as session:
+            return str(resolve_id_prefix(session, Job.id, job_id_or_prefix, what="job"))
 
     def get_job(self, job_id: str) -> JobInfo:
         with self._read() as session:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import functools
 import importlib
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from lockgate.registry._extras import require
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.labels import LabelsMixin
 from lockgate.registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
-from lockgate.registry.tables import ModelVersion
+from lockgate.registry.tables import Label, ModelVersion, RegisteredModel
 
 # The plain builtins and containers a model's attributes may need beyond what skops trusts
 # by default: each is harmless whatever it is called with. No other ``builtins.`` name.
@@ -278,6 +279,21 @@ class ModelsMixin(LabelsMixin):
 
     def list_models(self) -> list[SubjectSummary]:
         return self._summaries("model")
+
+    def model_labels(self, flavors: Collection[str]) -> list[tuple[str, str, datetime]]:
+        """(model, label, the model's creation time) for every label whose version has one of
+        ``flavors``, by model and label: what a server of those flavors can answer for."""
+        with self._read() as session:
+            rows = session.execute(
+                select(RegisteredModel.name, Label.name, RegisteredModel.created_at)
+                .join(Label, (Label.subject_id == RegisteredModel.id)
+                      & (Label.subject_type == "model"))
+                .join(ModelVersion, (ModelVersion.model_id == RegisteredModel.id)
+                      & (ModelVersion.version == Label.version))
+                .where(ModelVersion.flavor.in_(list(flavors)))
+                .order_by(RegisteredModel.name, Label.name)
+            ).all()  # fmt: skip
+        return [(name, label, created) for name, label, created in rows]
 
     def model_versions(self, name: str) -> list[ModelVersionInfo]:
         return [_info(name, r, labels) for r, labels in self._versions_with_labels("model", name)]

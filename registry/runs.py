@@ -4,12 +4,12 @@ parameters, metrics (single values and step-wise series), artifacts and lineage.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.labels import LabelsMixin
@@ -20,6 +20,71 @@ RUN_KINDS = frozenset({"eval", "finetune", "drift", "other"})
 RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 LINEAGE_TYPES = frozenset({"dataset", "prompt", "model", "run"})
+MIN_ID_PREFIX = 4
+_SHOWN_CANDIDATES = 10
+
+
+def resolve_id_prefix(
+    session: Session,
+    key: InstrumentedAttribute[Any],
+    text: str,
+    *,
+    what: str,
+    columns: Sequence[InstrumentedAttribute[Any]] = (),
+) -> Any:
+    """The primary key of the one row whose id is ``text`` or starts with it, as git
+    resolves a shortened commit id.
+
+    ``columns`` are the id columns to match (default: the primary key ``key`` itself). An
+    exact match wins; otherwise a prefix of at least :data:`MIN_ID_PREFIX` characters must
+    match exactly one row. The prefix is compared literally and with its case: ``%`` and
+    ``_`` are characters, not wildcards. Raises :class:`NotFound` when nothing matches and
+    :class:`InvalidInput` (exit 2) for a prefix that is too short or matches several rows,
+    naming them."""
+    cols = list(columns) or [key]
+    param = f"{what.replace(' ', '_')}_id"
+    found = _matching_keys(session, key, cols, text, exact=True)
+    if not found:
+        if len(text) < MIN_ID_PREFIX:
+            raise InvalidInput(
+                f"{what} id {text!r} is too short: give the full id or a prefix of at least "
+                f"{MIN_ID_PREFIX} characters",
+                param=param,
+            )
+        found = _matching_keys(session, key, cols, text, exact=False)
+        if not found:
+            raise NotFound(f"no {what} with id {text!r}", param=param)
+    if len(found) == 1:
+        return found[0]
+    shown = ", ".join(str(k) for k in found[:_SHOWN_CANDIDATES])
+    more = " and more" if len(found) > _SHOWN_CANDIDATES else ""
+    raise InvalidInput(
+        f"{what} id {text!r} is ambiguous: it matches {shown}{more}; give more characters",
+        param=param,
+    )
+
+
+def _matching_keys(
+    session: Session,
+    key: InstrumentedAttribute[Any],
+    cols: list[InstrumentedAttribute[Any]],
+    text: str,
+    *,
+    exact: bool,
+) -> list[Any]:
+    """The keys (at most one more than are shown) of rows with an id equal to ``text`` or,
+    unless ``exact``, starting with it."""
+    if exact:
+        where = or_(*(c == text for c in cols))
+    else:
+        where = or_(*(c.startswith(text, autoescape=True) for c in cols))
+    stmt = select(key, *cols).where(where).order_by(key).limit(_SHOWN_CANDIDATES + 1)
+    # SQLite's LIKE ignores ASCII case: keep only what starts with the text as written
+    return [
+        row[0]
+        for row in session.execute(stmt)
+        if any(isinstance(v, str) and v.startswith(text) for v in row[1:])
+    ]
 
 
 def _artifacts(session: Session, run_id: str) -> dict[str, str]:
@@ -143,6 +208,13 @@ class RunsMixin(LabelsMixin):
         with self._read() as session:
             self._run(session, run_id)
             return _artifacts(session, run_id)
+
+    def resolve_run_id(self, run_id_or_prefix: str) -> str:
+        """The full id of the run that ``run_id_or_prefix`` names: the id itself or a unique
+        prefix of at least :data:`MIN_ID_PREFIX` characters (see :func:`resolve_id_prefix`).
+        Other methods take full ids only."""
+        with self._read() as session:
+            return str(resolve_id_prefix(session, Run.id, run_id_or_prefix, what="run"))
 
     def get_run(self, run_id: str) -> RunInfo:
         with self._read() as session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -132,3 +132,29 @@ def registry(registry_settings: RegistrySettings) -> Iterator[Registry]:
     reg = Registry(registry_settings, actor="tester")
     yield reg
     reg.close()
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(registry_settings: RegistrySettings, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """``lockgate …`` in process (typer's runner) on the test's registry: (exit code, stdout,
+    stderr). The environment names that registry and no configuration file."""
+    from typer.testing import CliRunner
+
+    from lockgate.gateway.cli import app
+
+    monkeypatch.setenv("LOCKGATE_DATA_DIR", str(registry_settings.data_dir))
+    if registry_settings.database_url:
+        monkeypatch.setenv("LOCKGATE_DATABASE_URL", registry_settings.database_url)
+    else:
+        monkeypatch.delenv("LOCKGATE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOCKGATE_CONFIG", raising=False)
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(app, list(args))
+        return result.exit_code, result.stdout, result.stderr
+
+    return run

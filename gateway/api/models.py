@@ -1,5 +1,6 @@
 """``GET /v1/models``: the configured routes, then ``registry:NAME@LABEL`` for every label of
-every registered model; a key limited to some models sees only those."""
+a registered model the gateway can serve (``upstream``, ``hf`` and ``lora`` versions; not
+``sklearn``); a key limited to some models sees only those."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lockgate.gateway.api.deps import StateDep
-from lockgate.gateway.routing import REGISTRY_PREFIX
+from lockgate.gateway.routing import LOCAL_FLAVORS, REGISTRY_PREFIX
+
+SERVED_FLAVORS = frozenset({"upstream", *LOCAL_FLAVORS})
 
 router = APIRouter(tags=["openai"])
 
@@ -26,11 +29,11 @@ async def list_models(request: Request, state: StateDep) -> Response:
     principal = await state.auth.authenticate(request.headers)
     principal.require_scope("inference")
     data = [_model(name, "lockgate") for name in state.router.route_names]
-    summaries = await anyio.to_thread.run_sync(state.registry.list_models)
-    for summary in summaries:
-        created = int(summary.created_at.timestamp())
-        for label in sorted(summary.labels):
-            data.append(_model(f"{REGISTRY_PREFIX}{summary.name}@{label}", "registry", created))
+    labels = await anyio.to_thread.run_sync(state.registry.model_labels, SERVED_FLAVORS)
+    for name, label, created in labels:
+        data.append(
+            _model(f"{REGISTRY_PREFIX}{name}@{label}", "registry", int(created.timestamp()))
+        )
     if principal.models is not None:
         data = [m for m in data if m["id"] in principal.models]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -34,6 +34,9 @@ from lockgate.gateway.providers import (
 )
 from lockgate.registry.errors import LockgateError, NotFound
 from lockgate.registry.records import ModelVersionInfo
+
+if TYPE_CHECKING:
+    from lockgate.finetune.inference import TokenCounts
 
 REGISTRY = "registry:"
 
@@ -122,25 +125,22 @@ class LocalProvider:
         return messages, limit, float(temperature)
 
     @staticmethod
-    def _usage(loaded: _Loaded, messages: list[dict[str, Any]], text: str) -> dict[str, int]:
-        from lockgate.finetune.inference import prompt_ids
-
-        given = int(prompt_ids(loaded.base, messages).shape[1])
-        taken = len(loaded.base.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def _usage(counts: TokenCounts) -> dict[str, int]:
+        given, taken = counts.prompt, counts.completion
         return {"prompt_tokens": given, "completion_tokens": taken, "total_tokens": given + taken}
 
     async def complete(self, call: UpstreamCall) -> UpstreamResponse:
-        from lockgate.finetune.inference import generate
+        from lockgate.finetune.inference import TokenCounts, generate
 
         messages, limit, temperature = self._request(call)
         loaded = await self._loaded(call)
-        stop = threading.Event()
+        stop, counts = threading.Event(), TokenCounts()
         try:
             text = await asyncio.to_thread(
                 generate, loaded.base, messages, adapter=loaded.adapter,
-                max_new_tokens=limit, temperature=temperature, stop=stop,
+                max_new_tokens=limit, temperature=temperature, stop=stop, counts=counts,
             )  # fmt: skip
-            usage = await asyncio.to_thread(self._usage, loaded, messages, text)
+            usage = self._usage(counts)
         except LockgateError:
             raise
         except Exception as exc:  # boundary: a model failure becomes a 502
@@ -176,17 +176,17 @@ class LocalProvider:
         self, call: UpstreamCall, loaded: _Loaded, messages: list[dict[str, Any]], limit: int,
         temperature: float,
     ) -> AsyncGenerator[bytes, None]:  # fmt: skip
-        from lockgate.finetune.inference import stream
+        from lockgate.finetune.inference import TokenCounts, stream
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
+        stop, counts = threading.Event(), TokenCounts()
 
         def produce() -> None:
             try:
                 for piece in stream(loaded.base, messages, adapter=loaded.adapter,
                                     max_new_tokens=limit, temperature=temperature,
-                                    stop=stop):  # fmt: skip
+                                    stop=stop, counts=counts):  # fmt: skip
                     loop.call_soon_threadsafe(queue.put_nowait, piece)
             except BaseException as exc:  # handed to the event loop, raised there
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -208,8 +208,7 @@ class LocalProvider:
                     "content": item}  # fmt: skip
                 chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-            text = "".join(pieces)
-            usage = await asyncio.to_thread(self._usage, loaded, messages, text)
+            usage = self._usage(counts)
             finish = "length" if usage["completion_tokens"] >= limit else "stop"
             last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
             yield b"data: " + orjson.dumps(last) + b"\n\n"

@@ -156,6 +156,11 @@ def test_formats_are_detected_and_bad_rows_named(tmp_path: Path) -> None:
     assert [p.line for p in report.problems] == [2, 3, 5, 6, 7]
     reasons = " | ".join(p.reason for p in report.problems)
     assert "not JSON" in reasons and "no assistant message" in reasons
+    # the decoder's message is finished with where it stopped, never cut at "… at"
+    control = tmp_path / "control.jsonl"
+    control.write_text('{"prompt": "a\tb", "completion": "c"}\n')
+    [problem] = scan_file(control).problems
+    assert problem.reason == "not JSON: Invalid control character at column 14", problem.reason
     assert "'wizard'" in reasons and "one format per file" in reasons
 
 

@@ -83,6 +83,15 @@ def test_jobs_api_trains_registers_and_serves(
     assert tuned.choices[0].message.content.strip() == answer
     assert base.choices[0].message.content.strip() != answer
     assert tuned.usage is not None and tuned.usage.completion_tokens > 0
+    # counted as generated, never more than asked for (re-encoding the text counted 28 of 16)
+    assert base.usage is not None and 0 < base.usage.completion_tokens <= 16
+    if base.choices[0].finish_reason == "length":
+        assert base.usage.completion_tokens == 16
+    streamed = list(client.chat.completions.create(
+        model="registry:tiny-base@latest", messages=messages, max_tokens=16, stream=True,
+        stream_options={"include_usage": True}))  # fmt: skip
+    usage = streamed[-1].usage
+    assert usage is not None and usage.completion_tokens == base.usage.completion_tokens
 
     pieces = [
         c.choices[0].delta.content or ""
@@ -95,11 +104,11 @@ def test_jobs_api_trains_registers_and_serves(
 
     deadline = time.monotonic() + 5
     while (
-        len(calls := ft_gateway.registry.list_calls(limit=50)) < 4 and time.monotonic() < deadline
+        len(calls := ft_gateway.registry.list_calls(limit=50)) < 5 and time.monotonic() < deadline
     ):
         time.sleep(0.05)  # records are written off the request path, in batches
     local = [c for c in calls if c["provider"] == "local"]
-    assert len(local) == 3 and {c["status_code"] for c in local} == {200}
+    assert len(local) == 4 and {c["status_code"] for c in local} == {200}
     assert {c["deployment"] for c in local} == {"tiny-qa@1", "tiny-base@1"}
 
 

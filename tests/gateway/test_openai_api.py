@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -133,6 +134,25 @@ def test_models_lists_routes_and_registry_models(gateway: Gateway, client: opena
     assert "registry:summariser@production" in ids and "registry:summariser@latest" in ids
 
 
+def test_models_lists_only_what_the_gateway_can_serve(
+    gateway: Gateway, client: openai.OpenAI, tmp_path: Path
+) -> None:
+    """A scikit-learn model has labels too, but no chat endpoint answers for it."""
+    sio = pytest.importorskip("skops.io")
+    from sklearn.linear_model import LogisticRegression
+
+    path = tmp_path / "churn.skops"
+    sio.dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), path)
+    gateway.registry.register_model("churn-clf", "sklearn", path=path)
+    gateway.registry.set_label("model", "churn-clf", "production", 1)
+    ids = [m.id for m in client.models.list()]
+    assert not [i for i in ids if "churn-clf" in i], ids
+    with pytest.raises(openai.BadRequestError):  # and indeed it cannot be called
+        client.chat.completions.create(
+            model="registry:churn-clf@production", messages=[{"role": "user", "content": "hi"}]
+        )
+
+
 def test_registry_model_resolves_to_its_upstream(gateway: Gateway, client: openai.OpenAI) -> None:
     gateway.registry.register_model(
         "tuned", "upstream", {"model": "openai/stub-model", "params": {"temperature": 0.1}}
@@ -198,3 +218,13 @@ def test_invalid_json_is_a_400(gateway: Gateway) -> None:
     resp = httpx.post(gateway.url + "/v1/chat/completions", content=b"{not json")
     assert resp.status_code == 400
     assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_the_api_is_browsable_at_docs(gateway: Gateway) -> None:
+    import httpx
+
+    page = httpx.get(gateway.url + "/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/openapi.json" in page.text
+    spec = httpx.get(gateway.url + "/openapi.json").json()
+    assert "/v1/chat/completions" in spec["paths"]

@@ -9,29 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from lockgate.gateway.cli import app
 from lockgate.registry import Registry, RegistrySettings
 
 LOCKGATE = [sys.executable, "-m", "lockgate.gateway.cli"]
-
-
-@pytest.fixture
-def cli(registry_settings: RegistrySettings, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("LOCKGATE_DATA_DIR", str(registry_settings.data_dir))
-    if registry_settings.database_url:
-        monkeypatch.setenv("LOCKGATE_DATABASE_URL", registry_settings.database_url)
-    else:
-        monkeypatch.delenv("LOCKGATE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LOCKGATE_CONFIG", raising=False)
-    runner = CliRunner()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        result = runner.invoke(app, list(args))
-        return result.exit_code, result.stdout, result.stderr
-
-    return run
 
 
 @pytest.fixture
