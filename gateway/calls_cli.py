@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lockgate.registry.console import JsonOption, emit, table, when
+from lockgate.registry.console import JsonOption, emit, parse_moment, table, when
 from lockgate.registry.errors import InvalidInput
 from lockgate.registry.records import Ref
 
@@ -22,8 +22,6 @@ calls_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_AGO = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _STATUS = re.compile(r"^([1-5])(?:xx|(\d\d))$")
 
 
@@ -31,17 +29,8 @@ def parse_time(value: str | None, option: str, now: datetime | None = None) -> d
     """``24h``, ``7d``, ``30m`` (that long ago) or an ISO 8601 time (UTC when no zone)."""
     if value is None:
         return None
-    text = value.strip()
-    if m := _AGO.match(text):
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"{option} {value!r}: give a time ago like 24h, 7d or 30m, or an ISO 8601 time",
-            param=option.lstrip("-"),
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_moment(value, option, now=now or datetime.now(UTC), sign=-1,
+                        hint="a time ago like 24h, 7d or 30m")  # fmt: skip
 
 
 def parse_status(value: str) -> tuple[int, int]:

@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from lockgate.registry.console import JsonOption, emit, table
-from lockgate.registry.errors import InvalidInput
+from lockgate.registry.console import JsonOption, emit, parse_moment, table
 
 keys_app = typer.Typer(
     help="Virtual API keys: scopes, model lists, limits, budgets.", no_args_is_help=True
 )
-
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_expiry(value: str | None, now: datetime | None = None) -> datetime | None:
     """``30d``, ``12h`` (from now) or an ISO 8601 time (UTC when no zone is given)."""
     if value is None:
         return None
-    now = now or datetime.now(UTC)
-    if m := _DURATION.match(value.strip()):
-        return now + timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(
-            f"--expires {value!r}: give a duration like 30d or 12h, or an ISO 8601 time",
-            param="expires",
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_moment(value, "--expires", now=now or datetime.now(UTC), sign=1,
+                        hint="a duration like 30d or 12h")  # fmt: skip
 
 
 def _split(values: list[str] | None) -> list[str] | None:

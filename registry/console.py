@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
+from lockgate.registry.errors import InvalidInput
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_moment(value: str, option: str, *, now: datetime, sign: int, hint: str) -> datetime:
+    """A time option's value: a duration (``30d``, ``12h``, ``90m``), which is ``now`` plus
+    ``sign`` times it, or an ISO 8601 time (UTC when no zone is given). Anything else is an
+    :class:`InvalidInput` naming ``option``: "give ``hint``, or an ISO 8601 time"."""
+    text = value.strip()
+    if m := _DURATION.match(text):
+        return now + sign * timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{option} {value!r}: give {hint}, or an ISO 8601 time", param=option.lstrip("-")
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def to_jsonable(value: Any) -> Any:
