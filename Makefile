@@ -40,8 +40,9 @@ bench: install ## benchmarks print their figures; see docs/benchmarks.md
 	# needs wrk (apt-get install -y wrk); a LiteLLM column with --litellm-venv PATH
 	$(BIN)/python tests/benchmarks/gateway_overhead.py --duration 5
 
-docs: install ## regenerate the CLI reference from --help
+docs: install ## regenerate the CLI and configuration references (--help, settings models)
 	$(BIN)/python -m lockgate.gateway.docgen > docs/cli.md
+	$(BIN)/python -m lockgate.gateway.docgen configuration docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

@@ -62,7 +62,7 @@ def rows_of(text: str, source: str) -> list[ExampleResult]:
 
 def from_run(registry: Registry, run_id: str) -> Baseline:
     try:
-        run = registry.get_run(run_id)
+        run = registry.runs.get(run_id)
     except NotFound as exc:
         raise BaselineNotFound(f"baseline run {run_id!r} does not exist", param="baseline") from exc
     digest = run.artifacts.get("examples.jsonl")
@@ -71,7 +71,7 @@ def from_run(registry: Registry, run_id: str) -> Baseline:
             f"run {run_id} is not a finished eval run (no examples.jsonl artifact)",
             param="baseline",
         )
-    text = registry.store.read_bytes(digest).decode("utf-8")
+    text = registry.artifacts.read_bytes(digest).decode("utf-8")
     target = run.params.get("target")
     return Baseline(
         f"run {run_id} ({target})", rows_of(text, f"run {run_id}"), run_id, target, run_id
@@ -90,7 +90,7 @@ def _label_unset(registry: Registry, suite: Suite, label: str) -> bool:
     else:
         return False
     try:
-        labels = registry.labels_of(subject, name.partition("@")[0])  # type: ignore[arg-type]
+        labels = registry.labels.of(subject, name.partition("@")[0])  # type: ignore[arg-type]
     except NotFound:
         return False
     return label not in labels
@@ -100,14 +100,14 @@ def target_on_label(registry: Registry, suite: Suite, label: str) -> str:
     """The target string (as runs record it) of the version that holds ``label``."""
     target = suite.target
     if target.kind == "sklearn":
-        version = registry.get_model(f"{target.model_ref.partition('@')[0]}@{label}")
+        version = registry.models.get(f"{target.model_ref.partition('@')[0]}@{label}")
         return f"registry:{version.name}@{version.version}"
     if target.prompt_ref is not None:
-        prompt = registry.get_prompt(f"{target.prompt_ref.partition('@')[0]}@{label}")
+        prompt = registry.prompts.get(f"{target.prompt_ref.partition('@')[0]}@{label}")
         return f"prompt:{prompt.name}@{prompt.version}"
     if target.model.startswith("registry:"):
         name = target.model.removeprefix("registry:").partition("@")[0]
-        model = registry.get_model(f"{name}@{label}")
+        model = registry.models.get(f"{name}@{label}")
         return f"registry:{model.name}@{model.version}"
     raise BaselineNotFound(
         f"label:{label} needs a prompt:NAME@LABEL or registry:NAME@LABEL target; "
@@ -123,7 +123,7 @@ def from_label(registry: Registry, suite: Suite, label: str) -> Baseline:
         if _label_unset(registry, suite, label):
             return Baseline.first_version(label)
         raise BaselineNotFound(f"baseline label:{label}: {exc.message}", param="baseline") from exc
-    for run in registry.list_runs(kind="eval", limit=RUN_SCAN_LIMIT):
+    for run in registry.runs.list(kind="eval", limit=RUN_SCAN_LIMIT):
         if (
             run.name == suite.name
             and run.status == "succeeded"

@@ -6,6 +6,11 @@ the suite says ``stats: {inconclusive: warn}`` or ``{skipped: warn}``: then 0, a
 says so); 2 an error (bad suite or data, unreachable target, a report that cannot be
 written), raised as a :class:`registry.errors.LockgateError` for the root to print.
 
+Output is like every lockgate command's: a summary for people, or with ``--json`` the JSON
+report on stdout for scripts. Reports go to files with ``--junit``, ``--markdown``,
+``--html`` and ``--json-out`` (which was ``--json PATH`` before ``--json`` became the flag it
+is everywhere; the old spelling is refused with a message naming the new one).
+
 The root CLI mounts ``eval_app`` and puts an object in the typer context with
 ``registry()`` and ``registry_settings``; when it also has ``eval_transport_factory``
 (a callable returning an ``httpx`` transport), suites without ``target.base_url`` run
@@ -20,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
+from typer.core import TyperCommand
 
-from lockgate.registry.console import console, table
+from lockgate.registry.console import JsonOption, console, table
 
 if TYPE_CHECKING:
     from lockgate.evals.report import EvalReport
@@ -56,8 +62,35 @@ MarkdownOpt = Annotated[
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Write an HTML report here.")]
 JsonOutOpt = Annotated[
     Path | None,
-    typer.Option("--json", help="Write the JSON report (with examples) here; - for stdout."),
+    typer.Option(
+        "--json-out",
+        help="Write the JSON report (with examples) here; it serves as --baseline and as a "
+        "shard for merge.",
+    ),
 ]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict.")]
+
+
+class _JsonIsAFlag(TyperCommand):
+    """Refuses the old ``--json PATH`` (now ``--json-out PATH``) before it is misread: as an
+    extra argument by ``run``, or worse as one more shard by ``merge``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for i, arg in enumerate(args):
+            value = arg.partition("=")[2] if arg.startswith("--json=") else None
+            if arg == "--json" and i + 1 < len(args):
+                after = args[i + 1]
+                if after == "-" or (not after.startswith("-") and after.endswith(".json")):
+                    value = after
+            if value is not None:
+                shown = "" if value == "-" else f"; to write it to {value}, use --json-out {value}"
+                raise typer.BadParameter(
+                    f"--json takes no value now: it prints the JSON report on stdout, as "
+                    f"--json does for every lockgate command{shown}",
+                    ctx=ctx,
+                    param_hint="'--json'",
+                )
+        return super().parse_args(ctx, args)
 
 
 def _state(ctx: typer.Context) -> EvalContext:
@@ -88,8 +121,6 @@ def _write_outputs(
 ) -> list[str]:  # fmt: skip
     """Write the reports asked for, creating their folders; one line per report that could
     not be written."""
-    import json
-
     from lockgate.evals.formats import html_page, junit_xml
     from lockgate.evals.formats import markdown as render_markdown
 
@@ -103,9 +134,6 @@ def _write_outputs(
     for kind, (path, render) in renderers.items():
         if path is None:
             continue
-        if kind == "json" and str(path) == "-":
-            sys.stdout.write(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
-            continue
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(render(), encoding="utf-8")
@@ -115,21 +143,23 @@ def _write_outputs(
 
 
 def _finish(
-    registry: Registry, report: EvalReport, outputs: tuple[Path | None, ...], quiet: bool
-) -> None:
-    """Record the verdict, write the reports, print the summary; exit with the run's code,
-    or 2 when a report could not be written (recorded on the run)."""
+    registry: Registry, report: EvalReport, outputs: tuple[Path | None, ...], quiet: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Record the verdict, write the reports, print the summary (or the JSON report); exit
+    with the run's code, or 2 when a report could not be written (recorded on the run)."""
     from lockgate.evals.errors import EvalError
     from lockgate.evals.report import record_output_errors, record_verdict
 
     record_verdict(registry, report)
     junit, markdown, html, json_out = outputs
     errors = _write_outputs(report, junit, markdown, html, json_out)
-    if str(json_out) != "-":
-        if quiet:
-            _verdict_line(report)
-        else:
-            _show(report)
+    if as_json:
+        sys.stdout.write(_json_text(report))
+    elif quiet:
+        _verdict_line(report)
+    else:
+        _show(report)
     if errors:
         record_output_errors(registry, report, errors)
         raise EvalError("; ".join(errors), param="outputs")
@@ -180,9 +210,9 @@ def _show(report: EvalReport) -> None:
 class _Bar:
     """A rich progress bar, only when stdout is a terminal."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, description: str) -> None:
         self._progress: Any = None
-        self._label = label
+        self._description = description
         self._task: Any = None
 
     def __enter__(self) -> _Bar:
@@ -197,7 +227,7 @@ class _Bar:
         if self._progress is None:
             return
         if self._task is None:
-            self._task = self._progress.add_task(self._label, total=total)
+            self._task = self._progress.add_task(self._description, total=total)
         self._progress.update(self._task, completed=done)
 
     def __exit__(self, *exc: object) -> None:
@@ -205,7 +235,7 @@ class _Bar:
             self._progress.stop()
 
 
-@eval_app.command("run")
+@eval_app.command("run", cls=_JsonIsAFlag)
 def run_command(
     ctx: typer.Context,
     suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="The suite YAML file.")],
@@ -214,6 +244,7 @@ def run_command(
     markdown: MarkdownOpt = None,
     html: HtmlOpt = None,
     json_out: JsonOutOpt = None,
+    as_json: JsonOption = False,
     shard: Annotated[
         str | None, typer.Option("--shard", help="Run shard i of n (i/n), for CI fan-out.")
     ] = None,
@@ -224,7 +255,7 @@ def run_command(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Start over instead of resuming.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run a suite, compare with a baseline, write reports; exit 1 unless the run passed."""
     from lockgate.evals.baseline import resolve_baseline
@@ -234,6 +265,12 @@ def run_command(
 
     suite = load_suite(suite_path)
     state = _state(ctx)
+    defaults = getattr(state, "evals_settings", None)  # the evals section of lockgate.yaml
+    if defaults is not None:
+        from lockgate.evals.settings import with_eval_defaults
+
+        suite = with_eval_defaults(suite, defaults)
+        cache_dir = cache_dir or defaults.cache_dir
     registry = state.registry()
     base = resolve_baseline(baseline, suite, registry) if baseline else None
     with _Bar(f"eval {suite.name}") as bar:
@@ -245,10 +282,10 @@ def run_command(
         )  # fmt: skip
         run = run_suite(suite, registry=registry, options=options)
     report = build_report(run, base)
-    _finish(registry, report, (junit, markdown, html, json_out), quiet)
+    _finish(registry, report, (junit, markdown, html, json_out), quiet, as_json)
 
 
-@eval_app.command("merge")
+@eval_app.command("merge", cls=_JsonIsAFlag)
 def merge_command(
     ctx: typer.Context,
     suite_path: Annotated[Path, typer.Argument(metavar="SUITE", help="The suite YAML file.")],
@@ -258,6 +295,8 @@ def merge_command(
     markdown: MarkdownOpt = None,
     html: HtmlOpt = None,
     json_out: JsonOutOpt = None,
+    as_json: JsonOption = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Merge the JSON reports of ``--shard`` runs into one run, then gate on it."""
     from lockgate.evals.baseline import resolve_baseline
@@ -268,4 +307,4 @@ def merge_command(
     registry = _state(ctx).registry()
     base = resolve_baseline(baseline, suite, registry) if baseline else None
     report = merge_shards(suite, shards, base, registry)
-    _finish(registry, report, (junit, markdown, html, json_out), quiet=False)
+    _finish(registry, report, (junit, markdown, html, json_out), quiet, as_json)

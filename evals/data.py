@@ -19,7 +19,7 @@ from lockgate.evals.suite import DatasetSpec
 from lockgate.registry._extras import require
 from lockgate.registry.artifacts import dir_manifest, manifest_bytes, sha256_file
 from lockgate.registry.datasets import scan_dataset
-from lockgate.registry.errors import DatasetFormatError
+from lockgate.registry.errors import DatasetFormatError, InvalidInput
 
 if TYPE_CHECKING:
     from lockgate.registry.registry import Registry
@@ -101,18 +101,15 @@ def load_dataset(
 def _load_registered(spec: DatasetSpec, registry: Registry | None) -> EvalDataset:
     if registry is None:
         raise EvalError(f"dataset {spec.source} needs a registry", param="dataset")
-    ref = spec.source.removeprefix("registry:")
-    name, _, version = ref.partition("@")
-    if version and not version.lstrip("v").isdigit():
-        raise EvalError(
-            f"dataset {spec.source}: the version after @ must be a number", param="dataset"
-        )
-    info = registry.get_dataset(name, int(version.lstrip("v")) if version else None)
+    try:
+        info = registry.datasets.get(spec.source.removeprefix("registry:"))
+    except InvalidInput as exc:
+        raise EvalError(f"dataset {spec.source}: {exc}", param="dataset") from exc
     with tempfile.TemporaryDirectory(prefix="lockgate-ds-") as tmp:
         suffix = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}.get(info.format, "")
-        dest = registry.store.fetch_file(info.digest, Path(tmp) / f"data{suffix}")
+        dest = registry.artifacts.fetch_file(info.digest, Path(tmp) / f"data{suffix}")
         if _is_manifest(dest):  # a folder dataset: the digest names its manifest
-            dest = registry.store.fetch_dir(info.digest, Path(tmp) / "data")
+            dest = registry.artifacts.fetch_dir(info.digest, Path(tmp) / "data")
         rows = read_rows(dest, info.format)
     if spec.limit is not None:
         rows = rows[: spec.limit]

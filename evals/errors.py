@@ -4,13 +4,17 @@ Hierarchy::
 
     registry.errors.LockgateError       base of every lockgate error (exit_code 2)
     └── EvalError                       a problem with an eval run the user can act on
-        ├── SuiteInvalid                the suite file is malformed; ``param`` names the field
-        ├── ColumnMissing               a mapping names a column the dataset lacks
+        ├── SuiteInvalid       (400) *  the suite file is malformed; ``param`` names the field
+        ├── ColumnMissing      (400) *  a mapping names a column the dataset lacks
+        ├── ResultsInvalid     (400) *  a results, report or shard file cannot be read or merged
         ├── ScorerInvalid               unknown scorer, bad scorer parameters, failing scorer
-        ├── TargetUnreachable           the target's base URL cannot be reached; names the URL
-        ├── TargetFailed                the target kept failing for an example (on_error: fail)
-        ├── BaselineNotFound            no baseline run matches ``--baseline``
-        └── ResultsInvalid              a results, report or shard file cannot be read or merged
+        ├── TargetUnreachable  (502)    the target's base URL cannot be reached; names the URL
+        ├── TargetFailed       (502)    the target kept failing for an example (on_error: fail)
+        └── BaselineNotFound   (404)    no baseline run matches ``--baseline``
+
+``*``: also a :class:`registry.errors.InvalidInput`, lockgate's one name for "the input is
+wrong" (finetune's ``SpecInvalid`` is one too), so ``except InvalidInput`` catches bad input
+from any package; each keeps its own ``code``.
 
 A malformed dataset row raises :class:`registry.errors.DatasetFormatError`, which carries
 the file and row number. Every error here exits the CLI with code 2; a failed gate is not
@@ -19,14 +23,14 @@ an error (exit 1).
 
 from __future__ import annotations
 
-from lockgate.registry.errors import LockgateError
+from lockgate.registry.errors import InvalidInput, LockgateError
 
 
 class EvalError(LockgateError):
     code = "eval_error"
 
 
-class SuiteInvalid(EvalError):
+class SuiteInvalid(EvalError, InvalidInput):
     code = "suite_invalid"
 
     def __init__(self, message: str, *, param: str | None = None, path: str | None = None) -> None:
@@ -35,7 +39,7 @@ class SuiteInvalid(EvalError):
         super().__init__(f"{where}{field}{message}", param=param)
 
 
-class ColumnMissing(EvalError):
+class ColumnMissing(EvalError, InvalidInput):
     code = "column_missing"
 
     def __init__(self, column: str, where: str, columns: list[str]) -> None:
@@ -73,5 +77,5 @@ class BaselineNotFound(EvalError):
     status_code = 404
 
 
-class ResultsInvalid(EvalError):
+class ResultsInvalid(EvalError, InvalidInput):
     code = "results_invalid"

@@ -18,10 +18,18 @@ make it ``inconclusive``. Neither is a pass, whatever the exit code.
 
   - **fail** when the drop is significant (``p < alpha``) and larger than the margin, or the
     whole interval lies below ``-margin``;
-  - **pass** when there are enough examples to detect a drop of ``effect`` (the margin, or
-    ``min_effect``, default 0.05 of the metric's range) and ``lo >= -max(margin, effect)``;
-  - **inconclusive** otherwise, naming the number of examples needed
-    (:func:`evals.stats.examples_needed`).
+  - **pass** when the interval rules out a drop larger than ``bound = max(margin, effect)``
+    (``effect``: ``min_effect``, default 0.05 of the metric's range; or the margin):
+    ``lo >= -bound``, on at least ``min_examples`` paired examples. This is the
+    non-inferiority test at the stated alpha: ``lo`` is the lower end of a two-sided
+    ``1 - alpha`` interval, so when the true drop is exactly ``bound`` a pass happens with
+    probability about ``alpha / 2``; with no change it happens more often as ``n`` grows;
+  - **inconclusive** when the interval straddles ``-bound`` (or too few examples), with the
+    number of examples that would detect a drop of ``effect`` at the stated power
+    (:func:`evals.stats.examples_needed`) as planning advice.
+
+  Checked by simulation in ``tests/evals/test_gate_power.py``: false passes at a true drop
+  equal to the bound at most ``alpha / 2``, false fails with no change at most ``alpha``.
 
 :func:`evaluate_gates` is a pure function over summaries and comparisons, so the registry's
 label gate can call it on stored runs.
@@ -151,17 +159,22 @@ def _relative(gate: GateSpec, c: MetricComparison, spec: StatsSpec) -> GateResul
                              score_sd=c.score_sd, alpha=spec.alpha, power=spec.power)  # fmt: skip
     out.needed = needed
     bound = max(margin, effect)
-    if c.n_paired >= needed and lo >= -bound:
-        out.reason = f"no regression beyond {bound:.4g}: {shown}"
+    minimum = gate.min_examples or spec.min_examples
+    if c.n_paired >= minimum and lo >= -bound:
+        out.reason = (f"no regression beyond {bound:.4g}: the interval rules out a larger "
+                      f"drop: {shown}")  # fmt: skip
         return out
     out.verdict = "inconclusive"
-    if c.n_paired < needed:
-        out.reason = (f"inconclusive: {c.n_paired} examples are too few to tell a drop of "
-                      f"{effect:.4g} in {gate.metric}; about {needed} are needed "
-                      f"(power {spec.power:.0%}, alpha {spec.alpha:g}): {shown}")  # fmt: skip
+    if c.n_paired < minimum:
+        out.reason = (f"inconclusive: {c.n_paired} examples are too few to tell (the "
+                      f"least is {minimum}); about {needed} are needed to tell a drop of "
+                      f"{effect:.4g} in {gate.metric} (power {spec.power:.0%}, alpha "
+                      f"{spec.alpha:g}): {shown}")  # fmt: skip
     else:
-        out.reason = (f"inconclusive: the interval still allows a drop of {-lo:.4g} "
-                      f"(more than {bound:.4g}): {shown}")  # fmt: skip
+        out.reason = (f"inconclusive: the interval still allows a drop of {-lo:.4g} (more "
+                      f"than {bound:.4g}); about {needed} examples are needed to tell a drop "
+                      f"of {effect:.4g} (power {spec.power:.0%}, alpha {spec.alpha:g}): "
+                      f"{shown}")  # fmt: skip
     return out
 
 

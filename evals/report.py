@@ -209,8 +209,8 @@ def _record_merge(
     shard_runs = [d["run_id"] for d in docs if d.get("run_id")]
     lineage = [LineageEdge("run", r, "input") for r in shard_runs]
     if shard_runs:
-        lineage += [e for e in registry.get_run(shard_runs[0]).lineage if e.subject_type != "run"]
-    run = registry.create_run(
+        lineage += [e for e in registry.runs.get(shard_runs[0]).lineage if e.subject_type != "run"]
+    run = registry.runs.create(
         "eval", name=suite.name, lineage=lineage, tags={"target": docs[0].get("target")},
         params={"suite": suite.name, "suite_digest": suite_digest,
                 "target": docs[0].get("target"), "dataset": docs[0].get("dataset"),
@@ -220,11 +220,11 @@ def _record_merge(
     with tempfile.TemporaryDirectory(prefix="lockgate-merge-") as tmp:
         path = Path(tmp) / "examples.jsonl"
         path.write_text("".join(canonical_json(r.to_row()) + "\n" for r in merged), "utf-8")
-        registry.log_artifact(run.id, "examples.jsonl", path)
+        registry.runs.log_artifact(run.id, "examples.jsonl", path)
     metrics = {m: s.value for m, s in summaries.items() if math.isfinite(s.value)}
     metrics["eval.examples"] = float(len({r.key for r in merged}))
     metrics["eval.errors"] = float(sum(1 for r in merged if r.error))
-    registry.set_run_status(run.id, "succeeded", metrics=metrics)
+    registry.runs.set_status(run.id, "succeeded", metrics=metrics)
     return run.id
 
 
@@ -232,7 +232,7 @@ def record_verdict(registry: Registry, report: EvalReport) -> None:
     """Keep the verdict on the registry run, where the label gate reads it."""
     if report.run_id is None:
         return
-    registry.tag_run(
+    registry.runs.tag(
         report.run_id,
         {
             "suite": report.suite,
@@ -258,4 +258,4 @@ def record_verdict(registry: Registry, report: EvalReport) -> None:
 def record_output_errors(registry: Registry, report: EvalReport, errors: list[str]) -> None:
     """Keep on the registry run the reports that could not be written."""
     if report.run_id is not None and errors:
-        registry.tag_run(report.run_id, {"output_errors": errors})
+        registry.runs.tag(report.run_id, {"output_errors": errors})

@@ -1,8 +1,11 @@
-"""The eval runner: loads the data, pins the target, calls it concurrently (cached,
+"""The eval runner: loads the data, pins the target, has it answer every example (cached,
 resumable), scores every example and records the run in the registry.
 
-Everything that can be checked is checked before the first call: the suite, the scorers,
-the columns every mapping names, and the gates' metrics.
+The target is whatever :func:`evals.target.resolve_target` chose for the suite's
+``target.kind`` (a remote endpoint, the in-process gateway, a scikit-learn model); the
+runner itself never looks at the kind. Everything that can be checked is checked before the
+first call: the suite, the target's versions and key, the scorers, the columns every
+mapping names, and the gates' metrics.
 """
 
 from __future__ import annotations
@@ -19,26 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from lockgate.evals.client import (
-    IN_PROCESS_URL,
-    CallFailed,
-    TargetClient,
-    TransportFactory,
-    trace_id_of,
-)
+from lockgate.evals.client import EVAL_RETRY_TIMING, TransportFactory
 from lockgate.evals.compare import MetricSummary, summarise
 from lockgate.evals.data import EvalDataset, load_dataset
-from lockgate.evals.errors import EvalError, SuiteInvalid, TargetFailed
+from lockgate.evals.errors import EvalError, SuiteInvalid
 from lockgate.evals.records import ExampleResult, ExampleScore, digest, example_keys
+from lockgate.evals.retry import Backoff
 from lockgate.evals.scorers import BaseScorer, ScoreContext, build_scorers
 from lockgate.evals.store import ResponseCache, ResultsFile
 from lockgate.evals.suite import Suite
-from lockgate.evals.target import (
-    ResolvedLLMTarget,
-    ResolvedSklearnTarget,
-    resolve_llm_target,
-    resolve_sklearn_target,
-)
+from lockgate.evals.target import Answering, Target, TargetOptions, resolve_target
 from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
@@ -97,23 +90,29 @@ class EvalRun:
 
 @dataclass
 class RunOptions:
+    """How to run a suite. ``transport_factory`` is the in-process gateway (for suites without
+    ``target.base_url``); ``network_transport`` replaces aiohttp's pool for remote endpoints
+    (tests, benchmarks); ``retry_timing`` is the backoff of :mod:`evals.retry` (the number of
+    retries is the suite's)."""
+
     cache_dir: Path | None = None
     use_cache: bool = True
     resume: bool = True
     shard: Shard | None = None
     transport_factory: TransportFactory | None = None
+    network_transport: TransportFactory | None = None
     progress: ProgressHook | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    backoff: float = 0.1
+    retry_timing: Backoff = EVAL_RETRY_TIMING
 
 
 def _check_columns(
-    suite: Suite, data: EvalDataset, target: Any, scorers: Sequence[BaseScorer]
+    suite: Suite, data: EvalDataset, target: Target, scorers: Sequence[BaseScorer]
 ) -> None:
     needed = list(target.required_columns())
     for i, spec in enumerate(suite.scorers):
         ref = spec.reference or suite.reference
-        if ref is not None and isinstance(target, ResolvedLLMTarget):
+        if ref is not None:
             needed.append((ref, f"scorers[{i}].reference" if spec.reference else "reference"))
     data.require_columns(needed)
     metrics = {s.metric for s in scorers}
@@ -148,21 +147,20 @@ async def run_suite_async(
     started = time.perf_counter()
     data = load_dataset(suite.dataset, base_dir=suite.base_dir, registry=registry)
     scorers = build_scorers(suite.scorers, suite.reference)
-    target: ResolvedLLMTarget | ResolvedSklearnTarget
-    if suite.target.kind == "sklearn":
-        target = resolve_sklearn_target(suite.target, registry)
-    else:
-        target = resolve_llm_target(suite.target, registry)
+    target = resolve_target(suite, registry, TargetOptions(
+        in_process=opts.transport_factory, network=opts.network_transport,
+        headers=opts.headers, retry_timing=opts.retry_timing,
+    ))  # fmt: skip
     _check_columns(suite, data, target, scorers)
 
-    reference_col = suite.target.label if suite.target.kind == "sklearn" else suite.reference
+    reference_col = suite.reference
     keys = example_keys(data.rows)
     examples = [
         (i, keys[i], row)
         for i, row in enumerate(data.rows)
         if opts.shard is None or opts.shard.holds(i)
     ]
-    epochs = 1 if suite.target.kind == "sklearn" else suite.epochs
+    epochs = target.epochs
     identity = {"suite": suite.name, "target": target.identity, "dataset": data.digest,
                 "epochs": epochs, "scorers": [s.model_dump() for s in suite.scorers],
                 "shard": str(opts.shard) if opts.shard else None}  # fmt: skip
@@ -177,15 +175,15 @@ async def run_suite_async(
     suite_digest = suite.digest(data.digest)
     run_id = None
     if registry is not None:
-        run_id = registry.create_run(
+        run_id = registry.runs.create(
             "eval", name=suite.name,
-            params={"suite": suite.name, "suite_digest": suite_digest, "target": target.label,
+            params={"suite": suite.name, "suite_digest": suite_digest, "target": target.name,
                     "dataset": data.source, "dataset_digest": data.digest, "epochs": epochs,
                     "shard": str(opts.shard) if opts.shard else None},
-            tags={"target": target.label}, lineage=lineage,
+            tags={"target": target.name}, lineage=lineage,
         ).id  # fmt: skip
     run = EvalRun(
-        suite, data.source, data.digest, target.label, target.identity, [], {}, scorers,
+        suite, data.source, data.digest, target.name, target.identity, [], {}, scorers,
         run_id=run_id, suite_digest=suite_digest, shard=str(opts.shard) if opts.shard else None,
         lineage=lineage,
     )  # fmt: skip
@@ -199,10 +197,7 @@ async def run_suite_async(
             if (i, e) not in done
         ]
         run.resumed = len(examples) * epochs - len(pending)
-        if isinstance(target, ResolvedSklearnTarget):
-            await _run_sklearn(target, pending, scorers, registry, results_file)
-        else:
-            await _run_llm(suite, target, pending, scorers, registry, results_file, opts, run)
+        await _answer(suite, target, pending, scorers, registry, results_file, opts, run)
         finished = results_file.load()
         run.results = [finished[(i, e)] for i, _, _ in examples for e in range(epochs)]
         run.errors = sum(1 for r in run.results if r.error)
@@ -215,7 +210,7 @@ async def run_suite_async(
         if registry is not None and run_id is not None:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             with contextlib.suppress(Exception):
-                registry.set_run_status(run_id, "failed", error=f"{message} (rerun to resume)")
+                registry.runs.set_status(run_id, "failed", error=f"{message} (rerun to resume)")
         raise
     finally:
         results_file.close()
@@ -232,126 +227,41 @@ async def _score(
     return {s.metric: await s.score(sample, ctx) for s in scorers}
 
 
-async def _run_sklearn(
-    target: ResolvedSklearnTarget, pending: list[ExampleResult], scorers: Sequence[BaseScorer],
-    registry: Registry | None, results_file: ResultsFile,
+async def _answer(
+    suite: Suite, target: Target, pending: list[ExampleResult], scorers: Sequence[BaseScorer],
+    registry: Registry | None, results_file: ResultsFile, opts: RunOptions, run: EvalRun,
 ) -> None:  # fmt: skip
-    ctx = ScoreContext(None, registry)
-    for s in scorers:
-        s.prepare(ctx)
-    target.predict(pending)
-    for sample in pending:
-        sample.scores = await _score(sample, scorers, ctx)
-        results_file.append(sample)
-
-
-async def _run_llm(
-    suite: Suite, target: ResolvedLLMTarget, pending: list[ExampleResult],
-    scorers: Sequence[BaseScorer], registry: Registry | None, results_file: ResultsFile,
-    opts: RunOptions, run: EvalRun,
-) -> None:  # fmt: skip
-    base_url = suite.target.base_url if suite.target.kind == "llm" else None
-    transport = None
-    if base_url is None:
-        if opts.transport_factory is None:
-            raise EvalError(
-                "target.base_url is not set and no in-process gateway is available here; "
-                "set target.base_url (e.g. http://127.0.0.1:4000/v1)",
-                param="target.base_url",
-            )
-        transport, base_url = opts.transport_factory(), IN_PROCESS_URL
-    headers = {**suite.target.headers, **opts.headers} if suite.target.kind == "llm" else {}
-    if suite.target.kind == "llm" and suite.target.api_key:
-        headers.setdefault("authorization", f"Bearer {suite.target.api_key}")
-    client = TargetClient(base_url, timeout=suite.timeout, retries=suite.retries,
-                          concurrency=suite.concurrency, headers=headers, transport=transport,
-                          backoff=opts.backoff)  # fmt: skip
-    ctx = ScoreContext(client, registry)
-    for s in scorers:
-        s.prepare(ctx)
+    """Has ``target`` answer the pending examples; scores and records each as it is answered."""
     cache = None
-    if opts.use_cache:
-        cache = ResponseCache((opts.cache_dir or default_cache_dir()) / "cache.sqlite")
-    semaphore = asyncio.Semaphore(suite.concurrency)
     total, finished = len(pending), 0
 
-    stopping = False  # set by the first fatal error, so queued examples are not sent
+    async def done(sample: ExampleResult) -> None:
+        nonlocal finished
+        if sample.error is None:
+            sample.scores = await _score(sample, scorers, ctx)
+        elif suite.on_error == "score_zero":
+            sample.scores = {s.metric: ExampleScore(0.0, detail={"error": sample.error})
+                             for s in scorers}  # fmt: skip
+        results_file.append(sample)
+        finished += 1
+        if opts.progress is not None:
+            opts.progress(finished, total)
 
-    async def one(sample: ExampleResult) -> None:
-        nonlocal finished, stopping
-        async with semaphore:
-            if stopping:
-                return
-            body = target.request(sample.input, registry)
-            key = digest({"target": target.identity, "body": body, "epoch": sample.epoch})
-            hit = cache.get(key) if cache is not None else None
-            if hit is not None:
-                sample.cached = True
-                _fill(sample, hit)
-            else:
-                try:
-                    result = await client.call("/chat/completions", body)
-                except EvalError:
-                    stopping = True
-                    raise
-                except CallFailed as exc:
-                    if suite.on_error == "fail":
-                        stopping = True
-                        raise TargetFailed(
-                            f"example {sample.index} (epoch {sample.epoch}): {exc}; "
-                            "rerun to resume, or set on_error: skip | score_zero",
-                        ) from exc
-                    sample.error = str(exc)
-                else:
-                    run.calls += 1
-                    response = _response(
-                        result.data, result.latency_ms, trace_id_of(result.headers)
-                    )
-                    _fill(sample, response)
-                    if cache is not None:
-                        cache.put(key, response)
-            if sample.error is None:
-                sample.scores = await _score(sample, scorers, ctx)
-            elif suite.on_error == "score_zero":
-                sample.scores = {s.metric: ExampleScore(0.0, detail={"error": sample.error})
-                                 for s in scorers}  # fmt: skip
-            results_file.append(sample)
-            finished += 1
-            if opts.progress is not None:
-                opts.progress(finished, total)
-
+    answering = Answering(done, suite.on_error)
     try:
-        async with asyncio.TaskGroup() as group:
-            for sample in pending:
-                group.create_task(one(sample))
-    except* Exception as excs:  # the first failure stops the run; finished rows are kept
-        raise excs.exceptions[0] from None
+        ctx = ScoreContext(target.open(), registry)
+        for s in scorers:
+            s.prepare(ctx)
+        if opts.use_cache:
+            cache = ResponseCache((opts.cache_dir or default_cache_dir()) / "cache.sqlite")
+            answering.cache = cache
+        await target.answer(pending, answering)
     finally:
+        run.calls = answering.calls
         if cache is not None:
             run.cache_hits = cache.hits
             cache.close()
-        await client.close()
-
-
-def _response(data: dict[str, Any], latency_ms: float, trace_id: str | None) -> dict[str, Any]:
-    try:
-        message = data["choices"][0]["message"]
-        output = message.get("content")
-        if output is None and message.get("tool_calls"):
-            output = message["tool_calls"]
-    except (KeyError, IndexError, TypeError, AttributeError):
-        output = None
-    return {"output": output, "usage": data.get("usage") or {}, "latency_ms": latency_ms,
-            "trace_id": trace_id, "model": data.get("model")}  # fmt: skip
-
-
-def _fill(sample: ExampleResult, response: dict[str, Any]) -> None:
-    sample.output = response.get("output")
-    sample.usage = dict(response.get("usage") or {})
-    sample.latency_ms = response.get("latency_ms")
-    sample.trace_id = response.get("trace_id")
-    if sample.output is None:
-        sample.error = "the response has no choices[0].message.content"
+        await target.close()
 
 
 def _record(registry: Registry, run_id: str, run: EvalRun, results_path: Path) -> None:
@@ -363,10 +273,10 @@ def _record(registry: Registry, run_id: str, run: EvalRun, results_path: Path) -
         with path.open("w", encoding="utf-8") as f:
             for r in run.results:
                 f.write(canonical_json(r.to_row()) + "\n")
-        registry.log_artifact(run_id, "examples.jsonl", path)
+        registry.runs.log_artifact(run_id, "examples.jsonl", path)
     metrics = {m: s.value for m, s in run.summaries.items() if s.value == s.value}
     metrics.update({"eval.examples": float(len({r.key for r in run.results})),
                     "eval.errors": float(run.errors), "eval.cache_hits": float(run.cache_hits),
                     "eval.calls": float(run.calls)})  # fmt: skip
-    registry.log_metrics(run_id, metrics)
-    registry.set_run_status(run_id, "succeeded")
+    registry.runs.log_metrics(run_id, metrics)
+    registry.runs.set_status(run_id, "succeeded")

@@ -23,8 +23,14 @@ field it is about (``target.model: …``). Example::
 The target's key is read from the environment when the suite is loaded (``api_key_env``;
 :func:`load_suite` takes the environment, by default the process's): the suite file names
 the variable, never the secret. A named variable that is unset or empty fails the run
-before its first call (:func:`evals.target.resolve_llm_target`); ``eval merge`` makes no
-calls and needs no key.
+before its first call (:func:`evals.chat_target.resolve_chat_target`); ``eval merge`` makes
+no calls and needs no key.
+
+A scikit-learn target names its model and feature columns; the column of true values is the
+suite's ``reference``, as for an LLM target (``label`` means a registry pointer only)::
+
+    target: {kind: sklearn, model: registry:churn@candidate, features: [tenure, plan]}
+    reference: churned
 """
 
 from __future__ import annotations
@@ -141,7 +147,6 @@ class SklearnTarget(_Model):
     kind: Literal["sklearn"]
     model: str
     features: list[str] = Field(min_length=1)
-    label: str
 
     @property
     def model_ref(self) -> str:
@@ -204,9 +209,7 @@ class StatsSpec(_Model):
     min_effect: float = Field(default=0.05, gt=0, description="Smallest drop worth detecting.")
     resamples: int = Field(default=2000, ge=100)
     seed: int = 0
-    min_examples: int = Field(
-        default=20, ge=1, description="Below this, absolute gates are inconclusive."
-    )
+    min_examples: int = Field(default=20, ge=1, description="Below this, a gate is inconclusive.")
     inconclusive: Literal["fail", "warn"] = "fail"
     skipped: Literal["fail", "warn"] = Field(
         default="fail",
@@ -247,6 +250,14 @@ class Suite(_Model):
         if document is None or self._parsed != self._pinned_fields():
             document = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         return suite_digest(document, dataset_digest)
+
+    @model_validator(mode="after")
+    def _reference_for_sklearn(self) -> Suite:
+        if isinstance(self.target, SklearnTarget) and self.reference is None:
+            raise ValueError(
+                "a sklearn target needs `reference`: the column holding the true values"
+            )
+        return self
 
     @model_validator(mode="after")
     def _metrics_unique(self) -> Suite:
@@ -322,6 +333,19 @@ def parse_suite(
         data["dataset"] = {"source": data["dataset"].pop("path"), **data["dataset"]}
     if isinstance(data.get("target"), dict) and "kind" not in data["target"]:
         data["target"] = {"kind": "llm", **data["target"]}
+    old_target = data.get("target")
+    if (
+        isinstance(old_target, dict)
+        and old_target.get("kind") == "sklearn"
+        and "label" in old_target
+    ):
+        raise SuiteInvalid(  # the old spelling: say what it is called now
+            f"was renamed: name the column of true values with `reference: "
+            f"{old_target['label']}` at the top of the suite, as LLM suites do (a label is a "
+            "registry pointer)",
+            param="target.label",
+            path=source,
+        )
     if isinstance(data.get("scorers"), list):
         data["scorers"] = [_scorer_entry(e) for e in data["scorers"]]
     if isinstance(data.get("gates"), list):

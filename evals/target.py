@@ -1,193 +1,140 @@
-"""Targets: what an eval run calls, resolved and pinned before the first call.
+"""Targets: what an eval run evaluates, chosen once from the suite's ``target`` and pinned
+before the first call.
 
-``prompt:NAME@LABEL`` and ``registry:NAME@LABEL`` are resolved to a version once, so a label
-moving mid-run cannot mix versions; that version is part of the cache key and the run's
-lineage. With ``render: client`` (the default) the prompt is rendered here and plain
-``messages`` are sent, which any OpenAI-compatible server understands; with
-``render: gateway`` the request carries lockgate's ``prompt`` object and the gateway renders.
+Every target is a :class:`Target`; there is one class per kind:
 
-The target's key comes with the suite (``target.api_key_env``, looked up when the suite is
-loaded); a named variable that held no key stops the run here, before its first call.
+* :class:`~evals.chat_target.RemoteEndpoint` (``target.base_url`` set): chat completions
+  from an OpenAI-compatible server over HTTP;
+* :class:`~evals.chat_target.InProcessGateway` (no ``base_url``): the same, from lockgate's
+  gateway running in this process;
+* :class:`~evals.sklearn_target.SklearnModel` (``kind: sklearn``): predictions of a registered
+  scikit-learn model, in process, in one batch.
+
+:func:`resolve_target` looks the suite's ``target.kind`` up in :data:`TARGET_KINDS` once; the
+runner never looks at the kind again. A new kind (a prediction endpoint, a drift target) is
+one class with these members and one entry in that table.
+
+The runner owns the cache, the resume file, scoring and progress; a target owns how an
+example gets its answer. It calls ``answering.done(sample)`` once per example it answered
+(with ``sample.output`` set, or ``sample.error`` when its call failed and ``on_error`` lets
+the run go on), in any order, and may stop early by raising.
 """
 
 from __future__ import annotations
 
-import importlib
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lockgate.evals.errors import EvalError, SuiteInvalid
+from lockgate.evals.chat_target import Connection, resolve_chat_target
+from lockgate.evals.client import EVAL_RETRY_TIMING, TransportFactory
 from lockgate.evals.records import ExampleResult
-from lockgate.evals.suite import LLMTarget, SklearnTarget
-from lockgate.registry.records import LineageEdge, PromptVersionInfo
-from lockgate.registry.templates import render_template, variables_of
+from lockgate.evals.retry import Backoff
+from lockgate.evals.sklearn_target import SklearnModel
+from lockgate.evals.suite import OnError
+from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
+    from lockgate.evals.scorers import Caller
+    from lockgate.evals.store import ResponseCache
+    from lockgate.evals.suite import Suite
     from lockgate.registry.registry import Registry
 
 
 @dataclass
-class ResolvedLLMTarget:
-    """An LLM target with versions pinned; builds one request body per dataset row."""
+class Answering:
+    """What the runner lends a target while it answers: where finished examples go, the
+    response cache (None: do not cache) and the suite's ``on_error``; the target counts the
+    calls it made in ``calls``."""
 
-    spec: LLMTarget
-    model: str
-    variables: dict[str, str]  # template variable -> dataset column
-    prompt: PromptVersionInfo | None = None
-    lineage: list[LineageEdge] = field(default_factory=list)
+    done: Callable[[ExampleResult], Awaitable[None]]
+    on_error: OnError
+    cache: ResponseCache | None = None
+    calls: int = 0
+
+
+class Target(Protocol):
+    """What an eval run evaluates, with its versions pinned."""
+
+    @property
+    def name(self) -> str:
+        """What the run records as its target: ``prompt:qa@7``, ``registry:churn@3``, a
+        route name."""
+        ...
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What the cache key and the resume file hang on."""
-        prompt = None
-        if self.prompt is not None:
-            prompt = {"name": self.prompt.name, "version": self.prompt.version,
-                      "hash": self.prompt.content_hash}  # fmt: skip
-        messages = [m.model_dump() for m in self.spec.messages] if self.spec.messages else None
-        return {
-            "base_url": self.spec.base_url, "model": self.model, "prompt": prompt,
-            "messages": messages, "params": self.spec.params, "render": self.spec.render,
-            "variables": self.variables,
-        }  # fmt: skip
+        """Everything an answer depends on; the cache key and the resume file hang on it."""
+        ...
 
     @property
-    def label(self) -> str:
-        if self.prompt is not None:
-            return f"prompt:{self.prompt.name}@{self.prompt.version}"
-        return self.model
+    def lineage(self) -> list[LineageEdge]:
+        """The registry versions the run reads (prompt, model)."""
+        ...
+
+    @property
+    def epochs(self) -> int:
+        """Answers per example (1 for a deterministic target, whatever the suite says)."""
+        ...
 
     def required_columns(self) -> list[tuple[str, str]]:
-        return [(col, f"target.variables.{var}") for var, col in self.variables.items()]
+        """``(column, the suite field that names it)`` for every column the target reads."""
+        ...
 
-    def request(self, row: dict[str, Any], registry: Registry | None) -> dict[str, Any]:
-        values = {var: row[col] for var, col in self.variables.items()}
-        params = dict(self.spec.params)
-        if self.prompt is not None and self.spec.render == "gateway":
-            return {
-                **params,
-                "model": self.model,
-                "prompt": {
-                    "name": self.prompt.name,
-                    "version": self.prompt.version,
-                    "variables": values,
-                },
-            }
-        if self.prompt is not None:
-            assert registry is not None
-            rendered = registry.render_prompt(self.prompt, values)
-            config = {k: v for k, v in rendered.config.items() if k != "model"}
-            messages = rendered.messages or [{"role": "user", "content": rendered.text or ""}]
-            return {**config, **params, "model": self.model, "messages": messages}
-        assert self.spec.messages is not None
-        messages = [
-            {"role": m.role, "content": render_template(m.content, values)}
-            for m in self.spec.messages
-        ]
-        return {**params, "model": self.model, "messages": messages}
+    def open(self) -> Caller | None:
+        """Opens the target's connections; the client model-based scorers call through, or
+        None when the target makes no calls."""
+        ...
+
+    async def answer(self, pending: Sequence[ExampleResult], answering: Answering) -> None:
+        """Answer every pending example, handing each to ``answering.done``."""
+        ...
+
+    async def close(self) -> None:
+        """Closes what :meth:`open` opened (safe to call when it was not)."""
+        ...
 
 
-def resolve_llm_target(spec: LLMTarget, registry: Registry | None) -> ResolvedLLMTarget:
-    """Pin the target's prompt and model versions; refuse a target whose key is missing."""
-    if spec.missing_key_env is not None:
-        var = spec.missing_key_env
-        raise SuiteInvalid(
-            f"names the environment variable {var}, which is not set (or empty), so the "
-            f"target would be called without its key; set {var} (in CI, from a secret) or "
-            "remove target.api_key_env",
-            param="target.api_key_env",
-        )
-    lineage: list[LineageEdge] = []
-    prompt = None
-    if spec.prompt_ref is not None:
-        if registry is None:
-            raise EvalError(f"target {spec.model} needs a registry", param="target.model")
-        prompt = registry.get_prompt(spec.prompt_ref)
-        lineage.append(LineageEdge("prompt", f"{prompt.name}@{prompt.version}", "input"))
-        template_vars = list(prompt.variables)
-        model = str(spec.params.get("model") or prompt.config.get("model") or "")
-        if spec.render == "gateway":
-            model = f"prompt:{prompt.name}@{prompt.version}"
-        if not model:
-            raise SuiteInvalid(
-                f"prompt {prompt.name}@{prompt.version} names no model in its config; "
-                "set target.params.model",
-                param="target.params.model",
-            )
-    else:
-        assert spec.messages is not None
-        template_vars = variables_of(m.content for m in spec.messages)
-        model = spec.model
-    if model.startswith("registry:"):
-        if registry is None:
-            raise EvalError(f"target model {model} needs a registry", param="target.model")
-        version = registry.get_model(model.removeprefix("registry:"))
-        model = f"registry:{version.name}@{version.version}"
-        lineage.append(LineageEdge("model", f"{version.name}@{version.version}", "input"))
-    unknown = sorted(set(spec.variables) - set(template_vars))
-    if unknown:
-        raise SuiteInvalid(
-            f"maps {', '.join(unknown)}, which the template does not use "
-            f"(it takes: {', '.join(template_vars) or 'none'})",
-            param="target.variables",
-        )
-    variables = {var: spec.variables.get(var, var) for var in template_vars}
-    return ResolvedLLMTarget(spec, model, variables, prompt, lineage)
+@dataclass(frozen=True)
+class TargetOptions:
+    """How targets that call reach their server: ``in_process`` is the in-process gateway's
+    transport (from the CLI root), ``network`` replaces aiohttp's pool for remote endpoints
+    (tests, benchmarks); ``headers`` are added to every call."""
+
+    in_process: TransportFactory | None = None
+    network: TransportFactory | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    retry_timing: Backoff = EVAL_RETRY_TIMING
+    rng: random.Random | None = None
 
 
-@dataclass
-class ResolvedSklearnTarget:
-    spec: SklearnTarget
-    estimator: Any
-    ref: str
-    lineage: list[LineageEdge]
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {"model": self.ref, "features": self.spec.features, "label": self.spec.label}
-
-    @property
-    def label(self) -> str:
-        return f"registry:{self.ref}"
-
-    def required_columns(self) -> list[tuple[str, str]]:
-        cols = [(c, f"target.features[{i}]") for i, c in enumerate(self.spec.features)]
-        return [*cols, (self.spec.label, "target.label")]
-
-    def predict(self, pending: list[ExampleResult]) -> None:
-        """Fill ``output`` (and class probabilities) for every pending example, in one batch."""
-        if not pending:
-            return
-        import numpy as np
-
-        features = self.spec.features
-        x: Any
-        if hasattr(self.estimator, "feature_names_in_"):  # fitted on a DataFrame
-            pd: Any = importlib.import_module("pandas")
-            x = pd.DataFrame([{f: r.input[f] for f in features} for r in pending])
-        else:
-            x = np.array([[r.input[f] for f in features] for r in pending])
-        predictions = self.estimator.predict(x)
-        proba = None
-        if hasattr(self.estimator, "predict_proba"):
-            try:
-                proba = self.estimator.predict_proba(x)
-            except (AttributeError, NotImplementedError):
-                proba = None
-        classes = [_plain(c) for c in getattr(self.estimator, "classes_", [])]
-        for i, r in enumerate(pending):
-            r.output = _plain(predictions[i])
-            if proba is not None:
-                r.extra = {"proba": [float(p) for p in proba[i]], "classes": classes}
+TargetBuilder = Callable[["Suite", "Registry | None", TargetOptions], Target]
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+def _chat(suite: Suite, registry: Registry | None, options: TargetOptions) -> Target:
+    connection = Connection(
+        timeout=suite.timeout, retries=suite.retries, concurrency=suite.concurrency,
+        headers=options.headers, timing=options.retry_timing, rng=options.rng,
+    )  # fmt: skip
+    return resolve_chat_target(
+        suite, registry, network=options.network, in_process=options.in_process,
+        connection=connection,
+    )  # fmt: skip
 
 
-def resolve_sklearn_target(spec: SklearnTarget, registry: Registry | None) -> ResolvedSklearnTarget:
-    if registry is None:
-        raise EvalError("a sklearn target needs a registry", param="target.model")
-    version = registry.get_model(spec.model_ref)
-    ref = f"{version.name}@{version.version}"
-    estimator = registry.load_sklearn_model(ref)
-    return ResolvedSklearnTarget(spec, estimator, ref, [LineageEdge("model", ref, "input")])
+def _sklearn(suite: Suite, registry: Registry | None, options: TargetOptions) -> Target:
+    return SklearnModel.resolve(suite, registry)
+
+
+TARGET_KINDS: dict[str, TargetBuilder] = {"llm": _chat, "sklearn": _sklearn}
+"""``target.kind`` -> the builder of its :class:`Target`."""
+
+
+def resolve_target(
+    suite: Suite, registry: Registry | None, options: TargetOptions | None = None
+) -> Target:
+    """The suite's target, versions pinned; every mistake that can be found before the first
+    call (a missing key, an unknown version, a variable the template does not take) is
+    raised here. Nothing is opened until :meth:`Target.open`."""
+    return TARGET_KINDS[suite.target.kind](suite, registry, options or TargetOptions())

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from lockgate.finetune.base_model import BaseModel, resolve_base_model
     from lockgate.finetune.data import DataReport, Example, load_examples, scan_file
     from lockgate.finetune.executors import EXECUTORS, Executor, TrainRequest, register_executor
+    from lockgate.finetune.settings import ExecutorSettings, WorkerSettings
     from lockgate.finetune.spec import (
         EvalParams,
         JobSpec,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     )
     from lockgate.finetune.submit import check_job, job_spec, submit_job
     from lockgate.finetune.trainer import TrainHooks, TrainResult, train
-    from lockgate.finetune.worker import Worker, WorkerSettings, execute_job
+    from lockgate.finetune.worker import Worker, execute_job
 
 _LAZY = {
     "BaseModel": "lockgate.finetune.base_model",
@@ -71,7 +72,8 @@ _LAZY = {
     "TrainResult": "lockgate.finetune.trainer",
     "train": "lockgate.finetune.trainer",
     "Worker": "lockgate.finetune.worker",
-    "WorkerSettings": "lockgate.finetune.worker",
+    "ExecutorSettings": "lockgate.finetune.settings",
+    "WorkerSettings": "lockgate.finetune.settings",
     "execute_job": "lockgate.finetune.worker",
 }
 
@@ -87,6 +89,7 @@ __all__ = [
     "EvalParams",
     "Example",
     "Executor",
+    "ExecutorSettings",
     "FinetuneError",
     "JobSpec",
     "LoraParams",

@@ -104,7 +104,7 @@ def _registry_model(text: str, registry: Registry | None) -> BaseModel:
     if registry is None:
         raise BaseModelNotFound(f"{REGISTRY_PREFIX}{text} needs the registry", param="base_model")
     try:
-        version = registry.get_model(Ref.parse(text))
+        version = registry.models.get(Ref.parse(text))
     except (NotFound, InvalidInput) as exc:
         raise BaseModelNotFound(
             f"base model {REGISTRY_PREFIX}{text} not found in the registry: {exc.message}",
@@ -125,5 +125,5 @@ def materialize_base_model(base: BaseModel, registry: Registry, dest: Path) -> s
     if base.kind != "registry":
         return base.ref
     if not (dest / "config.json").is_file():
-        registry.fetch_model_dir(base.ref, dest)
+        registry.models.fetch(base.ref, dest)
     return str(dest)

@@ -121,14 +121,14 @@ def _python_tuple(state: list[Any]) -> tuple[Any, ...]:
 
 def upload_checkpoint(registry: Registry, run_id: str, path: Path) -> str:
     """Copy a checkpoint folder to the artifact store as a run artifact; returns its digest."""
-    return registry.log_artifact(run_id, ARTIFACT_PREFIX + path.name, path)
+    return registry.runs.log_artifact(run_id, ARTIFACT_PREFIX + path.name, path)
 
 
 def stored_checkpoint(registry: Registry, run_id: str) -> tuple[int, str] | None:
     """The step and digest of the run's latest stored checkpoint, if it has one."""
     found = [
         (int(name[len(ARTIFACT_PREFIX + PREFIX) :]), digest)
-        for name, digest in registry.run_artifacts(run_id).items()
+        for name, digest in registry.runs.artifacts(run_id).items()
         if name.startswith(ARTIFACT_PREFIX + PREFIX)
     ]
     return max(found) if found else None
@@ -150,7 +150,7 @@ def restore_checkpoint(registry: Registry, run_id: str, root: Path) -> int | Non
     tmp = root / f".fetch-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        registry.store.fetch_dir(digest, tmp)  # hash-verified
+        registry.artifacts.fetch_dir(digest, tmp)  # hash-verified
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

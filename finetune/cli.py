@@ -18,7 +18,7 @@ from lockgate.finetune.errors import SpecInvalid
 from lockgate.registry.console import JsonOption, emit, table, when
 
 if TYPE_CHECKING:
-    from lockgate.finetune.worker import WorkerSettings
+    from lockgate.finetune.settings import WorkerSettings
     from lockgate.registry.registry import Registry
     from lockgate.registry.settings import RegistrySettings
 
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 class FinetuneContext(Protocol):
     @property
     def registry_settings(self) -> RegistrySettings: ...
+
+    @property
+    def finetune_settings(self) -> WorkerSettings:
+        """The ``finetune`` section of lockgate.yaml."""
+        ...
 
     def registry(self) -> Registry: ...
 
@@ -109,7 +114,7 @@ def list_jobs(
     ctx: typer.Context, limit: Annotated[int, Opt("--limit")] = 20, json_mode: JsonOption = False
 ) -> None:
     """Recent jobs, newest first."""
-    jobs = _registry(ctx).list_jobs("finetune", limit=limit)
+    jobs = _registry(ctx).jobs.list("finetune", limit=limit)
     rows = [
         [
             j.id,
@@ -134,7 +139,7 @@ def list_jobs(
 def status(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> None:
     """One job: state, spec, result or error (JOB_ID: the id or a unique prefix)."""
     registry = _registry(ctx)
-    job = registry.get_job(registry.resolve_job_id(job_id))
+    job = registry.jobs.get(registry.jobs.resolve_id(job_id))
 
     def human(c: Any) -> None:
         c.print(f"{job.id}  {job.status}  attempts {job.attempts}  worker {job.worker_id or '-'}")
@@ -144,10 +149,28 @@ def status(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> No
                 f"result: {job.result.get('model', '')} steps {job.result.get('steps', '')}"
                 f" metrics {job.result.get('metrics', {})}"
             )
+        evaluation = job.result.get("eval")
+        if isinstance(evaluation, dict):
+            _print_eval(c, evaluation, (job.spec.get("eval") or {}).get("label"))
         if job.error:
             c.print(f"error: {job.error}")
 
     emit(job, json_mode, human)
+
+
+def _print_eval(c: Any, evaluation: dict[str, Any], label: str | None) -> None:
+    """The eval gate of a finished job: its verdict and why, and whether the label moved."""
+    from lockgate.finetune.results import eval_lines
+
+    first, *gates = eval_lines(evaluation)
+    c.print(first, markup=False)
+    for line in gates:
+        c.print(f"  {line}", markup=False)
+    if evaluation.get("labelled"):
+        c.print(f"label {label!r} moved to {evaluation.get('model')}", markup=False)
+    elif label is not None:
+        refused = evaluation.get("refused") or [f"verdict {evaluation.get('verdict', 'none')}"]
+        c.print(f"label {label!r} not moved: " + "; ".join(map(str, refused)), markup=False)
 
 
 def _print_event(event: Any, json_mode: bool) -> None:
@@ -167,14 +190,14 @@ def logs(
     from lockgate.registry.jobs import FINAL
 
     registry = _registry(ctx)
-    job_id = registry.resolve_job_id(job_id)
+    job_id = registry.jobs.resolve_id(job_id)
     after = 0
     while True:
-        events = registry.job_events(job_id, after=after)
+        events = registry.jobs.events(job_id, after=after)
         for e in events:
             _print_event(e, json_mode)
             after = e.id
-        if not follow or (registry.get_job(job_id).status in FINAL and not events):
+        if not follow or (registry.jobs.get(job_id).status in FINAL and not events):
             return
         time.sleep(interval)
 
@@ -184,19 +207,24 @@ def cancel(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> No
     """Cancel a job: at once when queued, at the next step when running (JOB_ID: the id or
     a unique prefix)."""
     registry = _registry(ctx)
-    job = registry.cancel_job(registry.resolve_job_id(job_id))
+    job = registry.jobs.cancel(registry.jobs.resolve_id(job_id))
     text = (
         "cancellation requested" if job.cancel_requested and job.status == "running" else job.status
     )
     emit(job, json_mode, lambda c: c.print(f"{job.id}: {text}"))
 
 
-def _worker_settings(ctx: typer.Context, **values: Any) -> WorkerSettings:
-    from lockgate.finetune.worker import WorkerSettings
+def _worker_settings(
+    ctx: typer.Context, executors: dict[str, Any] | None = None, **values: Any
+) -> WorkerSettings:
+    """The ``finetune`` section of lockgate.yaml under the options given (None: not given)."""
+    from lockgate.finetune.settings import WorkerSettings
 
     state: FinetuneContext = ctx.obj
-    work_dir = values.pop("work_dir") or state.registry_settings.data_dir / "finetune"
-    return WorkerSettings(work_dir=work_dir, **{k: v for k, v in values.items() if v is not None})
+    data = state.finetune_settings.model_dump()
+    data.update({k: v for k, v in values.items() if v is not None})
+    data["executors"].update({k: v for k, v in (executors or {}).items() if v is not None})
+    return WorkerSettings.model_validate(data)
 
 
 @finetune_app.command("worker")
@@ -204,22 +232,27 @@ def worker(
     ctx: typer.Context,
     gpus: Annotated[int | None, Opt("--gpus", help="GPUs for jobs that leave it open.")] = None,
     once: Annotated[bool, Opt("--once", help="Exit when the queue is empty.")] = False,
-    poll_interval: Annotated[float | None, Opt("--poll-interval")] = None,
+    poll_interval: Annotated[
+        float | None, Opt("--poll-interval", help="Seconds (finetune.poll_interval_s).")
+    ] = None,
     executor: Annotated[str | None, Opt("--executor", help="Force an executor.")] = None,
     work_dir: Annotated[Path | None, Opt("--work-dir")] = None,
     kubectl_apply: Annotated[bool, Opt("--kubectl-apply", help="Apply Kubernetes Jobs.")] = False,
     upload_checkpoints: Annotated[
-        bool,
+        bool | None,
         Opt(
             "--upload-checkpoints/--local-checkpoints",
             help="Copy checkpoints to the artifact store so a job requeued to another machine "
-            "resumes (default), or keep them in --work-dir only.",
+            "resumes, or keep them in --work-dir only (default: finetune.upload_checkpoints, "
+            "true).",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
 ) -> None:
-    """Claim and run jobs (requeues jobs whose worker died; resumes from checkpoints)."""
+    """Claim and run jobs (requeues jobs whose worker died; resumes from checkpoints).
+
+    Starts from the finetune section of lockgate.yaml; the options given override it."""
     from lockgate.finetune._torch import require_stack
-    from lockgate.finetune.executors import ExecutorSettings
     from lockgate.finetune.results import gate_and_label
     from lockgate.finetune.worker import Worker
 
@@ -227,10 +260,10 @@ def worker(
     settings = _worker_settings(
         ctx,
         gpus=gpus,
-        poll_interval=poll_interval,
+        poll_interval_s=poll_interval,
         executor=executor,
         work_dir=work_dir,
-        executors=ExecutorSettings(kubectl_apply=kubectl_apply),
+        executors={"kubectl_apply": True if kubectl_apply else None},
         upload_checkpoints=upload_checkpoints,
     )
     factory = getattr(ctx.obj, "eval_transport_factory", None)
@@ -263,7 +296,7 @@ def run_claimed(
     settings = _worker_settings(
         ctx, gpus=gpus, work_dir=work_dir, executor="torchrun" if (gpus or 0) > 1 else "local"
     )
-    job = execute_job(registry, registry.get_job(job_id), worker_id, settings)
+    job = execute_job(registry, registry.jobs.get(job_id), worker_id, settings)
     typer.echo(f"{job.id}: {job.status}", err=True)
     if job.status == "failed":
         raise typer.Exit(1)
@@ -316,11 +349,11 @@ def init_tiny(
     with tempfile.TemporaryDirectory(prefix="lockgate-tiny-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         folder = build_tiny_llama(Path(tmp) / name, lines, layers=layers)
-        version, created = registry.register_model(
+        version, created = registry.models.register(
             name, "hf", path=folder, message=f"tiny Llama ({layers} layers, random weights)"
         )
     if label is not None:
-        registry.set_label("model", name, label, version.version)
+        registry.labels.set("model", name, label, version.version)
     result = {"name": name, "version": version.version, "created": created, "label": label,
               "model": f"registry:{name}@{label or version.version}"}  # fmt: skip
 

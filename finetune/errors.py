@@ -7,6 +7,8 @@ Hierarchy::
         ├── SpecInvalid             (400) a job spec field is missing, unknown or out of range
         ├── TrainingDataInvalid     (400) rows of a training/validation file are malformed;
         │                                 carries every problem with its line number
+        │       (both are also ``registry.errors.InvalidInput``: lockgate's one name for
+        │        bad input, as evals' ``SuiteInvalid`` is)
         ├── BaseModelNotFound       (400) the base model is not a local model directory, an
         │                                 existing registry ``hf`` model, or a reachable hub id
         ├── SettingImpossible       (400) the machine cannot do what was asked (``--gpus 2``
@@ -21,14 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lockgate.registry.errors import LockgateError
+from lockgate.registry.errors import InvalidInput, LockgateError
 
 
 class FinetuneError(LockgateError):
     code = "finetune_error"
 
 
-class SpecInvalid(FinetuneError):
+class SpecInvalid(FinetuneError, InvalidInput):
     code = "invalid_finetune_spec"
 
 
@@ -45,7 +47,7 @@ class RowProblem:
         return f"{self.file}, {where}: {self.reason}"
 
 
-class TrainingDataInvalid(FinetuneError):
+class TrainingDataInvalid(FinetuneError, InvalidInput):
     code = "invalid_training_file"
     shown = 20
 

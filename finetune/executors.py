@@ -9,7 +9,8 @@ kubernetes  writes a ``batch/v1`` Job manifest (GPU requests, the lockgate image
             with ``kubectl apply -f``; the pod takes over the claim and its heartbeats
 ==========  =================================================================================
 
-Add one with ``@register_executor("name")`` on a class taking :class:`ExecutorSettings`.
+Add one with ``@register_executor("name")`` on a class taking :class:`ExecutorSettings`
+(``finetune.executors`` in ``lockgate.yaml``).
 """
 
 from __future__ import annotations
@@ -24,28 +25,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from pydantic import BaseModel, Field
 
 from lockgate.finetune.errors import SettingImpossible, TrainingFailed
+from lockgate.finetune.settings import ExecutorSettings as ExecutorSettings  # also exported here
 from lockgate.finetune.trainer import TrainHooks, TrainingStopped, TrainInputs, TrainResult
-
-DEFAULT_IMAGE = "ghcr.io/lockgate/lockgate:latest"
-
-
-class ExecutorSettings(BaseModel):
-    """How executors launch work (the ``finetune`` section of ``lockgate.yaml``)."""
-
-    torchrun: str = Field("torchrun", description="The torchrun launcher to call.")
-    kubectl: str = "kubectl"
-    kubectl_apply: bool = Field(False, description="Apply the Job manifest (else only write it).")
-    image: str = Field(DEFAULT_IMAGE, description="Image with lockgate[finetune] (deploy/).")
-    namespace: str = "default"
-    service_account: str | None = None
-    registry_secret: str = Field(
-        "lockgate-registry", description="Secret with LOCKGATE_DATABASE_URL/ARTIFACT_URL."
-    )
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +146,7 @@ class TorchrunExecutor:
         while proc.poll() is None:
             if hooks.should_stop():
                 (out / "STOP").touch()
-            time.sleep(self.settings.poll_interval)
+            time.sleep(self.settings.poll_interval_s)
         if (out / "STOP").exists() and proc.returncode == 3:
             raise TrainingStopped("stopped by request")
         if proc.returncode != 0 or not (out / "result.json").is_file():

@@ -13,19 +13,110 @@ Threading: generation on one loaded base is serialised by the lock on :class:`Lo
 (switching adapters is model-global state); run it in a worker thread from async code, and
 pass ``stop`` (a ``threading.Event``) to end a generation whose caller has gone: it stops
 after the current token and frees the base for the next request.
+
+A job's stored checkpoints are adapters too: the model string ``ft:JOB_ID:ckpt-step-N``
+(:func:`checkpoint_model`, OpenAI's ``fine_tuned_model_checkpoint``) names the adapter of
+the checkpoint at step N that the job's run uploaded to the artifact store;
+:func:`find_checkpoint` looks it up.
+
+Loading and generating say nothing on the terminal: :func:`quiet_model_libraries` turns off
+transformers' and PEFT's advisory warnings and the Hub's progress bars.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import re
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockgate.finetune import _torch
+from lockgate.finetune.checkpoints import ARTIFACT_PREFIX, PREFIX
 from lockgate.finetune.data import Example
 from lockgate.finetune.encoding import render_example
+from lockgate.registry.errors import NotFound
+
+if TYPE_CHECKING:
+    from lockgate.registry.registry import Registry
+
+CHECKPOINT_PREFIX = "ft:"
+_CHECKPOINT = re.compile(r"ft:(?P<job>[A-Za-z0-9_-]{1,100}):ckpt-step-(?P<step>[0-9]{1,9})")
+# the libraries whose warnings and progress bars are noise for someone serving or training
+QUIET_LIBRARIES = ("transformers", "peft", "huggingface_hub", "accelerate", "safetensors")
+
+
+def quiet_model_libraries() -> None:
+    """Silence transformers, PEFT and the Hugging Face Hub: their loggers above warnings
+    only, their progress bars off, and the Python warnings they raise ignored (filters for
+    their modules alone; lockgate's own warnings and logs are untouched). Idempotent; does
+    nothing when transformers is not installed."""
+    try:
+        transformers: Any = importlib.import_module("transformers")
+        hub: Any = importlib.import_module("huggingface_hub.utils")
+    except ImportError:  # not installed: nothing of theirs to silence
+        return
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+        pattern = rf"{name}(\.|$)"
+        if not any(f[0] == "ignore" and f[3] is not None and f[3].pattern == pattern
+                   for f in warnings.filters):  # fmt: skip
+            warnings.filterwarnings("ignore", module=pattern)
+
+
+def checkpoint_model(job_id: str, step: int) -> str:
+    """The model string that calls the adapter of ``job_id``'s checkpoint at ``step``."""
+    return f"{CHECKPOINT_PREFIX}{job_id}:ckpt-step-{step}"
+
+
+@dataclass(frozen=True)
+class CheckpointAdapter:
+    """A job's stored checkpoint, as a servable adapter."""
+
+    model: str  # ft:JOB_ID:ckpt-step-N
+    job_id: str
+    step: int
+    digest: str  # of the checkpoint folder in the artifact store; its adapter is adapter/
+    base_model: str  # as the job's spec names it (registry:NAME@VERSION, a directory…)
+
+    @property
+    def adapter_name(self) -> str:
+        return f"{self.job_id}-step-{self.step}"
+
+
+def find_checkpoint(registry: Registry, model: str) -> CheckpointAdapter:
+    """The stored checkpoint ``model`` (``ft:JOB_ID:ckpt-step-N``) names; NotFound (404,
+    param ``model``) when the job has none at that step in the artifact store."""
+    match = _CHECKPOINT.fullmatch(model)
+    if match is None:
+        raise NotFound(
+            f"model {model!r} is not a checkpoint: a checkpoint model is ft:JOB_ID:ckpt-step-N "
+            "(see GET /v1/fine_tuning/jobs/JOB_ID/checkpoints)",
+            param="model",
+        )
+    job_id, step = match["job"], int(match["step"])
+    try:
+        job = registry.jobs.get(job_id)
+    except NotFound:
+        raise NotFound(f"model {model!r}: there is no job {job_id!r}", param="model") from None
+    stored = registry.runs.artifacts(job.run_id) if job.run_id is not None else {}
+    digest = stored.get(f"{ARTIFACT_PREFIX}{PREFIX}{step:07d}")
+    if job.kind != "finetune" or digest is None:
+        raise NotFound(
+            f"model {model!r}: job {job_id} has no stored checkpoint at step {step} (its "
+            f"checkpoints: GET /v1/fine_tuning/jobs/{job_id}/checkpoints; a worker run with "
+            "--local-checkpoints keeps them in its work_dir only, where the gateway cannot "
+            "serve them)",
+            param="model",
+        )
+    return CheckpointAdapter(model, job_id, step, digest, str(job.spec["base_model"]))
 
 
 @dataclass
@@ -42,6 +133,7 @@ def load_base(path: str | Path, *, device: str | None = None, dtype: str = "auto
     """Load a causal LM and its tokenizer (SDPA attention, eval mode)."""
     torch = _torch.torch()
     transformers = _torch.transformers()
+    quiet_model_libraries()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -54,6 +146,7 @@ def load_base(path: str | Path, *, device: str | None = None, dtype: str = "auto
 def attach_adapter(base: LoadedBase, adapter_dir: str | Path, name: str) -> Any:
     """Load a PEFT adapter under ``name`` onto the base (idempotent)."""
     peft = _torch.peft()
+    quiet_model_libraries()
     with base.lock:
         if name in base.adapters:
             return base.model

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from lockgate.finetune.inference import quiet_model_libraries
 from lockgate.finetune.spec import JobSpec
 from lockgate.finetune.trainer import TrainingStopped, TrainInputs, train
 
@@ -15,6 +16,7 @@ STOPPED = 3
 
 
 def main(argv: list[str]) -> int:
+    quiet_model_libraries()  # as the worker that launched it: events, not library warnings
     request_path = Path(argv[0])
     data = json.loads(request_path.read_text(encoding="utf-8"))
     out = Path(data["output_dir"])

@@ -48,7 +48,7 @@ class RegistryHooks:
     def on_resume(self, step: int) -> None:
         dropped = self._quietly(
             "the discarded metric points",
-            lambda: self.registry.discard_metrics_after(self.run_id, step),
+            lambda: self.registry.runs.discard_metrics_after(self.run_id, step),
         )
         note = f"; {dropped} metric points logged after it are replaced" if dropped else ""
         self._event(
@@ -59,7 +59,7 @@ class RegistryHooks:
     def on_step(self, step: int, total: int, metrics: dict[str, float]) -> None:
         self._quietly(
             f"the metrics of step {step}",
-            lambda: self.registry.log_metrics(self.run_id, metrics, step=step),
+            lambda: self.registry.runs.log_metrics(self.run_id, metrics, step=step),
         )
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
         data: dict[str, object] = {"step": step, "total_steps": total, **metrics}
@@ -81,7 +81,7 @@ class RegistryHooks:
     def _event(self, message: str, data: dict[str, object]) -> None:
         self._quietly(
             f"the job event {message!r}",
-            lambda: self.registry.add_job_event(self.job_id, message, data=data),
+            lambda: self.registry.jobs.add_event(self.job_id, message, data=data),
         )
 
     def should_stop(self) -> bool:
@@ -105,7 +105,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(self.interval):
             try:
-                if self.registry.heartbeat_job(self.job_id, self.worker_id):
+                if self.registry.jobs.heartbeat(self.job_id, self.worker_id):
                     self.cancelled.set()
             except Conflict:
                 self.lost.set()

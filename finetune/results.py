@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lockgate.finetune.spec import JobSpec
 from lockgate.finetune.trainer import TrainInputs, TrainResult
 from lockgate.registry.errors import GateRefused, LockgateError, NotFound
+from lockgate.registry.jobs import FinetuneResult
 from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def register_adapter(
         "metrics": result.metrics,
         "steps": result.steps,
     }
-    version, _ = registry.register_model(
+    version, _ = registry.models.register(
         spec.output_model,
         "lora",
         model_spec,
@@ -49,9 +50,9 @@ def register_adapter(
         message=f"LoRA adapter trained by {job.id}",
     )
     ref = f"{version.name}@{version.version}"
-    registry.add_lineage(run_id, [LineageEdge("model", ref, "output")])
+    registry.runs.add_lineage(run_id, [LineageEdge("model", ref, "output")])
     final = {k: v for k, v in result.metrics.items() if k != "epoch"}
-    registry.set_run_status(run_id, "succeeded", metrics={**final, "steps": float(result.steps)})
+    registry.runs.set_status(run_id, "succeeded", metrics={**final, "steps": float(result.steps)})
     return version
 
 
@@ -68,24 +69,31 @@ def finish_job(
     spec = inputs.spec
     version = register_adapter(registry, job, run_id, spec, result)
     ref = f"{version.name}@{version.version}"
-    outcome: dict[str, Any] = {
-        "model": ref,
-        "fine_tuned_model": f"registry:{ref}",
-        **{k: v for k, v in result.to_dict().items() if k != "adapter_dir"},
-    }
-    registry.add_job_event(job.id, f"registered {ref} (flavor lora)", data={"model": ref})
+    registry.jobs.add_event(job.id, f"registered {ref} (flavor lora)", data={"model": ref})
+    evaluation: dict[str, Any] | None = None
     if spec.eval is not None:
         hook = eval_hook or gate_and_label
         try:
-            outcome["eval"] = hook(registry, spec, version)
+            evaluation = hook(registry, spec, version)
         except LockgateError as exc:  # the job still succeeded; the label is refused
-            outcome["eval"] = {"labelled": False, "error": exc.message}
-            registry.add_job_event(
+            evaluation = {"labelled": False, "error": exc.message}
+            registry.jobs.add_event(
                 job.id, f"eval failed, label refused: {exc.message}", level="warn"
             )
         else:
-            _report_label(registry, job.id, spec.eval.label, outcome["eval"])
-    return registry.set_job_status(
+            _report_verdict(registry, job.id, evaluation)
+            _report_label(registry, job.id, spec.eval.label, evaluation)
+    outcome = FinetuneResult(
+        model=ref,
+        fine_tuned_model=f"registry:{ref}",
+        steps=result.steps,
+        total_steps=result.total_steps,
+        resumed_from=result.resumed_from,
+        trained_tokens=result.tokens_seen,
+        metrics=result.metrics,
+        eval=evaluation,
+    )
+    return registry.jobs.set_status(
         job.id,
         "succeeded",
         worker_id=worker_id,
@@ -94,13 +102,43 @@ def finish_job(
     )
 
 
+def eval_lines(outcome: dict[str, Any]) -> list[str]:
+    """A job's eval outcome (``result.eval``) in words: the verdict and its reason, then
+    each gate that did not pass with why (e.g. how many examples it would need). For the
+    job's events and ``lockgate finetune status``."""
+    if "error" in outcome:
+        return [f"eval could not run: {outcome['error']}"]
+    head = f"eval {outcome.get('suite')!r} on {outcome.get('model')}: {outcome.get('verdict')}"
+    reason = outcome.get("verdict_reason")
+    lines = [f"{head} ({reason})" if reason else head]
+    for gate in outcome.get("gates") or []:
+        verdict, why = gate.get("verdict"), str(gate.get("reason") or "")
+        if verdict == "pass" or gate.get("waived"):
+            continue
+        shown = why if why.startswith(f"{verdict}:") else f"{verdict}: {why}".rstrip(": ")
+        lines.append(f"{gate.get('gate')}: {shown}")
+    return lines
+
+
+def _report_verdict(registry: Registry, job_id: str, outcome: dict[str, Any]) -> None:
+    """Say the eval's verdict in the job's events: a pass, or why it is not one."""
+    verdict = outcome.get("verdict")
+    if verdict is None:  # a hook that judged nothing (tests, custom hooks)
+        return
+    registry.jobs.add_event(
+        job_id, "; ".join(eval_lines(outcome)), level="info" if verdict == "pass" else "warn",
+        data={k: outcome.get(k) for k in ("suite", "verdict", "verdict_reason", "run_id",
+                                          "gates")},
+    )  # fmt: skip
+
+
 def _report_label(registry: Registry, job_id: str, label: str, outcome: dict[str, Any]) -> None:
     """Say in the job's events whether the label moved, and why not."""
     if outcome.get("labelled"):
-        registry.add_job_event(job_id, f"label {label!r} moved to {outcome.get('model', 'it')}")
+        registry.jobs.add_event(job_id, f"label {label!r} moved to {outcome.get('model', 'it')}")
         return
     refused = outcome.get("refused") or [f"verdict {outcome.get('verdict')}"]
-    registry.add_job_event(
+    registry.jobs.add_event(
         job_id, f"label {label!r} not moved: " + "; ".join(map(str, refused)), level="warn",
         data={"refused": refused},
     )  # fmt: skip
@@ -184,7 +222,7 @@ def gate_and_label(
         ]
         return outcome
     try:
-        registry.set_label(
+        registry.labels.set(
             "model", version.name, label, version.version,
             reason=f"eval suite {suite.name} passed (run {report.run_id})",
             require=[SuitePin(suite.name, report.suite_digest)],
@@ -198,7 +236,7 @@ def gate_and_label(
 
 def _label_holder(registry: Registry, name: str, label: str) -> str | None:
     try:
-        holder = registry.get_model(f"{name}@{label}")
+        holder = registry.models.get(f"{name}@{label}")
     except NotFound:
         return None
     return f"registry:{holder.name}@{holder.version}"

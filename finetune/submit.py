@@ -58,10 +58,10 @@ def _scan(registry: Registry, ref: str, param: str, tmp: Path) -> tuple[DataRepo
     """Scan a path or an uploaded file; returns the report and the file id to store."""
     if ref.startswith("file-"):
         try:
-            info = registry.get_file(ref)
+            info = registry.files.get(ref)
         except NotFound as exc:
             raise SpecInvalid(f"{param}: no uploaded file {ref!r}", param=param) from exc
-        local = registry.fetch_file(ref, tmp / f"{param}-{info.filename}")
+        local = registry.files.fetch(ref, tmp / f"{param}-{info.filename}")
         return scan_file(local, name=f"{info.filename} ({ref})"), ref
     path = Path(ref).expanduser()
     if not path.is_file():
@@ -69,7 +69,7 @@ def _scan(registry: Registry, ref: str, param: str, tmp: Path) -> tuple[DataRepo
     report = scan_file(path, name=ref)
     if report.problems:
         return report, ref
-    return report, registry.create_file(path, purpose="fine-tune").id
+    return report, registry.files.create(path, purpose="fine-tune").id
 
 
 def local_submitter(registry: Registry) -> Submitter:
@@ -182,7 +182,7 @@ def submit_job(
     who = checked.spec.submitted_by
     assert who is not None
     created_by = who.name if who.principal == who.name else f"{who.principal} ({who.name})"
-    job, created = registry.create_job(
+    job, created = registry.jobs.create(
         JOB_KIND,
         checked.spec.model_dump(mode="json"),
         idempotency_key=idempotency_key,
@@ -195,7 +195,7 @@ def submit_job(
             "base_model": checked.base.lineage_ref,
         }
         rows = checked.training.rows
-        registry.add_job_event(
+        registry.jobs.add_event(
             job.id,
             f"files validated: {rows} training row(s) ({checked.training.format})"
             + (f", {checked.validation.rows} validation row(s)" if checked.validation else ""),

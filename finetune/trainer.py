@@ -10,11 +10,17 @@
   at positions that predict a trained token (``logits_to_keep`` with indices), which skips
   the vocabulary projection for prompt tokens.
 * Steps: ``steps_per_epoch = ceil(micro_batches / (gradient_accumulation x world_size))``;
-  total steps are fixed before the first step, so a resumed run ends on the same step.
+  total steps are fixed before the first step, so a resumed run ends on the same step
+  (:mod:`finetune.schedule`: steps, the micro-batches of each step, the learning rate).
 * Checkpoints every ``checkpoint_every`` steps and at the end (:mod:`finetune.checkpoints`);
   a run starts from the latest checkpoint in its checkpoint directory when there is one.
 * DDP: when launched by ``torchrun`` each rank takes every ``world_size``-th micro-batch;
   rank 0 alone reports metrics and writes checkpoints.
+
+The loop, one part per concern: :func:`_setup` (model, data, optimizer, schedule),
+:func:`_resume` (the latest checkpoint), :func:`_train_step` (one optimizer step, its
+micro-batches through :func:`finetune.steps.accumulate`), :func:`_after_step` (evaluation,
+reporting, checkpoints, a cancel) and :func:`_finish` (the adapter and the final metrics).
 """
 
 from __future__ import annotations
@@ -22,9 +28,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +43,13 @@ from lockgate.finetune.checkpoints import (
     save_checkpoint,
 )
 from lockgate.finetune.data import load_examples
-from lockgate.finetune.devices import plan_devices
+from lockgate.finetune.devices import DevicePlan, plan_devices
 from lockgate.finetune.encoding import Encoded, encode_all
 from lockgate.finetune.errors import TrainingFailed
 from lockgate.finetune.packing import collate_packed, collate_padded, micro_batches
-from lockgate.finetune.spec import JobSpec
+from lockgate.finetune.schedule import Schedule
+from lockgate.finetune.spec import JobSpec, TrainingParams
+from lockgate.finetune.steps import Autocast, accumulate, agree, evaluate
 
 
 class TrainingStopped(Exception):
@@ -184,23 +191,74 @@ def train(inputs: TrainInputs, hooks: TrainHooks | None = None) -> TrainResult:
 def _train(
     inputs: TrainInputs, hooks: TrainHooks, torch: Any, rank: int, world: int
 ) -> TrainResult:
-    spec, params = inputs.spec, inputs.spec.training
-    plan = plan_devices(spec.gpus, params.bf16)
-    device = f"cuda:{torch.cuda.current_device()}" if plan.device == "cuda" else "cpu"
-    if world > 1 and plan.device == "cuda":
+    run = _setup(inputs, torch, rank, world)
+    state, resumed_from = _resume(run, hooks)
+    metrics: dict[str, float] = {}
+    run.model.train()
+    while state.step < run.schedule.total:
+        state, metrics = _train_step(run, state)
+        _after_step(run, state, metrics, hooks)
+    return _finish(run, state, metrics, resumed_from)
+
+
+@dataclass
+class _Run:
+    """What one rank's loop works with, built once by :func:`_setup`."""
+
+    inputs: TrainInputs
+    params: TrainingParams
+    torch: Any
+    rank: int
+    world: int
+    device: str
+    model: Any  # the PEFT model: evaluated, checkpointed, saved
+    wrapped: Any  # what the training forward runs: ``model``, in DDP on several ranks
+    trainable: list[Any]
+    optimizer: Any
+    scheduler: Any
+    loss_fn: _Loss
+    collate: Callable[[list[Encoded]], dict[str, Any]]
+    autocast: Autocast
+    train_set: list[Encoded]
+    val_set: list[Encoded]
+    dropped: int  # training examples with no trained token left after truncation
+    schedule: Schedule
+
+
+def _device(torch: Any, plan: DevicePlan, rank: int, world: int) -> str:
+    """This rank's device: its own GPU under torchrun, else the current one (or the CPU)."""
+    if plan.device != "cuda":
+        return "cpu"
+    if world > 1:
         local = rank % torch.cuda.device_count()
         torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    torch.manual_seed(params.seed)
-    dtype = torch.bfloat16 if plan.bf16 else torch.float32
-    model, tokenizer = load_model(inputs.base_model, torch, dtype=dtype, device=device)
-    max_len = spec.seq_length(getattr(model.config, "max_position_embeddings", None))
+        return f"cuda:{local}"
+    return f"cuda:{torch.cuda.current_device()}"
+
+
+def _datasets(
+    inputs: TrainInputs, tokenizer: Any, max_len: int
+) -> tuple[list[Encoded], list[Encoded], int]:
+    """The encoded training and validation sets, and how many training examples were dropped."""
     train_set, dropped = encode_all(tokenizer, load_examples(inputs.train_path), max_len)
     if not train_set:
         raise TrainingFailed("no training example has a trained token after truncation")
     val_set: list[Encoded] = []
     if inputs.val_path is not None:
         val_set, _ = encode_all(tokenizer, load_examples(inputs.val_path), max_len)
+    return train_set, val_set, dropped
+
+
+def _setup(inputs: TrainInputs, torch: Any, rank: int, world: int) -> _Run:
+    """Load the model and data, add LoRA, and build the optimizer and the schedule."""
+    spec, params = inputs.spec, inputs.spec.training
+    plan = plan_devices(spec.gpus, params.bf16)
+    device = _device(torch, plan, rank, world)
+    torch.manual_seed(params.seed)  # before the LoRA weights are drawn
+    dtype = torch.bfloat16 if plan.bf16 else torch.float32
+    model, tokenizer = load_model(inputs.base_model, torch, dtype=dtype, device=device)
+    max_len = spec.seq_length(getattr(model.config, "max_position_embeddings", None))
+    train_set, val_set, dropped = _datasets(inputs, tokenizer, max_len)
     if params.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = add_lora(model, spec)
@@ -209,33 +267,18 @@ def _train(
     optimizer = torch.optim.AdamW(
         trainable, lr=params.learning_rate, weight_decay=params.weight_decay
     )
-    per_epoch_mb = math.ceil(len(train_set) / params.batch_size)
-    steps_per_epoch = math.ceil(per_epoch_mb / (params.gradient_accumulation * world))
-    total = steps_per_epoch * params.epochs
-    if params.max_steps is not None:
-        total = min(total, params.max_steps)
-    warmup = int(total * params.warmup_ratio)
-
-    def schedule(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / (warmup + 1)
-        return max(0.0, (total - s) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    wrapped = model
-    if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
-    state = TrainState(0, total, 0, 0, 0, fingerprint(spec))
-    resumed_from = None
-    last = latest_checkpoint(inputs.checkpoint_dir)
-    if last is not None:
-        saved = load_checkpoint(last, model, optimizer, scheduler, torch)
-        if saved.fingerprint != state.fingerprint or saved.total_steps != total:
-            raise TrainingFailed(f"checkpoint {last} belongs to another spec; remove it to restart")
-        state, resumed_from = saved, saved.step
-        if rank == 0:
-            hooks.on_resume(saved.step)
-    loss_fn = _Loss(model, torch)
+    schedule = Schedule.plan(
+        len(train_set),
+        batch_size=params.batch_size,
+        accumulation=params.gradient_accumulation,
+        world=world,
+        epochs=params.epochs,
+        max_steps=params.max_steps,
+        warmup_ratio=params.warmup_ratio,
+    )
+    # a plain function, as before: LambdaLR keeps it out of the checkpoint's scheduler state
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule.lr_factor(s))
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     pad_id = tokenizer.pad_token_id or 0
 
     def collate(batch: list[Encoded]) -> dict[str, Any]:
@@ -244,110 +287,97 @@ def _train(
         return collate_padded(batch, torch, pad_id)
 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if plan.bf16 else nullcontext
+    return _Run(
+        inputs, params, torch, rank, world, device, model, wrapped, trainable, optimizer,
+        scheduler, _Loss(model, torch), collate, autocast, train_set, val_set, dropped, schedule,
+    )  # fmt: skip
+
+
+def _resume(run: _Run, hooks: TrainHooks) -> tuple[TrainState, int | None]:
+    """The state to start from: the latest checkpoint's (loaded into the model, optimizer,
+    scheduler and RNGs), else step 0; and the step resumed from, if any."""
+    fresh = TrainState(0, run.schedule.total, 0, 0, 0, fingerprint(run.inputs.spec))
+    last = latest_checkpoint(run.inputs.checkpoint_dir)
+    if last is None:
+        return fresh, None
+    saved = load_checkpoint(last, run.model, run.optimizer, run.scheduler, run.torch)
+    if saved.fingerprint != fresh.fingerprint or saved.total_steps != fresh.total_steps:
+        raise TrainingFailed(f"checkpoint {last} belongs to another spec; remove it to restart")
+    if run.rank == 0:
+        hooks.on_resume(saved.step)
+    return saved, saved.step
+
+
+def _step_batches(run: _Run, step: int) -> list[dict[str, Any]]:
+    """This rank's micro-batches of optimizer step ``step``, collated (still on the CPU)."""
+    schedule, params = run.schedule, run.params
+    order = micro_batches(len(run.train_set), params.batch_size, params.seed, schedule.epoch(step))
+    return [
+        run.collate([run.train_set[j] for j in order[i]]) for i in schedule.picks(step, run.rank)
+    ]
+
+
+def _train_step(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+    """One optimizer step from ``state``: the state after it and the step's metrics."""
+    world, steps_per_epoch = run.world, run.schedule.steps_per_epoch
+    batches = _step_batches(run, state.step)
+    started = time.perf_counter()
+    done = accumulate(
+        run.wrapped, batches, run.loss_fn, run.torch,
+        device=run.device, world=world, autocast=run.autocast,
+    )  # fmt: skip
+    grad_norm = float(run.torch.nn.utils.clip_grad_norm_(run.trainable, run.params.max_grad_norm))
+    lr = float(run.scheduler.get_last_lr()[0])
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    state = run.schedule.after(state, done.tokens * world)
+    metrics = {
+        "loss": done.loss_sum / max(done.trained / world, 1.0),
+        "learning_rate": lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": done.tokens * world / elapsed,
+        "epoch": state.step / steps_per_epoch,
+    }
+    return state, metrics
+
+
+def _after_step(run: _Run, state: TrainState, metrics: dict[str, float], hooks: TrainHooks) -> None:
+    """Evaluate, report and checkpoint as the spec asks; stop (every rank) when told to."""
+    params, step, total = run.params, state.step, state.total_steps
     eval_every = params.eval_every or params.checkpoint_every or 0
-    metrics: dict[str, float] = {}
-    model.train()
-    while state.step < total:
-        epoch = state.step // steps_per_epoch
-        order = micro_batches(len(train_set), params.batch_size, params.seed, epoch)
-        first = (state.step % steps_per_epoch) * params.gradient_accumulation * world
-        picks = [first + a * world + rank for a in range(params.gradient_accumulation)]
-        picks = [i % len(order) for i in picks if i < len(order) or world > 1]
-        batches = [collate([train_set[j] for j in order[i]]) for i in picks]
-        started = time.perf_counter()
-        counts = torch.tensor(
-            [sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)],
-            dtype=torch.float64,
-            device=device,
+    if run.val_set and eval_every and (step % eval_every == 0 or step == total):
+        metrics["val_loss"] = _evaluate(run)
+    if run.rank == 0 and (step % params.log_every == 0 or step == total or "val_loss" in metrics):
+        hooks.on_step(step, total, dict(metrics))
+    every = params.checkpoint_every
+    if run.rank == 0 and ((every and step % every == 0) or step == total):
+        path = save_checkpoint(
+            run.inputs.checkpoint_dir, state, run.model, run.optimizer, run.scheduler, run.torch
         )
-        if world > 1:
-            torch.distributed.all_reduce(counts)
-        trained = float(counts.item())
-        step_loss, tokens = 0.0, 0
-        for i, batch in enumerate(batches):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            sync = wrapped.no_sync if world > 1 and i < len(batches) - 1 else nullcontext
-            with sync(), autocast():
-                loss, _ = loss_fn(wrapped, batch)
-                scaled = loss * world / trained
-            scaled.backward()
-            step_loss += float(loss.detach())
-            tokens += int(batch["input_ids"].numel())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm))
-        lr = float(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        step = state.step + 1
-        state = TrainState(
-            step,
-            total,
-            step // steps_per_epoch,
-            (step % steps_per_epoch) * params.gradient_accumulation * world,
-            state.tokens_seen + tokens * world,
-            state.fingerprint,
-        )
-        metrics = {
-            "loss": step_loss / max(trained / world, 1.0),
-            "learning_rate": lr,
-            "grad_norm": grad_norm,
-            "tokens_per_s": tokens * world / elapsed,
-            "epoch": step / steps_per_epoch,
-        }
-        if val_set and eval_every and (step % eval_every == 0 or step == total):
-            metrics["val_loss"] = evaluate(
-                model, val_set, params.batch_size, collate, loss_fn, torch, device, autocast
-            )
-        if rank == 0 and (step % params.log_every == 0 or step == total or "val_loss" in metrics):
-            hooks.on_step(step, total, dict(metrics))
-        every = params.checkpoint_every
-        if rank == 0 and ((every and step % every == 0) or step == total):
-            path = save_checkpoint(inputs.checkpoint_dir, state, model, optimizer, scheduler, torch)
-            hooks.on_checkpoint(step, path)
-        if step < total and _agree(hooks.should_stop(), torch, world, device):
-            raise TrainingStopped(f"stopped at step {step} of {total}")
-    adapter_dir = inputs.output_dir / "adapter"
-    if rank == 0:
-        model.save_pretrained(adapter_dir)
-    if val_set and "val_loss" not in metrics:
-        metrics["val_loss"] = evaluate(
-            model, val_set, params.batch_size, collate, loss_fn, torch, device, autocast
-        )
-    if dropped:
-        metrics["dropped_examples"] = float(dropped)
+        hooks.on_checkpoint(step, path)
+    if step < total and agree(hooks.should_stop(), run.torch, run.world, run.device):
+        raise TrainingStopped(f"stopped at step {step} of {total}")
+
+
+def _finish(
+    run: _Run, state: TrainState, metrics: dict[str, float], resumed_from: int | None
+) -> TrainResult:
+    """Save the adapter (rank 0) and complete the final metrics."""
+    adapter_dir = run.inputs.output_dir / "adapter"
+    if run.rank == 0:
+        run.model.save_pretrained(adapter_dir)
+    if run.val_set and "val_loss" not in metrics:
+        metrics["val_loss"] = _evaluate(run)
+    if run.dropped:
+        metrics["dropped_examples"] = float(run.dropped)
+    total = run.schedule.total
     return TrainResult(adapter_dir, state.step, total, resumed_from, state.tokens_seen, metrics)
 
 
-def _agree(flag: bool, torch: Any, world: int, device: str) -> bool:
-    """Every rank stops together (one rank stopping alone would hang the others)."""
-    if world == 1:
-        return flag
-    value = torch.tensor([1 if flag else 0], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
-
-
-def evaluate(
-    model: Any,
-    examples: list[Encoded],
-    batch_size: int,
-    collate: Any,
-    loss_fn: _Loss,
-    torch: Any,
-    device: str,
-    autocast: Any,
-) -> float:
-    """Mean token loss over ``examples`` (no dropout, no gradients)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size]).items()}
-            with autocast():
-                loss, n = loss_fn(model, batch)
-            total, count = total + float(loss), count + n
-    if was_training:
-        model.train()
-    return total / max(count, 1)
+def _evaluate(run: _Run) -> float:
+    return evaluate(
+        run.model, run.val_set, run.params.batch_size, run.collate, run.loss_fn,
+        run.torch, run.device, run.autocast,
+    )  # fmt: skip

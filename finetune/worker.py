@@ -1,7 +1,7 @@
 """The worker: requeue stale jobs, claim one, heartbeat, train through an executor, then
 register the adapter (and gate and label it when the spec names an eval suite).
 
-A job whose worker died (no heartbeat for ``stale_after`` seconds) is requeued by the next
+A job whose worker died (no heartbeat for ``stale_after_s`` seconds) is requeued by the next
 worker that polls; whoever claims it reuses its registry run and resumes from the latest
 checkpoint in ``work_dir/jobs/<job id>/checkpoints`` — the same total number of steps.
 """
@@ -16,14 +16,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from lockgate.finetune.base_model import materialize_base_model, resolve_base_model
 from lockgate.finetune.checkpoints import restore_checkpoint
 from lockgate.finetune.errors import FinetuneError
-from lockgate.finetune.executors import ExecutorSettings, TrainRequest, make_executor
+from lockgate.finetune.executors import TrainRequest, make_executor
+from lockgate.finetune.inference import quiet_model_libraries
 from lockgate.finetune.reporting import Heartbeat, RegistryHooks
 from lockgate.finetune.results import EvalHook, finish_job
+from lockgate.finetune.settings import WorkerSettings as WorkerSettings  # also exported here
 from lockgate.finetune.submit import JOB_KIND, job_spec
 from lockgate.finetune.trainer import TrainingStopped, TrainInputs
 from lockgate.registry.errors import Conflict, LockgateError
@@ -34,21 +34,6 @@ if TYPE_CHECKING:
     from lockgate.registry.registry import Registry
 
 log = logging.getLogger("lockgate.finetune")
-
-
-class WorkerSettings(BaseModel):
-    work_dir: Path = Field(description="Data, base models, checkpoints and adapters per job.")
-    gpus: int | None = Field(None, ge=0, description="GPUs for jobs whose spec leaves it open.")
-    executor: str | None = Field(None, description="Force an executor for every job.")
-    poll_interval: float = Field(5.0, gt=0)
-    heartbeat_interval: float = Field(10.0, gt=0)
-    stale_after: float = Field(120.0, gt=0, description="Requeue after this long silent.")
-    executors: ExecutorSettings = Field(default_factory=ExecutorSettings)
-    upload_checkpoints: bool = Field(
-        True,
-        description="Copy each checkpoint to the artifact store, so that a job requeued to "
-        "another machine resumes from it instead of starting over.",
-    )
 
 
 def new_worker_id() -> str:
@@ -70,9 +55,9 @@ class Worker:
 
     def poll_once(self) -> JobInfo | None:
         """Requeue stale jobs, then claim and run one; None when the queue was empty."""
-        for job_id in self.registry.requeue_stale_jobs(self.settings.stale_after, JOB_KIND):
+        for job_id in self.registry.jobs.requeue_stale(self.settings.stale_after_s, JOB_KIND):
             log.warning("requeued %s: its worker stopped heartbeating", job_id)
-        job = self.registry.claim_job(self.worker_id, JOB_KIND)
+        job = self.registry.jobs.claim(self.worker_id, JOB_KIND)
         if job is None:
             return None
         return execute_job(
@@ -89,7 +74,7 @@ class Worker:
                 continue
             if once:
                 break
-            time.sleep(self.settings.poll_interval)
+            time.sleep(self.settings.poll_interval_s)
         return handled
 
 
@@ -104,12 +89,12 @@ def _prepare(registry: Registry, job: JobInfo, folder: Path) -> tuple[TrainInput
         if ref is None:
             paths[role] = None
             continue
-        info = registry.get_file(ref)
+        info = registry.files.get(ref)
         target = folder / "data" / f"{role}.jsonl"
         if not target.is_file():
-            registry.fetch_file(ref, target)
+            registry.files.fetch(ref, target)
         paths[role] = target
-        dataset, _ = registry.add_dataset(f"{spec.output_model}-{role}", target, format="jsonl")
+        dataset, _ = registry.datasets.add(f"{spec.output_model}-{role}", target, format="jsonl")
         edges.append(LineageEdge("dataset", f"{dataset.name}@{dataset.version}", "input"))
         log.debug("%s data %s (%s)", role, info.filename, ref)
     train_path = paths["training"]
@@ -123,17 +108,17 @@ def _prepare(registry: Registry, job: JobInfo, folder: Path) -> tuple[TrainInput
 def _run_for(registry: Registry, job: JobInfo, worker_id: str, edges: list[Any]) -> str:
     """The job's registry run: created on the first attempt, reused when resuming."""
     if job.run_id is not None:
-        registry.add_job_event(job.id, f"resuming run {job.run_id} (attempt {job.attempts})")
+        registry.jobs.add_event(job.id, f"resuming run {job.run_id} (attempt {job.attempts})")
         return job.run_id
     spec = job_spec(job)
-    run = registry.create_run(
+    run = registry.runs.create(
         "finetune",
         name=job.id,
         lineage=edges,
         params={"job": job.id, "base_model": spec.base_model, **spec.hyperparameters()},
         tags={"output_model": spec.output_model},
     )
-    registry.set_job_status(
+    registry.jobs.set_status(
         job.id,
         "running",
         worker_id=worker_id,
@@ -150,12 +135,12 @@ def _restore(registry: Registry, job_id: str, run_id: str, root: Path) -> None:
         fetched = restore_checkpoint(registry, run_id, root)
     except Exception as exc:  # boundary: resume from what is here instead
         log.warning("could not fetch the checkpoint of %s", job_id, exc_info=True)
-        registry.add_job_event(
+        registry.jobs.add_event(
             job_id, f"could not fetch the stored checkpoint ({type(exc).__name__}: {exc})"
         )
         return
     if fetched is not None:
-        registry.add_job_event(
+        registry.jobs.add_event(
             job_id, f"fetched the checkpoint at step {fetched} from the artifact store"
         )
 
@@ -168,9 +153,13 @@ def execute_job(
     *,
     eval_hook: EvalHook | None = None,
 ) -> JobInfo:
-    """Run a job this worker has claimed, to a final state (or until handed over)."""
-    folder = settings.work_dir / "jobs" / job.id
-    heartbeat = Heartbeat(registry, job.id, worker_id, settings.heartbeat_interval)
+    """Run a job this worker has claimed, to a final state (or until handed over).
+
+    transformers' and PEFT's warnings and progress bars are silenced first
+    (:func:`~finetune.inference.quiet_model_libraries`): the job's events say what happens."""
+    quiet_model_libraries()
+    folder = settings.resolved_work_dir(registry.settings.data_dir) / "jobs" / job.id
+    heartbeat = Heartbeat(registry, job.id, worker_id, settings.heartbeat_interval_s)
     heartbeat.start()
     run_id: str | None = job.run_id
     try:
@@ -192,30 +181,30 @@ def execute_job(
         )  # fmt: skip
         result = executor.run(request, hooks)
         if result is None:
-            registry.add_job_event(job.id, f"handed over to the {name} executor")
-            return registry.get_job(job.id)
+            registry.jobs.add_event(job.id, f"handed over to the {name} executor")
+            return registry.jobs.get(job.id)
         return finish_job(registry, job, worker_id, run_id, inputs, result, eval_hook=eval_hook)
     except TrainingStopped as stop:
         if heartbeat.lost.is_set():
             log.warning("job %s was claimed by another worker; stopped", job.id)
-            return registry.get_job(job.id)
+            return registry.jobs.get(job.id)
         if run_id is not None:
-            registry.set_run_status(run_id, "cancelled")
-        return registry.set_job_status(
+            registry.runs.set_status(run_id, "cancelled")
+        return registry.jobs.set_status(
             job.id, "cancelled", worker_id=worker_id, message=f"cancelled: {stop}"
         )
     except Conflict:
         log.warning("job %s is no longer ours", job.id)
-        return registry.get_job(job.id)
+        return registry.jobs.get(job.id)
     except Exception as exc:  # the boundary: any failure ends the job as failed, with why
         text = exc.message if isinstance(exc, LockgateError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, FinetuneError | LockgateError):
             log.exception("job %s failed", job.id)
         if run_id is not None:
-            registry.set_run_status(run_id, "failed", error=text)
+            registry.runs.set_status(run_id, "failed", error=text)
         try:
-            return registry.set_job_status(job.id, "failed", worker_id=worker_id, error=text)
+            return registry.jobs.set_status(job.id, "failed", worker_id=worker_id, error=text)
         except Conflict:
-            return registry.get_job(job.id)
+            return registry.jobs.get(job.id)
     finally:
         heartbeat.stop()

@@ -7,25 +7,18 @@ import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from lockgate.gateway.api import (
-    chat,
-    completions,
-    embeddings,
-    files,
-    fine_tuning,
-    health,
-    metrics,
-    models,
-)
+from lockgate.gateway.api import files, fine_tuning, health, metrics, models, predict
 from lockgate.gateway.auth import is_loopback
 from lockgate.gateway.config import LockgateSettings
 from lockgate.gateway.errors import GatewayError, LoopbackOnly, UnsupportedMediaType
@@ -70,13 +63,54 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return _error_response(500, body)
 
 
-# answered by GatewayApp straight from the ASGI scope (the routes in gateway/api describe them
-# in the OpenAPI document and serve them when middleware has been added)
+# the OpenAI-compatible endpoints the proxy answers (:class:`ProxyRoute`): path → operation
 PROXY_PATHS: dict[str, Operation] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "text_completion",
     "/v1/embeddings": "embeddings",
 }
+_PROXY_NAMES: dict[Operation, tuple[str, str]] = {  # the route's name and OpenAPI summary
+    "chat": ("chat_completions", "Chat Completions"),
+    "text_completion": ("completions", "Completions"),
+    "embeddings": ("embeddings", "Embeddings"),
+}
+
+
+async def proxy_answer(request: Request, operation: Operation) -> Response:
+    """The answer of a proxy endpoint, errors included: what the proxy gives, else the
+    response the app's exception handlers would give. The one implementation of the proxy
+    endpoints, however a request reaches them (see :class:`GatewayApp`)."""
+    try:
+        response: Response = await request.app.state.gateway.proxy.handle(request, operation)
+        return response
+    except LockgateError as exc:
+        return await _lockgate_error(request, exc)
+    except Exception as exc:  # boundary: logged, answered 500 as the other routes are
+        return await _unexpected_error(request, exc)
+
+
+class ProxyRoute(APIRoute):
+    """``POST`` to a proxy endpoint, as a route of the app's router: FastAPI describes it in
+    the OpenAPI document (its body and errors: :func:`gateway.schemas.install_openapi`), and
+    the router hands it to :meth:`serve`, the ASGI handler the fast path calls too — no
+    dependency solving, no second handler."""
+
+    def __init__(self, path: str, operation: Operation) -> None:
+        name, summary = _PROXY_NAMES[operation]
+
+        async def endpoint(request: Request) -> Response:  # for the OpenAPI document
+            return await proxy_answer(request, operation)
+
+        endpoint.__name__ = endpoint.__qualname__ = name
+        super().__init__(
+            path, endpoint, methods=["POST"], name=name, summary=summary, tags=["openai"]
+        )
+        self.operation = operation
+        self.app = self.serve  # what the router calls once the path and method match
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        await (await proxy_answer(request, self.operation))(scope, receive, send)
 
 
 # bodies other than JSON: the multipart upload
@@ -149,11 +183,17 @@ class GatewayApp(FastAPI):
 
     FastAPI's middleware stack, router and dependency solving cost about a third of the CPU
     of a proxied call (docs/benchmarks.md, "Gateway"); the proxy endpoints use none of it:
-    they read the raw request and answer a ready response. Errors are answered by the same
-    handlers as on the FastAPI path. With any user middleware added, every request takes
-    the FastAPI path, so that middleware sees it. Every HTTP request first passes
-    :func:`refusal` (content type; loopback only in open mode), here, on both paths.
+    they read the raw request and answer a ready response. The fast path calls the same
+    :meth:`ProxyRoute.serve` the router would, so the two paths cannot answer differently.
+    With any user middleware added, every request takes the router, so that middleware sees
+    it. Every HTTP request first passes :func:`refusal` (content type; loopback only in
+    open mode), here, on both paths.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.proxy_routes = {path: ProxyRoute(path, op) for path, op in PROXY_PATHS.items()}
+        self.router.routes.extend(self.proxy_routes.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -175,24 +215,12 @@ class GatewayApp(FastAPI):
                     await (await _lockgate_error(request, error))(scope, receive, send)
                     return
             if scope["method"] == "POST" and not self.user_middleware:
-                operation = PROXY_PATHS.get(path)
-                if operation is not None:
+                route = self.proxy_routes.get(path)
+                if route is not None:
                     scope["app"] = self
-                    await self._proxy(scope, receive, send, operation)
+                    await route.serve(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
-
-    async def _proxy(
-        self, scope: Scope, receive: Receive, send: Send, operation: Operation
-    ) -> None:
-        request = Request(scope, receive, send)
-        try:
-            response = await self.state.gateway.proxy.handle(request, operation)
-        except LockgateError as exc:
-            response = await _lockgate_error(request, exc)
-        except Exception as exc:  # boundary: logged, answered 500 as the FastAPI path does
-            response = await _unexpected_error(request, exc)
-        await response(scope, receive, send)
 
 
 def create_app(
@@ -225,7 +253,7 @@ def create_app(
     app.add_exception_handler(LockgateError, _lockgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    for module in (chat, completions, embeddings, models, files, fine_tuning, health, metrics):
+    for module in (models, predict, files, fine_tuning, health, metrics):
         app.include_router(module.router)
     install_openapi(app)
     return app

@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio.to_thread
 
+from lockgate.gateway.clock import SYSTEM_CLOCK, Clock
 from lockgate.gateway.config import ConfigError, LockgateSettings
 from lockgate.gateway.errors import AuthenticationFailed, PermissionDenied
 from lockgate.gateway.limits import KeyLimits
@@ -120,8 +120,12 @@ class _Cache:
 
 
 class Authenticator:
-    def __init__(self, settings: GatewaySettings, registry: Registry) -> None:
+    def __init__(
+        self, settings: GatewaySettings, registry: Registry, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         check_admin_key(settings)
+        self._monotonic = clock.monotonic
+        self._time = clock.time
         self._mode = settings.auth
         admin = settings.admin_key
         self._admin = admin.get_secret_value().encode() if admin is not None else None
@@ -150,7 +154,7 @@ class Authenticator:
             )
         if principal.revoked:
             raise AuthenticationFailed(f"API key {principal.name!r} was revoked")
-        if principal.expires_at is not None and principal.expires_at <= time.time():
+        if principal.expires_at is not None and principal.expires_at <= self._time():
             raise AuthenticationFailed(f"API key {principal.name!r} has expired")
         return principal
 
@@ -167,11 +171,11 @@ class Authenticator:
         """auto mode: whether any key exists yet (checked at most once per TTL, then latched)."""
         if self._keys_exist:
             return True
-        now = time.monotonic()
+        now = self._monotonic()
         if now < self._keys_checked:
             return False
         try:
-            self._keys_exist = await anyio.to_thread.run_sync(self._registry.has_keys)
+            self._keys_exist = await anyio.to_thread.run_sync(self._registry.keys.exist)
         except Exception:  # boundary: the registry is down; keep the last answer if there was one
             if self._keys_checked == 0.0:
                 raise
@@ -183,7 +187,7 @@ class Authenticator:
     async def _lookup(self, secret: str) -> Principal | None:
         cache = self._cache
         hit = cache.entries.get(secret)
-        now = time.monotonic()
+        now = self._monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
         task = cache.pending.get(secret)
@@ -197,16 +201,16 @@ class Authenticator:
     ) -> Principal | None:
         cache = self._cache
         try:
-            info = await anyio.to_thread.run_sync(self._registry.lookup_key, secret)
+            info = await anyio.to_thread.run_sync(self._registry.keys.lookup, secret)
         except Exception:  # boundary: the registry is down; a stale answer is better than none
             if stale is None:
                 raise
-            cache.entries[secret] = (time.monotonic() + RETRY_AFTER_ERROR_S, stale[1])
+            cache.entries[secret] = (self._monotonic() + RETRY_AFTER_ERROR_S, stale[1])
             return stale[1]
         principal = None if info is None else principal_for(info)
         if len(cache.entries) >= MAX_CACHED_KEYS:
-            _evict(cache.entries, time.monotonic())
-        cache.entries[secret] = (time.monotonic() + cache.ttl, principal)
+            _evict(cache.entries, self._monotonic())
+        cache.entries[secret] = (self._monotonic() + cache.ttl, principal)
         return principal
 
 
@@ -250,11 +254,11 @@ def check_exposure(settings: LockgateSettings, host: str, registry: Registry | N
         if registry is None:
             registry = Registry(settings.registry, actor="gateway")
             try:
-                if registry.has_keys():
+                if registry.keys.exist():
                     return
             finally:
                 registry.close()
-        elif registry.has_keys():
+        elif registry.keys.exist():
             return
     how = (
         "create an admin key first (lockgate keys create --name admin --scopes admin), or "

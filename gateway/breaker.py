@@ -6,13 +6,16 @@ half-open: one probe call is let through; success closes the circuit, failure op
 A failure is what makes a deployment look unhealthy: a connection error, a timeout or a 5xx.
 A 429 is not (the deployment is busy, not broken: its ``Retry-After`` is honoured instead),
 nor is a 4xx (the request was wrong, the deployment answered).
+
+Time is read from the ``clock`` given (:mod:`gateway.clock`; the system's by default), so
+a cooldown can be passed in a test by advancing a :class:`~gateway.clock.ManualClock`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
+from lockgate.gateway.clock import SYSTEM_CLOCK, Clock
 from lockgate.gateway.settings import BreakerSettings
 
 
@@ -24,9 +27,10 @@ class _Circuit:
 
 
 class CircuitBreakers:
-    def __init__(self, settings: BreakerSettings) -> None:
+    def __init__(self, settings: BreakerSettings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._threshold = settings.failures
         self._cooldown = settings.cooldown_s
+        self._now = clock.monotonic
         self._circuits: dict[str, _Circuit] = {}
 
     def _circuit(self, deployment: str) -> _Circuit:
@@ -40,7 +44,7 @@ class CircuitBreakers:
         circuit = self._circuits.get(deployment)
         if circuit is None or circuit.open_until == 0.0:
             return None
-        left = circuit.open_until - time.monotonic()
+        left = circuit.open_until - self._now()
         if left > 0:
             return left
         return 1.0 if circuit.probing else None  # half-open: one probe at a time
@@ -48,7 +52,7 @@ class CircuitBreakers:
     def attempt(self, deployment: str) -> None:
         """Called just before a call goes out; a half-open circuit now has its probe."""
         circuit = self._circuits.get(deployment)
-        if circuit is not None and circuit.open_until and circuit.open_until <= time.monotonic():
+        if circuit is not None and circuit.open_until and circuit.open_until <= self._now():
             circuit.probing = True
 
     def success(self, deployment: str) -> None:
@@ -60,7 +64,7 @@ class CircuitBreakers:
         circuit = self._circuit(deployment)
         circuit.failures += 1
         if circuit.probing or circuit.failures >= self._threshold:
-            circuit.open_until = time.monotonic() + self._cooldown
+            circuit.open_until = self._now() + self._cooldown
             circuit.probing = False
 
     def release(self, deployment: str) -> None:
@@ -73,4 +77,4 @@ class CircuitBreakers:
         circuit = self._circuits.get(deployment)
         if circuit is None or not circuit.open_until:
             return "closed"
-        return "open" if circuit.open_until > time.monotonic() else "half_open"
+        return "open" if circuit.open_until > self._now() else "half_open"

@@ -5,31 +5,36 @@ a worker thread, once however many requests ask for the same key meanwhile (with
 every request in flight when an entry expires ran the query: 64 of them at concurrency 64,
 every TTL). A label moved in the registry is seen once the entry expires, so the TTL
 (``gateway.prompt_cache_ttl_s``, 5 s by default) bounds how stale an answer can be.
-Errors are not cached: an unknown prompt is asked again next time.
+Errors are not cached: an unknown prompt is asked again next time. Expiry is read from the
+``clock`` given (:mod:`gateway.clock`; the system's monotonic clock by default).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 import anyio.to_thread
 
+from lockgate.gateway.clock import SYSTEM_CLOCK, Clock
+
 V = TypeVar("V")
 
 
 class TTLCache(Generic[V]):
-    def __init__(self, ttl_s: float, *, max_entries: int = 4096) -> None:
+    def __init__(
+        self, ttl_s: float, *, max_entries: int = 4096, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._ttl = ttl_s
+        self._now = clock.monotonic
         self._max = max_entries
         self._entries: dict[Hashable, tuple[float, V]] = {}
         self._loading: dict[Hashable, asyncio.Future[V]] = {}
 
     async def get(self, key: Hashable, load: Callable[[], V]) -> V:
         hit = self._entries.get(key)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > self._now():
             return hit[1]
         loading = self._loading.get(key)
         if loading is None:
@@ -41,7 +46,7 @@ class TTLCache(Generic[V]):
         value = await anyio.to_thread.run_sync(load)
         if len(self._entries) >= self._max:
             self._entries.clear()
-        self._entries[key] = (time.monotonic() + self._ttl, value)
+        self._entries[key] = (self._now() + self._ttl, value)
         return value
 
     def _loaded(self, key: Hashable, done: asyncio.Future[V]) -> None:

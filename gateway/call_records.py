@@ -3,7 +3,7 @@
 ``submit`` puts the record on a bounded queue and returns at once; when the queue is full
 the record is dropped and counted (``lockgate_call_records_dropped_total{reason="queue_full"}``).
 A thread of its own wakes on the first record, lets ``flush_interval_s`` worth gather, adds
-the cost and writes them with one ``record_calls`` per ``batch_size``: one transaction per
+the cost and writes them with one ``record`` per ``batch_size``: one transaction per
 interval rather than one per call, which keeps the writer's share of the GIL small.
 A failed write drops that batch, counts it and carries on: a slow or absent database never
 slows or fails a request.
@@ -27,18 +27,19 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from lockgate.gateway.costs import CostTable
 from lockgate.gateway.metrics import Metrics
 from lockgate.gateway.settings import CallRecordSettings
+from lockgate.registry.calls import NewCall
 
 log = logging.getLogger(__name__)
 
 
 class CallSink(Protocol):
-    def record_calls(self, records: Sequence[Mapping[str, Any]]) -> int: ...
+    def record(self, records: Sequence[NewCall]) -> int: ...
 
 
 class CallRecorder:
@@ -53,7 +54,7 @@ class CallRecorder:
         self._settings = settings
         self._metrics = metrics
         self._costs = costs
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        self._queue: queue.Queue[NewCall] = queue.Queue(maxsize=settings.queue_size)
         self._thread = threading.Thread(target=self._run, name="lockgate-call-records", daemon=True)
         self._dropped = metrics.records_dropped.labels("queue_full")
         self._failed = metrics.records_dropped.labels("write_failed")
@@ -66,7 +67,7 @@ class CallRecorder:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, record: dict[str, Any]) -> None:
+    def submit(self, record: NewCall) -> None:
         if self._closed:  # a straggler after close (shutdown only): written on the spot
             self._write([record])
             return
@@ -116,7 +117,7 @@ class CallRecorder:
             self._write_queued([first], self._queue.qsize() + 1)
         self._write_queued([], None)
 
-    def _write_queued(self, batch: list[dict[str, Any]], limit: int | None) -> None:
+    def _write_queued(self, batch: list[NewCall], limit: int | None) -> None:
         """Write ``batch`` and the queued records, ``batch_size`` at a time: ``limit`` of
         them in all, or (None) until the queue is empty."""
         size = self._settings.batch_size
@@ -133,16 +134,15 @@ class CallRecorder:
             self._write(batch)
             batch = []
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: list[NewCall]) -> None:
         if self._costs is not None:
             for record in batch:
-                if record.get("cost_usd") is None:
-                    record["cost_usd"] = self._costs.cost(
-                        record.get("provider"), record.get("model"),
-                        record.get("input_tokens"), record.get("output_tokens"),
+                if record.cost_usd is None:
+                    record.cost_usd = self._costs.cost(
+                        record.provider, record.model, record.input_tokens, record.output_tokens,
                     )  # fmt: skip
         try:
-            written = self._sink.record_calls(batch)
+            written = self._sink.record(batch)
         except Exception:  # boundary: the registry may be slow or down; requests go on
             self._failed.inc(len(batch))
             now = time.monotonic()

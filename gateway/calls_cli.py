@@ -106,14 +106,14 @@ def calls_list(
     where = CallFilter(
         route=route,
         model=model,
-        key_ids=registry.call_key_ids(key) if key is not None else None,
+        key_ids=registry.calls.key_ids(key) if key is not None else None,
         prompt_name=prompt_name,
         prompt_version=prompt_version,
         statuses=statuses,
         since=start,
         until=end,
     )
-    page = registry.query_calls(where, limit=limit, before=before)
+    page = registry.calls.query(where, limit=limit, before=before)
 
     def human(c: Any) -> None:
         shown = table("calls", _COLUMNS, _rows(page.calls))
@@ -130,7 +130,7 @@ def calls_list(
 def calls_show(ctx: typer.Context, call_id: str, json_mode: JsonOption = False) -> None:
     """One call record with every field: CALL_ID is its number, or its request or trace id
     (or a unique prefix of at least 4 characters)."""
-    call = ctx.obj.registry().get_call(call_id)
+    call = ctx.obj.registry().calls.get(call_id)
 
     def human(c: Any) -> None:
         for name, value in call.to_dict().items():

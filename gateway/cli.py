@@ -1,26 +1,90 @@
 """The ``lockgate`` command: the root of the CLI, mounting each package's sub-commands.
 
 Exit codes: 0 ok, 1 a gate or check failed, 2 bad input or an unreachable service.
+
+Start-up stays short (``lockgate --help`` in about a tenth of a second of Python here; see
+docs/benchmarks.md): a sub-command group (``prompt``, ``eval``, …) is imported only when the
+command line names it (:data:`SUBCOMMANDS`, :class:`LockgateGroup`), each command imports
+what it needs when it runs, and help is plain text (rendering it with rich took longer than
+all the rest).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from lockgate.evals.cli import eval_app
-from lockgate.finetune.cli import finetune_app, init_tiny
-from lockgate.gateway.keys_cli import keys_app
-from lockgate.registry.cli import dataset_app, db_app, model_app, prompt_app, run_app
 from lockgate.registry.errors import LockgateError
 
 if TYPE_CHECKING:
+    from lockgate.evals.settings import EvalsSettings
+    from lockgate.finetune.settings import WorkerSettings
     from lockgate.gateway.config import LockgateSettings
     from lockgate.registry.registry import Registry
     from lockgate.registry.settings import RegistrySettings
+
+# Each sub-command group: the module and Typer app that define it, and its one-line help for
+# `lockgate --help` (which imports none of them; a test checks the lines against the apps').
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "prompt": ("lockgate.registry.cli", "prompt_app", "Versioned prompt templates with labels."),
+    "model": (
+        "lockgate.registry.cli",
+        "model_app",
+        "Registered models: upstream LLMs, LoRA adapters, HF and scikit-learn.",
+    ),
+    "dataset": ("lockgate.registry.cli", "dataset_app", "Datasets versioned by content hash."),
+    "run": ("lockgate.registry.cli", "run_app", "Runs of evals, fine-tunes and drift checks."),
+    "db": ("lockgate.registry.cli", "db_app", "The registry database."),
+    "keys": (
+        "lockgate.gateway.keys_cli",
+        "keys_app",
+        "Virtual API keys: scopes, model lists, limits, budgets.",
+    ),
+    "calls": (
+        "lockgate.gateway.calls_cli",
+        "calls_app",
+        "Call records: one per gateway call, with its route, prompt, key, status and trace.",
+    ),
+    "eval": (
+        "lockgate.evals.cli",
+        "eval_app",
+        "Dataset-based evaluation runs with statistically sound gates.",
+    ),
+    "finetune": (
+        "lockgate.finetune.cli",
+        "finetune_app",
+        "LoRA fine-tuning jobs: submit, watch, cancel, work.",
+    ),
+}
+
+
+@functools.cache
+def subcommand_app(name: str) -> typer.Typer:
+    """The Typer app of sub-command group ``name``, imported on first use."""
+    module, attribute, _ = SUBCOMMANDS[name]
+    sub_app: typer.Typer = getattr(importlib.import_module(module), attribute)
+    if name == "model":  # `model init-tiny` is built by finetune, registered here
+        from lockgate.finetune.cli import init_tiny
+
+        sub_app.command("init-tiny")(init_tiny)
+    return sub_app
+
+
+def _plain_help(command: Any) -> Any:
+    """Help as plain text (no rich), for a command and everything under it."""
+    command.rich_markup_mode = None
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+    return command
+
+
+class _Unloaded(TyperCommand):
+    """Stands for a sub-command group in ``lockgate --help`` until the group is needed."""
 
 
 class CliState:
@@ -42,6 +106,14 @@ class CliState:
     @property
     def registry_settings(self) -> RegistrySettings:
         return self.settings.registry
+
+    @property
+    def finetune_settings(self) -> WorkerSettings:
+        return self.settings.finetune
+
+    @property
+    def evals_settings(self) -> EvalsSettings:
+        return self.settings.evals
 
     def registry(self) -> Registry:
         if self._registry is None:
@@ -70,7 +142,29 @@ class CliState:
 
 
 class LockgateGroup(TyperGroup):
-    """Turns a :class:`LockgateError` into one line on stderr and its exit code."""
+    """The root group: turns a :class:`LockgateError` into one line on stderr and its exit
+    code, and imports a sub-command group (:data:`SUBCOMMANDS`) only when it is used."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, (_, _, short_help) in SUBCOMMANDS.items():
+            self.commands.setdefault(name, _Unloaded(name=name, help=short_help))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = self.commands.get(cmd_name)
+        if isinstance(command, _Unloaded):
+            command = typer.main.get_group(subcommand_app(cmd_name))
+            command.name = cmd_name
+            self.commands[cmd_name] = _plain_help(command)
+        return command
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """As click's, from the one-line helps, without importing the groups."""
+        shown = [(name, cmd) for name, cmd in self.commands.items() if not cmd.hidden]
+        if shown:
+            limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in shown])
 
     def invoke(self, ctx: Any) -> Any:  # click.Context (typer vendors click)
         try:
@@ -87,6 +181,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 
@@ -106,20 +201,6 @@ def root(
     state = CliState(config)
     ctx.obj = state
     ctx.call_on_close(state.close)
-
-
-app.add_typer(prompt_app, name="prompt")
-model_app.command("init-tiny")(init_tiny)  # built by finetune, registered here
-app.add_typer(model_app, name="model")
-app.add_typer(dataset_app, name="dataset")
-app.add_typer(run_app, name="run")
-app.add_typer(db_app, name="db")
-app.add_typer(keys_app, name="keys")
-from lockgate.gateway.calls_cli import calls_app  # noqa: E402
-
-app.add_typer(calls_app, name="calls")
-app.add_typer(eval_app, name="eval")
-app.add_typer(finetune_app, name="finetune")
 
 
 @app.command("demo")

@@ -1,20 +1,20 @@
-"""The one configuration: ``lockgate.yaml`` with a section per package, overridden by
-``LOCKGATE_*`` environment variables.
+"""The one configuration: ``lockgate.yaml`` with a section per package (``registry``,
+``server``, ``gateway``, ``finetune``, ``evals``), overridden by ``LOCKGATE_*`` environment
+variables.
 
 Which file: ``--config``, else ``$LOCKGATE_CONFIG``, else ``./lockgate.yaml`` (in the
 current working directory) when there is one, else none: the built-in defaults. The same
-rule serves every CLI command, the server and the Python API (:func:`load_settings`); the
-file read is :attr:`LockgateSettings.source_file`.
+sources (:func:`lockgate.registry.settings.config_sources`: pydantic-settings' environment
+and YAML sources) serve every CLI command, the server and the Python API
+(:func:`load_settings`, or ``RegistrySettings()`` for the registry alone); the file read is
+:attr:`LockgateSettings.source_file`.
 
 Read once at start-up into typed settings and passed down; no other module reads the
-environment. Nested keys use a double underscore (``LOCKGATE_REGISTRY__DATA_DIR``); the
-common ones also have short names:
-
-=========================  =====================================
-``LOCKGATE_DATABASE_URL``  ``registry.database_url``
-``LOCKGATE_ARTIFACT_URL``  ``registry.artifact_url``
-``LOCKGATE_DATA_DIR``      ``registry.data_dir``
-=========================  =====================================
+environment. Nested keys use a double underscore (``LOCKGATE_GATEWAY__TIMEOUTS__TOTAL_S``);
+the registry's common keys also have short names (``LOCKGATE_DATABASE_URL``,
+``LOCKGATE_ARTIFACT_URL``, ``LOCKGATE_DATA_DIR``). Precedence, highest first: the
+environment, the file, the defaults. docs/configuration.md lists every key (generated from
+these models by ``gateway/docgen.py``).
 
 The gateway also reads ``OTEL_EXPORTER_OTLP_ENDPOINT`` (when ``gateway.tracing.otlp_endpoint``
 is unset) and the API keys that deployments name by ``api_key_env``, here and only here.
@@ -23,50 +23,63 @@ is unset) and the API keys that deployments name by ``api_key_env``, here and on
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lockgate.evals.settings import EvalsSettings
+from lockgate.finetune.settings import WorkerSettings
 from lockgate.gateway.settings import GatewaySettings
-from lockgate.registry.errors import LockgateError
-from lockgate.registry.settings import RegistrySettings
+from lockgate.registry.settings import (
+    DEFAULT_CONFIG_FILE,
+    ENV_PREFIX,
+    ConfigError,
+    RegistrySettings,
+    config_file_chosen,
+    config_sources,
+    find_config_file,
+)
 
-SHORTCUTS = {
-    "LOCKGATE_DATABASE_URL": ("registry", "database_url"),
-    "LOCKGATE_ARTIFACT_URL": ("registry", "artifact_url"),
-    "LOCKGATE_DATA_DIR": ("registry", "data_dir"),
-}
-DEFAULT_CONFIG_FILE = "lockgate.yaml"
-
-
-class ConfigError(LockgateError):
-    code = "config_error"
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "ConfigError",
+    "LockgateSettings",
+    "ServerSettings",
+    "find_config_file",
+    "load_settings",
+]
 
 
 class ServerSettings(BaseModel):
-    model_config = {"extra": "forbid"}
+    """Where ``lockgate serve`` listens (the ``server`` section)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=4000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1)
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface to listen on; anything but loopback needs keys (docs/security.md).",
+    )
+    port: int = Field(default=4000, ge=1, le=65535, description="TCP port.")
+    workers: int = Field(default=1, ge=1, description="Server processes.")
     graceful_shutdown_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight calls (streams) may finish."
     )
 
 
 class LockgateSettings(BaseSettings):
+    """Every section of ``lockgate.yaml``. Build it with :func:`load_settings`."""
+
     model_config = SettingsConfigDict(
-        env_prefix="LOCKGATE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    finetune: WorkerSettings = Field(default_factory=WorkerSettings)
+    evals: EvalsSettings = Field(default_factory=EvalsSettings)
     _source_file: Path | None = PrivateAttr(default=None)
 
     @property
@@ -83,71 +96,33 @@ class LockgateSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _ShortcutSource(settings_cls))
+        return config_sources(settings_cls, init_settings, env_settings, section=None)
 
 
-class _ShortcutSource(PydanticBaseSettingsSource):
-    """``LOCKGATE_DATABASE_URL`` and friends, mapped into their sections."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        out: dict[str, dict[str, Any]] = {}
-        for var, (section, key) in SHORTCUTS.items():
-            if var in os.environ:
-                out.setdefault(section, {})[key] = os.environ[var]
-        return out
+def _problem(error: ErrorDetails) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "renamed_key":  # reject_renamed: name the old and the new key in full
+        old, new = error["ctx"]["old"], error["ctx"]["new"]
+        new = new if "." in new else ".".join(filter(None, [where, new]))
+        return f"{'.'.join(filter(None, [where, old]))} was renamed: use {new}"
+    return f"{where}: {error['msg']}"
 
 
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def find_config_file(config_path: Path | None = None) -> Path | None:
-    """The configuration file to read: ``config_path`` (``--config``), else
-    ``$LOCKGATE_CONFIG``, else ``./lockgate.yaml`` when it exists, else None. A path given
-    by the first two must exist (:func:`load_settings` says so); the third is optional."""
-    if config_path is not None:
-        return config_path
-    if os.environ.get("LOCKGATE_CONFIG"):
-        return Path(os.environ["LOCKGATE_CONFIG"])
-    default = Path.cwd() / DEFAULT_CONFIG_FILE
-    return default if default.is_file() else None
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(_problem(e) for e in exc.errors())
 
 
 def load_settings(config_path: Path | None = None) -> LockgateSettings:
     """Read the configuration file (:func:`find_config_file`) under the environment's
-    overrides; the result remembers the file as ``source_file``."""
+    overrides; the result remembers the file as ``source_file``. A file that cannot be
+    read, or a key that is unknown, renamed or invalid, is a :class:`ConfigError` naming it."""
     path = find_config_file(config_path)
-    file_values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        file_values = loaded
     try:
-        from_env = LockgateSettings()
-        env_values = from_env.model_dump(exclude_unset=True)
-        merged = _deep_merge(file_values, env_values)
-        settings = LockgateSettings.model_validate(merged)
+        with config_file_chosen(path):
+            settings = LockgateSettings()
     except ValidationError as exc:
         where = f"{path}" if path else "the LOCKGATE_* environment"
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration in {where}: {problems}") from exc
+        raise ConfigError(f"invalid configuration in {where}: {_problems(exc)}") from exc
     settings = _with_gateway_environment(settings)
     settings._source_file = path.resolve() if path is not None else None
     return settings

@@ -55,46 +55,46 @@ def registry_step(demo: Demo) -> None:
     reg = demo.registry
     demo.say("1. Registry: versioned prompts with labels")
     demo.cmd("prompt push support --file support.txt -m 'first prompt'")
-    v1, _ = reg.push_prompt("support", SUPPORT_V1, CONFIG_V1, message="first prompt")
+    v1, _ = reg.prompts.push("support", SUPPORT_V1, CONFIG_V1, message="first prompt")
     demo.out.print(f"pushed support@{v1.version}; variables: {', '.join(v1.variables)}")
     demo.cmd("prompt push support --file support.yaml -m 'chat form, names the product'")
-    v2, _ = reg.push_prompt(
+    v2, _ = reg.prompts.push(
         "support",
         SUPPORT_V2,
         CONFIG_V2,
         message="chat form, names the product",
     )
     demo.out.print(f"pushed support@{v2.version}; variables: {', '.join(v2.variables)}")
-    again, created = reg.push_prompt("support", SUPPORT_V1, CONFIG_V1)
+    again, created = reg.prompts.push("support", SUPPORT_V1, CONFIG_V1)
     demo.out.print(
         f"pushing v1's content again returns support@{again.version} (created={created})"
     )
 
     demo.cmd("prompt label support 1 production --reason 'first release'")
-    reg.set_label("prompt", "support", "production", 1, reason="first release")
+    reg.labels.set("prompt", "support", "production", 1, reason="first release")
     demo.cmd("prompt render support@production --var question='Where is my order?'")
-    rendered = reg.render_prompt(
-        reg.get_prompt("support@production"), {"question": "Where is my order?"}
+    rendered = reg.prompts.render(
+        reg.prompts.get("support@production"), {"question": "Where is my order?"}
     )
     demo.out.print(rendered.text, markup=False)
 
     demo.cmd("prompt diff support production latest")
-    demo.out.print(reg.diff_prompts("support", "production", "latest"), markup=False)
+    demo.out.print(reg.prompts.diff("support", "production", "latest"), markup=False)
 
     demo.cmd("prompt label support 2 production --expect 1 --reason 'chat form reviewed'")
-    reg.set_label(
+    reg.labels.set(
         "prompt", "support", "production", 2, expect_version=1, reason="chat form reviewed"
     )
     demo.cmd("prompt label support 1 production --expect 1   # a stale writer")
     from lockgate.registry.errors import Conflict
 
     try:
-        reg.set_label("prompt", "support", "production", 1, expect_version=1)
+        reg.labels.set("prompt", "support", "production", 1, expect_version=1)
     except Conflict as exc:
         demo.out.print(f"[red]error:[/red] {exc.message}", highlight=False)
 
     demo.cmd("prompt history support")
-    moves = reg.label_history("prompt", "support")
+    moves = reg.labels.history("prompt", "support")
     demo.out.print(
         table(
             None,
@@ -187,7 +187,7 @@ def gateway_step(demo: Demo) -> None:
         body = {"model": by_model, "prompt": {"variables": {"question": "hi"}}}
         _chat(demo, client, "with a variable missing", body)
     columns = ["route", "prompt", "status", "stream", "ms", "ttft ms", "tokens"]
-    rows = _call_rows(demo.registry.list_calls(limit=10))
+    rows = _call_rows(demo.registry.calls.list(limit=10))
     demo.out.print(
         table("call records (one per request, written off the request path)", columns, rows)
     )
@@ -222,7 +222,7 @@ def eval_step(demo: Demo) -> None:
     # production's own run, the baseline the candidates are compared with: its relative gate
     # has nothing to compare with, so it is skipped; not a pass, exit 0 as the suite says
     _lockgate(demo, "eval", "run", str(suite), "--cache-dir", str(demo.root / "cache"), "-q")
-    regressed, _ = demo.registry.push_prompt(
+    regressed, _ = demo.registry.prompts.push(
         "support",
         [{"role": "system", "content": "You are a support agent for {{ product }}. "
                                        "Talk like a pirate."},
@@ -237,7 +237,7 @@ def eval_step(demo: Demo) -> None:
               "--cache-dir", str(demo.root / "cache"), "--markdown", str(demo.root / "summary.md"),
               expect=1)  # fmt: skip
     _lockgate(demo, "prompt", "label", "support", str(regressed.version), "production", expect=1)
-    improved, _ = demo.registry.push_prompt(
+    improved, _ = demo.registry.prompts.push(
         "support",
         [{"role": "system", "content": "You are a friendly support agent for {{ product }}. "
                                        "Answer in one short sentence."},
@@ -320,7 +320,7 @@ def finetune_step(demo: Demo) -> None:
     }, sort_keys=False))  # fmt: skip
     _lockgate(demo, "finetune", "submit", str(spec))
     _lockgate(demo, "finetune", "worker", "--once", "--work-dir", str(demo.root / "work"))
-    job = demo.registry.list_jobs("finetune", limit=1)[0]
+    job = demo.registry.jobs.list("finetune", limit=1)[0]
     if job.status != "succeeded" or not job.result.get("eval", {}).get("labelled"):
         raise DemoFailed(f"fine-tuning job {job.id} ended {job.status}: {job.error or job.result}")
     _lockgate(demo, "finetune", "status", job.id)

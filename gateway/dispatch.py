@@ -6,8 +6,11 @@ go round the chain again. Retrying a deployment already tried waits first: its
 ``Retry-After`` when it sent one (up to ``retries.max_retry_after_s``; longer means move on),
 else exponential backoff with jitter. Moving on to a fresh deployment does not wait.
 
-Retried: connection errors, timeouts, 429 and 5xx. Anything else (a 4xx: the request is
-wrong) is answered at once. A deployment whose circuit is open is skipped.
+What is retried and how long to wait is lockgate's one retry policy,
+:mod:`evals.retry`, which the eval runner's client follows too. Every call dispatched here is
+inference, which is idempotent, so: connection errors, timeouts, 408, 425, 429 and 5xx are
+retried; anything else (a 4xx, 409 included: the request is wrong) is answered at once. A
+deployment whose circuit is open is skipped.
 
 This all happens before the client has been sent anything: a stream counts as answered
 only once its first chunk has arrived (within ``timeouts.first_token_s``).
@@ -25,6 +28,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from lockgate.evals.retry import retry_delay, retryable_status
 from lockgate.gateway.breaker import CircuitBreakers
 from lockgate.gateway.errors import (
     AllDeploymentsFailed,
@@ -34,7 +38,6 @@ from lockgate.gateway.errors import (
 )
 from lockgate.gateway.providers import UpstreamCall, UpstreamResponse
 from lockgate.gateway.routing import Plan, Target
-from lockgate.gateway.settings import RetrySettings
 
 R = TypeVar("R")
 UpstreamFailure = UpstreamError | UpstreamUnreachable | UpstreamTimeout
@@ -52,8 +55,9 @@ class OpenStream:
 
 
 def retryable(exc: UpstreamFailure) -> bool:
+    """By :mod:`evals.retry` for an idempotent request (every dispatched call is inference)."""
     if isinstance(exc, UpstreamError):
-        return exc.status_code == 429 or exc.status_code >= 500
+        return retryable_status(exc.status_code, idempotent=True)
     return True
 
 
@@ -140,7 +144,9 @@ class Dispatcher:
                 continue
             previous = tried.get(key, 0)
             if previous:
-                delay = self._delay(policy, previous, last.get(key))
+                error = last.get(key)
+                after = error.retry_after_s if error is not None else None
+                delay = retry_delay(policy, previous, after, self._rng)
                 if delay is None:
                     continue  # its Retry-After is longer than we wait: move on
                 if delay > 0:
@@ -175,12 +181,3 @@ class Dispatcher:
                 error.retry_after_s = retry_after
             raise error
         raise AllDeploymentsFailed(plan.route, list(reasons.values()), retry_after)
-
-    def _delay(
-        self, policy: RetrySettings, previous: int, error: UpstreamFailure | None
-    ) -> float | None:
-        after = error.retry_after_s if error is not None else None
-        if after is not None:
-            return after if after <= policy.max_retry_after_s else None
-        ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2.0 ** (previous - 1))
-        return ceiling / 2 + self._rng.random() * ceiling / 2

@@ -1,24 +1,38 @@
-"""Generate the CLI reference (``docs/cli.md``) from the commands' own help.
+"""Generate the references in ``docs/``: the CLI's (``docs/cli.md``) from the commands' own
+help, and the configuration's (the end of ``docs/configuration.md``) from the settings models.
 
-``python -m lockgate.gateway.docgen > docs/cli.md``; a test fails when the file is stale.
+``make docs`` runs ``python -m lockgate.gateway.docgen > docs/cli.md`` and
+``python -m lockgate.gateway.docgen configuration docs/configuration.md`` (which rewrites
+the file from :data:`CONFIG_MARKER` on); a test fails when either is stale.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+import sys
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import typer
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 from typer.core import TyperArgument, TyperGroup
 
 from lockgate.gateway.cli import app
+from lockgate.gateway.config import LockgateSettings
+from lockgate.registry.settings import ENV_PREFIX, SHORTCUTS
 
 
 def _walk(cmd: Any, path: list[str]) -> list[tuple[list[str], Any]]:
     found = [(path, cmd)]
-    if isinstance(cmd, TyperGroup):
-        for name in sorted(cmd.commands):
-            found += _walk(cmd.commands[name], [*path, name])
+    if isinstance(cmd, TyperGroup):  # get_command: the root imports its groups on first use
+        ctx = typer.Context(cmd, info_name=" ".join(path))
+        for name in sorted(cmd.list_commands(ctx)):
+            found += _walk(cmd.get_command(ctx, name), [*path, name])
     return found
 
 
@@ -61,5 +75,175 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- configuration
+CONFIG_MARKER = "<!-- generated below by `make docs` from the settings models -->"
+_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path",
+            SecretStr: "secret", Any: "any"}  # fmt: skip
+_BOUNDS = ((annotated_types.Gt, "gt", ">"), (annotated_types.Ge, "ge", "≥"),
+           (annotated_types.Lt, "lt", "<"), (annotated_types.Le, "le", "≤"))  # fmt: skip
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds directly (``X`` or ``X | None``)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+
+
+def _container_model(annotation: Any) -> tuple[str, type[BaseModel]] | None:
+    """``dict[str, X]`` -> (".<name>", X); ``list[X]`` -> ("[]", X), for a settings model X."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and _model_of(args[1]) is not None:
+        return ".<name>", args[1]
+    if origin is list and _model_of(args[0]) is not None:
+        return "[]", args[0]
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (Union, types.UnionType):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    model = _model_of(annotation)
+    return "mapping" if model is not None else getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(field: FieldInfo) -> str:
+    found = [f"{sign} {getattr(m, attr):g}" for m in field.metadata
+             for cls, attr, sign in _BOUNDS if isinstance(m, cls)]  # fmt: skip
+    return f" ({', '.join(found)})" if found else ""
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return f"`{json.dumps(value)}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if isinstance(value, Path):
+        return f"`{value}`"
+    return f"`{json.dumps(value, ensure_ascii=False)}`".replace("|", "\\|")
+
+
+def _default(field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "doc_default" in extra:
+        return str(extra["doc_default"])
+    if field.default_factory is not None:
+        if _model_of(field.default_factory) is not None:
+            return ""
+        return _value(field.default_factory())  # type: ignore[call-arg]
+    return "required" if field.default is PydanticUndefined else _value(field.default)
+
+
+def _text(doc: str | None) -> str:
+    """A docstring's first paragraph as Markdown."""
+    first = (doc or "").strip().split("\n\n")[0]
+    return re.sub(
+        r"``(.+?)``", r"`\1`", re.sub(r":\w+:`~?([^`]+)`", r"`\1`", " ".join(first.split()))
+    )
+
+
+def _env_names(path: list[str]) -> str:
+    names = [ENV_PREFIX + "__".join(p.upper() for p in path)]
+    names += [var for var, target in SHORTCUTS.items() if list(target) == path]
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _canonical_paths(root: type[BaseModel]) -> dict[type[BaseModel], str]:
+    """Each settings model and the shortest key path it is found at (documented there)."""
+    found: dict[type[BaseModel], str] = {}
+    queue: list[tuple[type[BaseModel], str]] = [(root, "")]
+    while queue:
+        model, path = queue.pop(0)
+        if model in found:
+            continue
+        found[model] = path
+        for name, field in model.model_fields.items():
+            sub = f"{path}.{name}" if path else name
+            nested = _model_of(field.annotation)
+            container = _container_model(field.annotation)
+            if nested is not None:
+                queue.append((nested, sub))
+            elif container is not None:
+                queue.append((container[1], sub + container[0]))
+    return found
+
+
+def _section(
+    model: type[BaseModel], path: str, env_path: list[str] | None, canon: dict[type[BaseModel], str]
+) -> list[str]:
+    """The table of one settings model at ``path`` and, after it, those of its own models."""
+    lines = [f"### `{path}`", ""]
+    intro = _text(model.__dict__.get("__doc__"))
+    lines += [intro, ""] if intro else []
+    lines += ["| key | type | default | environment | |", "|---|---|---|---|---|"]
+    nested: list[tuple[type[BaseModel], str, list[str] | None]] = []
+    for name, field in model.model_fields.items():
+        key, sub_env = f"{path}.{name}", ([*env_path, name] if env_path is not None else None)
+        sub_model, container = _model_of(field.annotation), _container_model(field.annotation)
+        if sub_model is not None and canon.get(sub_model) == key:
+            type_name = f"mapping: [`{key}`](#{re.sub(r'[^a-z0-9_-]', '', key.lower())})"
+            nested.append((sub_model, key, sub_env))
+        elif sub_model is not None:
+            type_name = f"mapping with the keys of `{canon[sub_model]}`"
+        elif container is not None:
+            type_name = f"mapping, `{key}{container[0]}` below" if container[0] == ".<name>" else (
+                f"list of mappings, `{key}[]` below")  # fmt: skip
+            if canon.get(container[1]) == key + container[0]:
+                nested.append((container[1], key + container[0], None))
+        else:
+            type_name = _type_name(field.annotation)
+        env = _env_names(sub_env) if sub_env is not None and sub_model is None else ""
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(
+            f"| `{key}` | {type_name}{_bounds(field)} | {_default(field)} | {env} | {description} |"
+        )
+    for sub_model, sub_path, sub_env in nested:
+        lines += ["", *_section(sub_model, sub_path, sub_env, canon)]
+    return lines
+
+
+def render_configuration() -> str:
+    """The configuration reference: every key of every section, from the settings models."""
+    canon = _canonical_paths(LockgateSettings)
+    lines = [
+        CONFIG_MARKER,
+        "",
+        "## Reference",
+        "",
+        "Every key, generated by `make docs` from the settings models (a test fails when this "
+        "is stale). A key's environment variable overrides the file; mappings and lists are "
+        "given to one as JSON.",
+    ]
+    for name, field in LockgateSettings.model_fields.items():
+        model = _model_of(field.annotation)
+        assert model is not None, name
+        lines += ["", f"## `{name}`", ""]
+        lines += _section(model, name, [name], canon)[2:]
+    return "\n".join(lines) + "\n"
+
+
+def with_configuration_reference(text: str) -> str:
+    """``docs/configuration.md`` with everything from :data:`CONFIG_MARKER` on regenerated."""
+    head = text.split(CONFIG_MARKER)[0]
+    return head.rstrip("\n") + "\n\n" + render_configuration()
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    if sys.argv[1:2] == ["configuration"]:
+        target = Path(sys.argv[2])
+        target.write_text(with_configuration_reference(target.read_text(encoding="utf-8")))
+    else:
+        print(render(), end="")

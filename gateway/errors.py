@@ -4,7 +4,8 @@ Hierarchy::
 
     LockgateError (registry.errors)      base of every user-facing error
     └── GatewayError
-        ├── InvalidRequest      (400) malformed JSON, missing or ill-typed fields
+        ├── InvalidRequest      (400) malformed JSON, missing or ill-typed fields (also a
+        │                       registry.errors.InvalidInput: lockgate's one name for bad input)
         ├── AuthenticationFailed (401) no key, or an unknown, revoked or expired one
         ├── PermissionDenied    (403) the key lacks the model or the scope
         │   ├── UpstreamHostNotAllowed (403) a registered model names a host its provider's
@@ -35,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from lockgate.registry.errors import LockgateError
+from lockgate.registry.errors import InvalidInput, LockgateError
 
 if TYPE_CHECKING:
     from lockgate.gateway.settings import GatewaySettings
@@ -121,7 +122,7 @@ class LimiterUnavailable(GatewayError):
     retry_after_s = 1.0
 
 
-class InvalidRequest(GatewayError):
+class InvalidRequest(GatewayError, InvalidInput):
     status_code = 400
     code = "invalid_request"
 

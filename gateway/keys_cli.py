@@ -54,7 +54,7 @@ def keys_create(
     json_mode: JsonOption = False,
 ) -> None:
     """Create a key. The key itself is printed once and cannot be shown again."""
-    key = ctx.obj.registry().create_key(
+    key = ctx.obj.registry().keys.create(
         name,
         scopes=_split(scopes) or ["inference"],
         models=_split(models),
@@ -76,7 +76,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List keys (prefixes only) with their limits and spend."""
-    keys = ctx.obj.registry().list_keys()
+    keys = ctx.obj.registry().keys.list()
     rows = [
         [k.id, k.name, k.prefix + "…", ",".join(k.models or ["*"]), _limits(k),
          f"{k.spent_usd:.4f}" + (f"/{k.budget_usd:g}" if k.budget_usd else ""),
@@ -99,5 +99,5 @@ def _limits(key: Any) -> str:
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key: str, json_mode: JsonOption = False) -> None:
     """Revoke a key by id or prefix; requests with it get 401 from then on."""
-    info = ctx.obj.registry().revoke_key(key)
+    info = ctx.obj.registry().keys.revoke(key)
     emit(info, json_mode, lambda c: c.print(f"revoked {info.id} ({info.name})"))

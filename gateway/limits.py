@@ -15,14 +15,20 @@ draws for each request, never one the client chose (one ``x-request-id`` sent si
 six slots); an entry older than ``stale_after_s`` is dropped, so a crashed replica cannot
 hold slots forever. The budget compares the key's spend (initialised from its call records,
 then incremented by each call's cost) with its ``budget_usd``.
+
+:class:`MemoryLimiter` reads the time from the ``clock`` it is given (:mod:`gateway.clock`;
+the system's by default), so a test passes a minute by advancing a
+:class:`~gateway.clock.ManualClock`. :class:`RedisLimiter` takes none: its scripts read the
+Redis server's clock, the one every replica shares.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from lockgate.gateway.clock import SYSTEM_CLOCK, Clock
 
 WINDOW_S = 60
 
@@ -110,9 +116,12 @@ class _Window:
 class MemoryLimiter:
     """Limits for one process (no Redis configured)."""
 
-    def __init__(self, load_spend: SpendLoader, *, stale_after_s: float = 600.0) -> None:
+    def __init__(
+        self, load_spend: SpendLoader, *, stale_after_s: float = 600.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._load_spend = load_spend
         self._stale_after_s = stale_after_s
+        self._now = clock.time
         self._requests: dict[str, _Window] = {}
         self._tokens: dict[str, _Window] = {}
         self._inflight: dict[str, dict[str, float]] = {}
@@ -127,7 +136,7 @@ class MemoryLimiter:
                 self._spend[key] = await self._load_spend(key)
             if self._spend[key] >= limits.budget_usd:
                 return Decision(False, "budget", None, limits.budget_usd)
-        now_f = time.time()
+        now_f = self._now()
         now = int(now_f)
         requests = self._requests.get(key)
         if requests is None:
@@ -162,7 +171,7 @@ class MemoryLimiter:
             window = self._tokens.get(key)
             if window is None:
                 window = self._tokens[key] = _Window()
-            window.add(int(time.time()), tokens)
+            window.add(int(self._now()), tokens)
         if cost_usd and key in self._spend:
             self._spend[key] += cost_usd
 

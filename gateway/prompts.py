@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from lockgate.gateway.body import refuse_control_fields
 from lockgate.gateway.cache import TTLCache
+from lockgate.gateway.clock import SYSTEM_CLOCK, Clock
 from lockgate.gateway.errors import InvalidRequest
 from lockgate.gateway.schemas import CONTROL_FIELDS
 from lockgate.registry.records import PromptVersionInfo, Ref
@@ -81,9 +82,9 @@ def _reference(spec: Mapping[str, Any], model: Any) -> Ref:
 
 
 class PromptResolver:
-    def __init__(self, registry: Registry, ttl_s: float) -> None:
+    def __init__(self, registry: Registry, ttl_s: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._registry = registry
-        self._cache: TTLCache[PromptVersionInfo] = TTLCache(ttl_s)
+        self._cache: TTLCache[PromptVersionInfo] = TTLCache(ttl_s, clock=clock)
 
     async def apply(self, operation: str, body: dict[str, Any]) -> AppliedPrompt | None:
         """Render the prompt the body asks for into it (in place); None when it asks for none."""
@@ -107,13 +108,13 @@ class PromptResolver:
         if not isinstance(variables, dict):
             raise InvalidRequest("prompt.variables must be an object", param="prompt.variables")
         key = (ref.name, ref.label, ref.version)
-        info = await self._cache.get(
-            key, lambda: self._registry.resolve_prompt(ref.name, ref.label, ref.version)
-        )
+        info = await self._cache.get(key, lambda: self._registry.prompts.get(ref))
         try:  # on the loop while it is quick; a slow template goes to a worker thread
-            rendered = self._registry.render_prompt(info, variables, within_s=INLINE_RENDER_S)
+            rendered = self._registry.prompts.render(info, variables, within_s=INLINE_RENDER_S)
         except RenderTooSlow:
-            rendered = await anyio.to_thread.run_sync(self._registry.render_prompt, info, variables)
+            rendered = await anyio.to_thread.run_sync(
+                self._registry.prompts.render, info, variables
+            )
         if by_model:
             del body["model"]
         if operation == "chat":

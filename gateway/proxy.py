@@ -44,6 +44,7 @@ from lockgate.gateway.settings import GatewaySettings
 from lockgate.gateway.spans import Call, response_attributes, start_attributes, stream_attributes
 from lockgate.gateway.streaming import StreamScan
 from lockgate.gateway.tracing import PROPAGATOR, Redactor, trace_headers
+from lockgate.registry.calls import NewCall
 from lockgate.registry.errors import LockgateError
 
 log = logging.getLogger(__name__)
@@ -307,27 +308,27 @@ class Proxy:
             return
         context = span.get_span_context()
         self._recorder.submit(
-            {
-                "created_at": call.created_at,
-                "request_id": call.request_id,
-                "trace_id": format(context.trace_id, "032x") if context.trace_id else None,
-                "operation": call.operation,
-                "route": call.route[:200] if call.route is not None else None,
-                "model": deployment.model if deployment is not None else _short(call.model),
-                "provider": deployment.provider if deployment is not None else None,
-                "deployment": deployment.label if deployment is not None else None,
-                "prompt_name": call.prompt_name,
-                "prompt_version": call.prompt_version,
-                "key_id": principal.key_id if principal is not None else None,
-                "status_code": status,
-                "error_type": error_type[:100] if error_type is not None else None,
-                "stream": call.stream,
-                "latency_ms": latency * 1000,
-                "ttft_ms": call.ttft_s * 1000 if call.ttft_s is not None else None,
-                "input_tokens": call.input_tokens,
-                "output_tokens": call.output_tokens,
-                "cost_usd": cost,
-            }
+            NewCall(
+                created_at=call.created_at,
+                request_id=call.request_id,
+                trace_id=format(context.trace_id, "032x") if context.trace_id else None,
+                operation=call.operation,
+                route=call.route[:200] if call.route is not None else None,
+                model=deployment.model if deployment is not None else _short(call.model),
+                provider=deployment.provider if deployment is not None else None,
+                deployment=deployment.label if deployment is not None else None,
+                prompt_name=call.prompt_name,
+                prompt_version=call.prompt_version,
+                key_id=principal.key_id if principal is not None else None,
+                status_code=status,
+                error_type=error_type[:100] if error_type is not None else None,
+                stream=call.stream,
+                latency_ms=latency * 1000,
+                ttft_ms=call.ttft_s * 1000 if call.ttft_s is not None else None,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                cost_usd=cost,
+            )
         )
 
     def _release(self, limits: KeyLimits, slot: str, tokens: int, cost: float) -> None:

@@ -3,7 +3,8 @@
 - a configured route (``gateway.routes``): one of its deployments chosen by weight, then its
   other deployments (by weight again), then the deployments of its ``fallbacks`` routes;
 - ``registry:NAME@LABEL``: the registered ``upstream`` model version the label points to
-  (cached like prompts), served with the provider defaults in ``gateway.providers``.
+  (cached like prompts), served with the provider defaults in ``gateway.providers``;
+- ``ft:JOB_ID:ckpt-step-N``: a fine-tuning job's stored checkpoint, served in process.
 
 A provider's key goes only to that provider's configured base URLs: a registered model that
 names another host (its ``api_base``/``base_url``, or the same in its ``params``) is refused
@@ -44,6 +45,7 @@ from lockgate.registry.records import ModelVersionInfo, Ref
 from lockgate.registry.registry import Registry
 
 REGISTRY_PREFIX = "registry:"
+CHECKPOINT_PREFIX = "ft:"  # ft:JOB_ID:ckpt-step-N, a fine-tuning checkpoint (finetune.inference)
 LOCAL_FLAVORS = frozenset({"hf", "lora"})
 DESTINATION_FIELDS = ("api_base", "base_url")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -193,6 +195,8 @@ class Router:
         if model.startswith(REGISTRY_PREFIX):
             ref = parse_ref(model[len(REGISTRY_PREFIX) :], "model")
             return await self._models.get(ref, lambda: self._registry_target(model, ref))
+        if model.startswith(CHECKPOINT_PREFIX):
+            return await self._models.get(model, lambda: self._checkpoint_target(model))
         shown = ", ".join(sorted(self._routes)[:20]) or "none configured"
         raise ModelNotFound(
             f"model {model!r} is not served here: use a route ({shown}), "
@@ -201,9 +205,19 @@ class Router:
         )
 
     def _registry_target(self, model: str, ref: Ref) -> Plan:
-        deployment = self.registry_deployment(self._registry.get_model(ref))
+        deployment = self.registry_deployment(self._registry.models.get(ref))
         provider = self._providers[deployment.implementation]
         target = Target.of(model, deployment, provider, self._settings.timeouts)
+        return Plan(model, (target,), self._settings.retries)
+
+    def _checkpoint_target(self, model: str) -> Plan:
+        """``ft:JOB_ID:ckpt-step-N``: a fine-tuning job's stored checkpoint, served in process
+        by the local provider like a ``lora`` version (404 when there is none)."""
+        from lockgate.finetune.inference import find_checkpoint
+
+        find_checkpoint(self._registry, model)
+        deployment = DeploymentSettings(provider="local", model=model, name=model, via="local")
+        target = Target.of(model, deployment, self._providers["local"], self._settings.timeouts)
         return Plan(model, (target,), self._settings.retries)
 
     def registry_deployment(self, info: ModelVersionInfo) -> DeploymentSettings:

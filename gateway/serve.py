@@ -138,3 +138,13 @@ def tune_runtime() -> None:
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def refreeze() -> None:
+    """After an import that ends once the worker is tuned (litellm's warm-up, in a thread,
+    see :mod:`gateway.providers.litellm_sdk`): its objects join the frozen ones, out of the
+    collector's sight, as everything alive at start-up did. Nothing in a process that froze
+    nothing (an app in a test, or built without ``tune_runtime``)."""
+    if gc.get_freeze_count():
+        gc.collect()
+        gc.freeze()

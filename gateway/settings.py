@@ -24,7 +24,7 @@ gateway:
   redis_url: redis://redis:6379/0     # per-key limits shared by every replica
   retries: {max_retries: 2, backoff_base_s: 0.2, backoff_max_s: 5}
   breaker: {failures: 5, cooldown_s: 30}
-  timeouts: {connect_s: 5, first_token_s: 60, total_s: 600}
+  timeouts: {connect_s: 5, first_token_s: 60, read_s: 600, total_s: 600}
   requests: {max_body_bytes: 4194304, body_timeout_s: 30, max_upload_bytes: 536870912}
 ```
 
@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from lockgate.registry.settings import reject_renamed
 
 # Providers spoken to over the OpenAI protocol by the fast path unless ``via`` says otherwise.
 OPENAI_COMPATIBLE = frozenset(
@@ -63,7 +65,9 @@ class _Strict(BaseModel):
 class Credentials(_Strict):
     """Where an upstream lives and the key to use (by environment-variable name)."""
 
-    api_base: str | None = None
+    api_base: str | None = Field(
+        default=None, description="Base URL of the upstream's API (…/v1 for OpenAI-compatible)."
+    )
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the API key."
     )
@@ -90,10 +94,14 @@ class ProviderSettings(Credentials):
 class PriceSettings(_Strict):
     """A model's price, per token or per million tokens (USD)."""
 
-    input_per_token: float | None = Field(default=None, ge=0)
-    output_per_token: float | None = Field(default=None, ge=0)
-    input_per_million: float | None = Field(default=None, ge=0)
-    output_per_million: float | None = Field(default=None, ge=0)
+    input_per_token: float | None = Field(default=None, ge=0, description="USD per input token.")
+    output_per_token: float | None = Field(default=None, ge=0, description="USD per output token.")
+    input_per_million: float | None = Field(
+        default=None, ge=0, description="USD per million input tokens."
+    )
+    output_per_million: float | None = Field(
+        default=None, ge=0, description="USD per million output tokens."
+    )
 
     @model_validator(mode="after")
     def _one_unit(self) -> PriceSettings:
@@ -115,7 +123,9 @@ class DeploymentSettings(Credentials):
     provider: str = Field(default="openai", description="gen_ai.provider.name of the upstream.")
     model: str = Field(description="The model name the upstream expects.")
     name: str | None = Field(default=None, description="Shown in traces; default provider/model.")
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(
+        default=1.0, gt=0, description="Share of the route's traffic, relative to the others."
+    )
     via: Literal["openai", "litellm", "local"] | None = Field(
         default=None,
         description="Provider implementation; default: openai for OpenAI-compatible providers.",
@@ -142,7 +152,7 @@ class RetrySettings(_Strict):
         default=2, ge=0, description="Attempts beyond one per deployment in the chain."
     )
     backoff_base_s: float = Field(default=0.2, ge=0, description="First backoff (doubles).")
-    backoff_max_s: float = Field(default=5.0, ge=0)
+    backoff_max_s: float = Field(default=5.0, ge=0, description="Longest backoff.")
     max_retry_after_s: float = Field(
         default=10.0, ge=0,
         description="An upstream Retry-After longer than this moves on instead of waiting.",
@@ -150,23 +160,36 @@ class RetrySettings(_Strict):
 
 
 class TimeoutSettings(_Strict):
-    """Per attempt: connecting, the first streamed chunk, and the whole upstream call."""
+    """Per attempt: connecting, the first streamed chunk, the silence between two reads,
+    and the whole upstream call. The one place upstream timeouts are set."""
 
-    connect_s: float = Field(default=5.0, gt=0)
+    connect_s: float = Field(default=5.0, gt=0, description="TCP and TLS connection set-up.")
     first_token_s: float = Field(
         default=60.0, gt=0, description="Streams: time to the first chunk of the answer."
+    )
+    read_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Silence allowed between two reads of the answer (a stream's chunks); "
+        "gateway-wide, not overridden per route.",
     )
     total_s: float = Field(default=600.0, gt=0, description="One attempt, stream included.")
 
 
 class TimeoutOverrides(_Strict):
-    connect_s: float | None = Field(default=None, gt=0)
-    first_token_s: float | None = Field(default=None, gt=0)
-    total_s: float | None = Field(default=None, gt=0)
+    """A route's own timeouts; unset keys keep gateway.timeouts."""
+
+    connect_s: float | None = Field(default=None, gt=0, description="See gateway.timeouts.")
+    first_token_s: float | None = Field(default=None, gt=0, description="See gateway.timeouts.")
+    total_s: float | None = Field(default=None, gt=0, description="See gateway.timeouts.")
 
 
 class RouteSettings(_Strict):
-    deployments: list[DeploymentSettings] = Field(min_length=1)
+    """A public model name and the upstreams serving it."""
+
+    deployments: list[DeploymentSettings] = Field(
+        min_length=1, description="Upstreams serving the route, chosen by weight."
+    )
     fallbacks: list[str] = Field(
         default_factory=list,
         description="Routes tried in order once every deployment of this one has failed.",
@@ -181,11 +204,13 @@ class BreakerSettings(_Strict):
     """A per-deployment circuit breaker: after ``failures`` consecutive failures the
     deployment is skipped for ``cooldown_s``, then one probe call decides."""
 
-    failures: int = Field(default=5, ge=1)
-    cooldown_s: float = Field(default=30.0, gt=0)
+    failures: int = Field(default=5, ge=1, description="Consecutive failures that open it.")
+    cooldown_s: float = Field(default=30.0, gt=0, description="How long an open one skips.")
 
 
 class RequestSettings(_Strict):
+    """Limits on what a caller sends."""
+
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger: 413.")
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="Time allowed to receive the request body (408)."
@@ -198,36 +223,69 @@ class RequestSettings(_Strict):
 
 
 class UpstreamSettings(_Strict):
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    read_timeout_s: float = Field(default=600.0, gt=0)
-    max_connections: int = Field(default=1000, ge=1)
-    keepalive_timeout_s: float = Field(default=30.0, gt=0)
+    """The pooled HTTP session to OpenAI-compatible upstreams (timeouts: gateway.timeouts)."""
+
+    max_connections: int = Field(default=1000, ge=1, description="Open connections, in all.")
+    keepalive_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long an idle pooled connection is kept."
+    )
     stream_usage: bool = Field(
         default=True,
         description="Ask OpenAI-compatible upstreams for usage in streams (for tokens and cost); "
         "the usage chunk is removed again when the client did not ask for it.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return reject_renamed(
+            data,
+            {
+                "connect_timeout_s": "gateway.timeouts.connect_s",
+                "read_timeout_s": "gateway.timeouts.read_s",
+            },
+        )
+
 
 class TracingSettings(_Strict):
-    service_name: str = "lockgate"
+    """One OpenTelemetry span per call, exported over OTLP when an endpoint is set."""
+
+    service_name: str = Field(default="lockgate", description="The service.name resource.")
     otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP base URL; default: $OTEL_EXPORTER_OTLP_ENDPOINT."
     )
-    otlp_headers: dict[str, str] = Field(default_factory=dict)
-    export_delay_ms: int = Field(default=2000, ge=1)
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers sent with every export (an API key)."
+    )
+    export_delay_s: float = Field(
+        default=2.0, gt=0, description="Longest wait before a batch of spans is exported."
+    )
     capture_content: bool = Field(
         default=False, description="Record prompts and completions on spans (redacted)."
     )
-    redact_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACTIONS))
-    redaction: str = "[REDACTED]"
+    redact_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REDACTIONS),
+        description="Regular expressions replaced in captured content (keys, e-mail addresses).",
+    )
+    redaction: str = Field(default="[REDACTED]", description="What a redacted match becomes.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return reject_renamed(data, {"export_delay_ms": "export_delay_s"})
 
 
 class CallRecordSettings(_Strict):
-    enabled: bool = True
-    queue_size: int = Field(default=10_000, ge=1)
-    batch_size: int = Field(default=500, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    """Call records written to the registry off the hot path (for the UI, SLA gates, drift)."""
+
+    enabled: bool = Field(default=True, description="Write a record of every call.")
+    queue_size: int = Field(
+        default=10_000, ge=1, description="Records waiting to be written; beyond: dropped, counted."
+    )
+    batch_size: int = Field(default=500, ge=1, description="Records per database write.")
+    flush_interval_s: float = Field(
+        default=1.0, gt=0, description="Longest wait before queued records are written."
+    )
     compute_cost: bool = Field(
         default=True, description="Cost from litellm's model cost map (loaded in the background)."
     )
@@ -241,8 +299,39 @@ class LocalModelSettings(_Strict):
     )
 
 
+class PredictSettings(_Strict):
+    """``POST /v1/models/{NAME@LABEL}:predict``: registry scikit-learn models served in
+    process, their inputs bounded and a sample of them kept for drift (docs/gateway.md)."""
+
+    max_rows: int = Field(
+        default=10_000, ge=1, description="Rows one :predict request may carry; more: 413."
+    )
+    max_loaded_models: int = Field(
+        default=8, ge=1, description="Model versions kept loaded (least recently used go)."
+    )
+    sample_rate: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Share of successful :predict requests whose rows are sampled into the "
+        "registry (prediction_samples) for drift; 0 keeps none.",
+    )  # fmt: skip
+    max_sample_rows_per_request: int = Field(
+        default=10, ge=1, description="Rows kept of a sampled request (chosen at random)."
+    )
+    sample_queue_size: int = Field(
+        default=10_000, ge=1,
+        description="Sampled rows waiting to be written; beyond: dropped and counted.",
+    )  # fmt: skip
+    sample_flush_interval_s: float = Field(
+        default=1.0, gt=0, description="Longest wait before queued samples are written."
+    )
+
+
 class GatewaySettings(_Strict):
-    routes: dict[str, RouteSettings] = Field(default_factory=dict)
+    """The ``gateway`` section: routes, providers, keys, limits, tracing (docs/gateway.md)."""
+
+    routes: dict[str, RouteSettings] = Field(
+        default_factory=dict, description="Public model name -> the deployments serving it."
+    )
     providers: dict[str, ProviderSettings] = Field(
         default_factory=dict,
         description="Per-provider api_base and key for registry:NAME@LABEL models.",
@@ -266,6 +355,7 @@ class GatewaySettings(_Strict):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     call_records: CallRecordSettings = Field(default_factory=CallRecordSettings)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    predict: PredictSettings = Field(default_factory=PredictSettings)
     auth: Literal["auto", "required", "disabled"] = Field(
         default="auto",
         description="auto: keys are required once an admin key is configured or any key "

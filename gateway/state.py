@@ -19,6 +19,8 @@ from lockgate.gateway.dispatch import Dispatcher
 from lockgate.gateway.errors import SecretScrubber
 from lockgate.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from lockgate.gateway.metrics import Metrics
+from lockgate.gateway.predict import Predictor
+from lockgate.gateway.predict_samples import SampleWriter
 from lockgate.gateway.prompts import PromptResolver
 from lockgate.gateway.providers import Provider, ProviderContext, build_providers
 from lockgate.gateway.proxy import Proxy
@@ -44,10 +46,12 @@ class GatewayState:
     limiter: Limiter
     breakers: CircuitBreakers
     scrub: SecretScrubber
+    predictor: Predictor
 
     async def aclose(self) -> None:
         try:
             await self.proxy.drain()
+            await self.predictor.aclose()
             await self.limiter.close()
             for provider in self.providers.values():
                 await provider.aclose()
@@ -70,7 +74,7 @@ def build_state(
             limit=upstream.max_connections, keepalive_timeout=upstream.keepalive_timeout_s
         ),
         timeout=aiohttp.ClientTimeout(
-            total=None, connect=upstream.connect_timeout_s, sock_read=upstream.read_timeout_s
+            total=None, connect=gateway.timeouts.connect_s, sock_read=gateway.timeouts.read_s
         ),
         auto_decompress=True,
         # one session serves every caller: an upstream's cookies must not follow one caller's
@@ -88,7 +92,7 @@ def build_state(
         if record_costs:
             costs.load_in_background()  # else loaded by the first call that needs a price
         recorder = CallRecorder(
-            registry, gateway.call_records, metrics, costs if record_costs else None
+            registry.calls, gateway.call_records, metrics, costs if record_costs else None
         )
         recorder.start()
     auth = Authenticator(gateway, registry)
@@ -109,6 +113,33 @@ def build_state(
     return GatewayState(
         settings, registry, http, providers, router, tracer_provider, metrics, recorder,
         costs, proxy, auth, limiter, breakers, SecretScrubber.of(gateway),
+        build_predictor(gateway, registry, tracer_provider, metrics, recorder, auth, limiter),
+    )  # fmt: skip
+
+
+def build_predictor(
+    gateway: GatewaySettings,
+    registry: Registry,
+    tracer_provider: TracerProvider,
+    metrics: Metrics,
+    recorder: CallRecorder | None,
+    auth: Authenticator,
+    limiter: Limiter,
+) -> Predictor:
+    """``:predict`` for registry scikit-learn models, with its sample writer (if sampling)."""
+    settings = gateway.predict
+    samples = None
+    if settings.sample_rate > 0:
+        samples = SampleWriter(
+            registry.predictions,
+            queue_size=settings.sample_queue_size,
+            flush_interval_s=settings.sample_flush_interval_s,
+            metrics=metrics.registry,
+        )
+        samples.start()
+    return Predictor(
+        settings=gateway, registry=registry, tracer=tracer_provider.get_tracer(INSTRUMENTATION),
+        metrics=metrics, recorder=recorder, auth=auth, limiter=limiter, samples=samples,
     )  # fmt: skip
 
 
@@ -116,7 +147,7 @@ def build_limiter(gateway: GatewaySettings, registry: Registry) -> Limiter:
     """Redis when ``gateway.redis_url`` is set (shared by replicas), else in process."""
 
     async def load_spend(key_id: str) -> float:
-        return await anyio.to_thread.run_sync(registry.key_spend, key_id)
+        return await anyio.to_thread.run_sync(registry.keys.spend, key_id)
 
     if gateway.redis_url:
         return RedisLimiter(gateway.redis_url, load_spend)

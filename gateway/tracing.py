@@ -55,7 +55,7 @@ def build_tracer_provider(
             endpoint += "/v1/traces"
         exporter = FastOTLPSpanExporter(endpoint=endpoint, headers=dict(settings.otlp_headers))
         provider.add_span_processor(
-            BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms)
+            BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_s * 1000)
         )
     for extra in extra_exporters:
         provider.add_span_processor(SimpleSpanProcessor(extra))

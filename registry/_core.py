@@ -1,4 +1,5 @@
-"""The registry's connection to its database and artifact store, shared by its parts."""
+"""The registry's one database object (connection, transactions, artifact store), shared by
+its parts, and :class:`Part`, the base of every part."""
 
 from __future__ import annotations
 
@@ -49,8 +50,13 @@ def default_actor() -> str:
         return "unknown"
 
 
-class RegistryCore:
-    """Opens the database (migrating an embedded SQLite file) and the artifact store."""
+class Database:
+    """Opens the database (migrating an embedded SQLite file) and the artifact store.
+
+    Every part of the :class:`~lockgate.registry.Registry` works through one instance:
+    ``write()`` and ``read()`` are its transactions, ``artifacts`` its content-addressed
+    store, ``actor`` the name recorded on what it writes.
+    """
 
     def __init__(
         self,
@@ -63,7 +69,7 @@ class RegistryCore:
         self.settings = settings or RegistrySettings()
         self.engine = db.make_engine(self.settings.resolved_database_url())
         self._write_engine = self.engine.execution_options(**{db.WRITE: True})
-        self.store: ArtifactStore = store or FsspecArtifactStore(
+        self.artifacts: ArtifactStore = store or FsspecArtifactStore(
             self.settings.resolved_artifact_url()
         )
         self.actor = actor or default_actor()
@@ -92,14 +98,14 @@ class RegistryCore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> RegistryCore:
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def write(self) -> Iterator[Session]:
         """One write transaction; on SQLite it holds the write lock from its start."""
         try:
             with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
@@ -108,39 +114,39 @@ class RegistryCore:
             raise db.unreachable(self.engine, exc) from exc
 
     @contextmanager
-    def _read(self) -> Iterator[Session]:
+    def read(self) -> Iterator[Session]:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
         except OperationalError as exc:
             raise db.unreachable(self.engine, exc) from exc
 
-    def _store_path(self, path: Path) -> tuple[str, str, int]:
+    def store_path(self, path: Path) -> tuple[str, str, int]:
         """Put a file or directory in the artifact store: (digest, kind, size in bytes)."""
         if path.is_dir():
             size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            return self.store.put_dir(path), "dir", size
-        return self.store.put_file(path), "file", path.stat().st_size
+            return self.artifacts.put_dir(path), "dir", size
+        return self.artifacts.put_file(path), "file", path.stat().st_size
 
     @staticmethod
-    def _record_artifact(session: Session, digest: str, kind: str, size: int) -> None:
+    def record_artifact(session: Session, digest: str, kind: str, size: int) -> None:
         """Remember a stored artifact (once: the digest is its identity)."""
         if session.get(Artifact, digest) is None:
             session.add(Artifact(digest=digest, kind=kind, size=size))
 
-    def _insert_ignore(self, session: Session, table: Any, values: dict[str, Any]) -> None:
+    def insert_ignore(self, session: Session, table: Any, values: dict[str, Any]) -> None:
         """INSERT … ON CONFLICT DO NOTHING on the table's unique ``name``."""
         insert = pg_insert if session.bind is not None and not self.is_sqlite else sqlite_insert
         stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=["name"])
         session.execute(stmt)
 
-    def _lock_subject(self, session: Session, subject_type: SubjectType, name: str) -> Any:
+    def lock_subject(self, session: Session, subject_type: SubjectType, name: str) -> Any:
         """Create the subject if new and lock its row so versions are numbered one at a time."""
         table = SUBJECTS[subject_type][0]
-        self._insert_ignore(session, table, {"name": name, "created_at": utcnow()})
+        self.insert_ignore(session, table, {"name": name, "created_at": utcnow()})
         return session.scalars(select(table).where(table.name == name).with_for_update()).one()
 
-    def _subject(
+    def subject(
         self, session: Session, subject_type: SubjectType, name: str, *, lock: bool = False
     ) -> Any:
         table = SUBJECTS[subject_type][0]
@@ -152,8 +158,15 @@ class RegistryCore:
             raise NotFound(f"no {subject_type} named {name!r}", param="name")
         return row
 
-    def _dataset(self, session: Session, name: str) -> Dataset:
+    def dataset(self, session: Session, name: str) -> Dataset:
         row = session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
         if row is None:
             raise NotFound(f"no dataset named {name!r}", param="name")
         return row
+
+
+class Part:
+    """One part of the registry (prompts, models, labels, …) over the shared database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db

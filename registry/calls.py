@@ -1,22 +1,22 @@
 """Call records: one row per gateway call, written in batches off the request path, and
-read back newest first with filters (:meth:`CallsMixin.query_calls`), a page at a time."""
+read back newest first with filters (:meth:`Calls.query`), a page at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, or_, select
 
+from lockgate.registry._core import Part
 from lockgate.registry.errors import InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
 from lockgate.registry.records import _Record
 from lockgate.registry.runs import MIN_ID_PREFIX, resolve_id_prefix
 from lockgate.registry.tables import ApiKey, CallRecord, utcnow
 
-CALL_FIELDS = frozenset(c.name for c in CallRecord.__table__.columns) - {"id"}
 # a Core executemany: skips the ORM bulk path's per-row bookkeeping (~2 µs a row)
 _INSERT = insert(cast(Table, CallRecord.__table__))
 MAX_PAGE = 1000
@@ -48,9 +48,40 @@ class CallInfo(_Record):
     cost_usd: float | None
 
 
+@dataclass(slots=True, kw_only=True)
+class NewCall:
+    """One call as the gateway hands it to :meth:`Calls.record`: every column of a call
+    record but its id. Unknown fields are a ``TypeError`` where the record is built, not a
+    column silently dropped where it is written. ``created_at`` None means "now";
+    ``cost_usd`` None is filled by the gateway's recorder when it has a price."""
+
+    request_id: str
+    operation: str
+    status_code: int
+    latency_ms: float
+    created_at: datetime | None = None
+    trace_id: str | None = None
+    route: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    key_id: str | None = None
+    error_type: str | None = None
+    stream: bool = False
+    ttft_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+NEW_CALL_FIELDS = tuple(NewCall.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class CallFilter:
-    """What :meth:`CallsMixin.query_calls` keeps; every given condition must hold.
+    """What :meth:`Calls.query` keeps; every given condition must hold.
 
     ``statuses`` are inclusive ranges of HTTP status codes (``(500, 599)`` for 5xx), any of
     which may match; ``key_ids`` likewise; ``since`` is inclusive, ``until`` exclusive."""
@@ -101,27 +132,24 @@ def _conditions(f: CallFilter) -> list[Any]:
     return where
 
 
-class CallsMixin(LabelsMixin):
-    def record_calls(self, records: Sequence[Mapping[str, Any]]) -> int:
+class Calls(Part):
+    def record(self, records: Sequence[NewCall]) -> int:
         """Insert a batch of call records in one statement; returns how many."""
         if not records:
             return 0
         now = utcnow()
-        base = dict.fromkeys(CALL_FIELDS)
         rows = []
         for record in records:
-            row = base.copy()
-            row.update(record)
-            for extra in record.keys() - CALL_FIELDS:
-                del row[extra]
+            if not isinstance(record, NewCall):
+                raise InvalidInput(f"a call record is a NewCall, not {type(record).__name__}")
+            row = {name: getattr(record, name) for name in NEW_CALL_FIELDS}
             row["created_at"] = row["created_at"] or now
-            row["stream"] = bool(row["stream"])
             rows.append(row)
-        with self._write() as session:
+        with self.db.write() as session:
             session.execute(_INSERT, rows)
         return len(rows)
 
-    def query_calls(
+    def query(
         self, where: CallFilter | None = None, *, limit: int = 100, before: int | None = None
     ) -> CallPage:
         """Call records matching ``where``, newest (highest id) first, at most ``limit``
@@ -132,17 +160,17 @@ class CallsMixin(LabelsMixin):
         if before is not None:
             stmt = stmt.where(CallRecord.id < before)
         stmt = stmt.order_by(CallRecord.id.desc()).limit(limit + 1)
-        with self._read() as session:
+        with self.db.read() as session:
             calls = [_call(r) for r in session.scalars(stmt)]
         more = len(calls) > limit
         return CallPage(calls[:limit], calls[limit - 1].id if more else None)
 
-    def get_call(self, call_id_or_prefix: str) -> CallInfo:
+    def get(self, call_id_or_prefix: str) -> CallInfo:
         """One call record by its number, or by its request or trace id: the id itself or a
         unique prefix of at least four characters (see :func:`resolve_id_prefix`)."""
         text = call_id_or_prefix
         number = text.isascii() and text.isdigit() and len(text) <= 18  # fits a BIGINT
-        with self._read() as session:
+        with self.db.read() as session:
             row = session.get(CallRecord, int(text)) if number else None
             if row is None and number and len(text) < MIN_ID_PREFIX:
                 raise NotFound(f"no call with id {text}", param="call_id")
@@ -155,10 +183,10 @@ class CallsMixin(LabelsMixin):
             assert row is not None
             return _call(row)
 
-    def call_key_ids(self, key: str) -> tuple[str, ...]:
+    def key_ids(self, key: str) -> tuple[str, ...]:
         """The ids of the API keys ``key`` names: a key id, or a name (several keys may
         share one). Raises :class:`NotFound` when none does."""
-        with self._read() as session:
+        with self.db.read() as session:
             ids = session.scalars(
                 select(ApiKey.id).where(or_(ApiKey.id == key, ApiKey.name == key))
             ).all()
@@ -166,21 +194,20 @@ class CallsMixin(LabelsMixin):
             raise NotFound(f"no key with id or name {key!r}", param="key")
         return tuple(sorted(ids))
 
-    def list_calls(
+    def list(
         self,
         *,
         limit: int = 100,
         prompt_name: str | None = None,
         model: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """The newest call records first, as plain dicts."""
         stmt = select(CallRecord).order_by(CallRecord.id.desc()).limit(limit)
         if prompt_name is not None:
             stmt = stmt.where(CallRecord.prompt_name == prompt_name)
         if model is not None:
             stmt = stmt.where(CallRecord.model == model)
-        with self._read() as session:
+        with self.db.read() as session:
             return [
-                {c: getattr(r, c) for c in ["id", *sorted(CALL_FIELDS)]}
-                for r in session.scalars(stmt)
+                {c: getattr(r, c) for c in ("id", *NEW_CALL_FIELDS)} for r in session.scalars(stmt)
             ]

@@ -14,9 +14,9 @@ import typer
 
 from lockgate.registry.console import JsonOption, emit, table, when
 from lockgate.registry.errors import InvalidInput
-from lockgate.registry.records import Ref, SubjectType
 
 if TYPE_CHECKING:
+    from lockgate.registry.records import SubjectType
     from lockgate.registry.registry import Registry
     from lockgate.registry.settings import RegistrySettings
 
@@ -111,7 +111,7 @@ def prompt_push(
     from lockgate.registry.prompts import load_prompt_file
 
     template, config = load_prompt_file(file)
-    version, created = _registry(ctx).push_prompt(name, template, config, message=message)
+    version, created = _registry(ctx).prompts.push(name, template, config, message=message)
     emit(
         {"created": created, **version.to_dict()},
         json_mode,
@@ -125,15 +125,15 @@ def prompt_push(
 @prompt_app.command("list")
 def prompt_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List prompts with their latest version and labels."""
-    _emit_subjects("prompts", _registry(ctx).list_prompts(), json_mode)
+    _emit_subjects("prompts", _registry(ctx).prompts.list(), json_mode)
 
 
 @prompt_app.command("show")
 def prompt_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> None:
     """Show NAME[@LABEL|@VERSION] and the prompt's versions."""
     reg = _registry(ctx)
-    version = reg.get_prompt(ref)
-    versions = reg.prompt_versions(version.name)
+    version = reg.prompts.get(ref)
+    versions = reg.prompts.versions(version.name)
 
     def human(c: Any) -> None:
         from lockgate.registry.prompts import prompt_document
@@ -170,7 +170,7 @@ def prompt_render(
 ) -> None:
     """Render NAME[@LABEL|@VERSION] with variables (strict: missing or extra is an error)."""
     reg = _registry(ctx)
-    rendered = reg.render_prompt(reg.get_prompt(ref), parse_pairs(var, "--var"))
+    rendered = reg.prompts.render(reg.prompts.get(ref), parse_pairs(var, "--var"))
 
     def human(c: Any) -> None:
         if rendered.text is not None:
@@ -188,7 +188,7 @@ def prompt_diff(
     ctx: typer.Context, name: str, a: str, b: str, json_mode: JsonOption = False
 ) -> None:
     """Unified diff of two versions (numbers or labels) of NAME."""
-    diff = _registry(ctx).diff_prompts(name, a, b)
+    diff = _registry(ctx).prompts.diff(name, a, b)
     emit({"diff": diff}, json_mode, lambda c: c.print(diff or "(no difference)", markup=False))
 
 
@@ -209,7 +209,7 @@ def _label_cmd(subject: SubjectType) -> Any:
         json_mode: JsonOption = False,
     ) -> None:
         expect_version, expect_absent = _expect(expect)
-        move = _registry(ctx).set_label(
+        move = _registry(ctx).labels.set(
             subject,
             name,
             label,
@@ -247,9 +247,9 @@ def _gate_cmd(subject: SubjectType) -> Any:
     ) -> None:
         reg = _registry(ctx)
         if suite or clear:
-            pins = [] if clear else [reg.pin_suite(path) for path in suite or []]
-            reg.set_gate_policy(subject, name, label, pins)
-        policies = [p for p in reg.gate_policies(subject, name) if p.label == label]
+            pins = [] if clear else [reg.gates.pin_suite(path) for path in suite or []]
+            reg.gates.set_policy(subject, name, label, pins)
+        policies = [p for p in reg.gates.policies(subject, name) if p.label == label]
         suites = policies[0].suites if policies else []
         emit(
             {"name": name, "label": label, "suites": [s.to_dict() for s in suites]},
@@ -275,7 +275,7 @@ def _history_cmd(subject: SubjectType) -> Any:
         label: Annotated[str | None, typer.Option(help="Only this label.")] = None,
         json_mode: JsonOption = False,
     ) -> None:
-        moves = _registry(ctx).label_history(subject, name, label)
+        moves = _registry(ctx).labels.history(subject, name, label)
         emit(
             moves,
             json_mode,
@@ -316,6 +316,17 @@ def model_register(
     param: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE default parameter, repeatable.")
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="sklearn: the dataset NAME[@VERSION] the model's input schema (columns and "
+            "kinds) comes from; the gateway serves only models registered with one."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="sklearn: the reference dataset's column of true values (not an input)."),
+    ] = None,
     message: Annotated[str, typer.Option("--message", "-m")] = "",
     json_mode: JsonOption = False,
 ) -> None:
@@ -330,13 +341,19 @@ def model_register(
     check_spec = getattr(ctx.obj, "check_model_spec", None)  # the gateway's rules, if any
     if check_spec is not None:
         check_spec(flavor, spec)
-    version, created = _registry(ctx).register_model(name, flavor, spec, path=path, message=message)
+    version, created = _registry(ctx).models.register(
+        name, flavor, spec, path=path, message=message, reference=reference, target=target
+    )
+    inputs = version.spec.get("input_schema") or []
+    schema = ", ".join(f"{c['name']} ({c['kind']})" for c in inputs)
     emit(
         {"created": created, **version.to_dict()},
         json_mode,
         lambda c: c.print(
             f"{'registered' if created else 'unchanged, already'} "
             f"{name}@{version.version} ({flavor})"
+            + (f"\ninputs from {version.spec['reference']}: {schema}" if inputs else ""),
+            markup=False,
         ),
     )
 
@@ -344,15 +361,15 @@ def model_register(
 @model_app.command("list")
 def model_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List models with their latest version and labels."""
-    _emit_subjects("models", _registry(ctx).list_models(), json_mode)
+    _emit_subjects("models", _registry(ctx).models.list(), json_mode)
 
 
 @model_app.command("show")
 def model_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> None:
     """Show NAME[@LABEL|@VERSION] and the model's versions."""
     reg = _registry(ctx)
-    version = reg.get_model(ref)
-    versions = reg.model_versions(version.name)
+    version = reg.models.get(ref)
+    versions = reg.models.versions(version.name)
 
     def human(c: Any) -> None:
         c.print(
@@ -384,7 +401,7 @@ def model_diff(
     from lockgate.registry.prompts import unified_diff
 
     reg = _registry(ctx)
-    left, right = (reg.get_model(f"{name}@{x}") for x in (a, b))
+    left, right = (reg.models.get(f"{name}@{x}") for x in (a, b))
 
     def doc(v: Any) -> str:
         body = {"flavor": v.flavor, "spec": v.spec, "artifact": v.artifact_digest}
@@ -398,13 +415,13 @@ def model_diff(
 def model_download(ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOption = False) -> None:
     """Fetch a version's artifact (file or directory) to DEST, verifying its sha256."""
     reg = _registry(ctx)
-    version = reg.get_model(ref)
+    version = reg.models.get(ref)
     if version.artifact_digest is None:
         raise InvalidInput(f"{ref} is a {version.flavor!r} model: it has no artifact")
     if version.flavor == "sklearn":
-        out = reg.store.fetch_file(version.artifact_digest, dest / "model.skops")
+        out = reg.artifacts.fetch_file(version.artifact_digest, dest / "model.skops")
     else:
-        out = reg.fetch_model_dir(ref, dest)
+        out = reg.models.fetch(ref, dest)
     emit(
         {"path": str(out), "digest": version.artifact_digest},
         json_mode,
@@ -431,7 +448,7 @@ def dataset_add(
     json_mode: JsonOption = False,
 ) -> None:
     """Check and register a JSONL/CSV/Parquet file or folder as a dataset version."""
-    version, created = _registry(ctx).add_dataset(name, path, format=format)
+    version, created = _registry(ctx).datasets.add(name, path, format=format)
     emit(
         {"created": created, **version.to_dict()},
         json_mode,
@@ -446,7 +463,7 @@ def dataset_add(
 @dataset_app.command("list")
 def dataset_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List datasets (latest version of each)."""
-    rows = _registry(ctx).list_datasets()
+    rows = _registry(ctx).datasets.list()
     emit(
         rows,
         json_mode,
@@ -463,10 +480,7 @@ def dataset_list(ctx: typer.Context, json_mode: JsonOption = False) -> None:
 @dataset_app.command("show")
 def dataset_show(ctx: typer.Context, ref: str, json_mode: JsonOption = False) -> None:
     """Show NAME[@VERSION]."""
-    parsed = Ref.parse(ref)
-    if parsed.label is not None:
-        raise InvalidInput("datasets have versions, not labels: use NAME or NAME@VERSION")
-    d = _registry(ctx).get_dataset(parsed.name, parsed.version)
+    d = _registry(ctx).datasets.get(ref)
     emit(
         d,
         json_mode,
@@ -483,10 +497,9 @@ def dataset_download(
     ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOption = False
 ) -> None:
     """Fetch NAME[@VERSION]'s bytes to DEST (a file or folder), verifying its sha256."""
-    parsed = Ref.parse(ref)
     reg = _registry(ctx)
-    d = reg.get_dataset(parsed.name, parsed.version)
-    out = reg.fetch_dataset(d.name, d.version, dest)
+    d = reg.datasets.get(ref)
+    out = reg.datasets.fetch(f"{d.name}@{d.version}", dest)
     emit(
         {"path": str(out), "digest": d.digest},
         json_mode,
@@ -506,7 +519,7 @@ def run_list(
     json_mode: JsonOption = False,
 ) -> None:
     """The newest runs first; `run show` takes an id or a unique prefix of it."""
-    runs = _registry(ctx).list_runs(kind, limit=limit)
+    runs = _registry(ctx).runs.list(kind, limit=limit)
     rows = [
         [r.id, r.kind, r.name, r.status, when(r.created_at),
          ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items()))]
@@ -526,7 +539,7 @@ def run_show(ctx: typer.Context, run_id: str, json_mode: JsonOption = False) -> 
     """A run with its parameters, metrics, artifacts and lineage (RUN_ID: the id or a
     unique prefix of at least 4 characters)."""
     reg = _registry(ctx)
-    r = reg.get_run(reg.resolve_run_id(run_id))
+    r = reg.runs.get(reg.runs.resolve_id(run_id))
 
     def human(c: Any) -> None:
         c.print(f"[bold]{r.id}[/bold] {r.kind} {r.name} — {r.status}")

@@ -7,16 +7,17 @@ malformed row is reported with its line number.
 
 from __future__ import annotations
 
+import builtins
 import csv
 import json
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from lockgate.registry._core import Part
 from lockgate.registry._extras import require
 from lockgate.registry.errors import DatasetFormatError, InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
-from lockgate.registry.records import DatasetVersionInfo, check_name
+from lockgate.registry.records import LATEST, DatasetVersionInfo, Ref, check_name
 from lockgate.registry.tables import Artifact, Dataset, DatasetVersion
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -104,17 +105,17 @@ def scan_dataset(path: Path, fmt: str | None = None) -> tuple[str, int, list[str
     return kind, total, list(columns)
 
 
-class DatasetsMixin(LabelsMixin):
-    def add_dataset(
+class Datasets(Part):
+    def add(
         self, name: str, path: Path, *, format: str | None = None, author: str | None = None
     ) -> tuple[DatasetVersionInfo, bool]:
         """Register ``path`` as a version of ``name``; identical bytes return the existing one."""
         check_name(name, "dataset name")
         fmt, rows, columns = scan_dataset(path, format)
-        digest, kind, size = self._store_path(path)
-        author = author or self.actor
-        with self._write() as session:
-            self._insert_ignore(session, Dataset, {"name": name})
+        digest, kind, size = self.db.store_path(path)
+        author = author or self.db.actor
+        with self.db.write() as session:
+            self.db.insert_ignore(session, Dataset, {"name": name})
             dataset = session.scalars(
                 select(Dataset).where(Dataset.name == name).with_for_update()
             ).one()
@@ -125,7 +126,7 @@ class DatasetsMixin(LabelsMixin):
             ).one_or_none()
             if existing is not None:
                 return _info(name, existing), False
-            self._record_artifact(session, digest, kind, size)
+            self.db.record_artifact(session, digest, kind, size)
             latest = session.scalar(
                 select(func.max(DatasetVersion.version)).where(
                     DatasetVersion.dataset_id == dataset.id
@@ -145,9 +146,19 @@ class DatasetsMixin(LabelsMixin):
             session.flush()
             return _info(name, row), True
 
-    def get_dataset(self, name: str, version: int | None = None) -> DatasetVersionInfo:
-        with self._read() as session:
-            dataset = self._dataset(session, name)
+    def get(self, ref: str | Ref) -> DatasetVersionInfo:
+        """A dataset version by reference: ``NAME`` (the latest), ``NAME@VERSION`` or
+        ``NAME@latest``. Datasets have no other labels."""
+        parsed = Ref.parse(ref) if isinstance(ref, str) else ref
+        if parsed.label not in (None, LATEST):
+            raise InvalidInput(
+                f"datasets are named by version, not by label: {str(ref)!r}; use "
+                f"{parsed.name}@VERSION or {parsed.name}",
+                param="dataset",
+            )
+        name, version = parsed.name, parsed.version
+        with self.db.read() as session:
+            dataset = self.db.dataset(session, name)
             stmt = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
             stmt = (
                 stmt.where(DatasetVersion.version == version)
@@ -159,20 +170,20 @@ class DatasetsMixin(LabelsMixin):
                 raise NotFound(f"dataset {name!r} has no version {version}", param="version")
             return _info(name, row)
 
-    def fetch_dataset(self, name: str, version: int | None, dest: Path) -> Path:
+    def fetch(self, ref: str | Ref, dest: Path) -> Path:
         """Materialise a version's bytes under ``dest`` (hash-verified); returns the path
         of the file, or ``dest`` itself for a folder."""
-        info = self.get_dataset(name, version)
-        with self._read() as session:
+        info = self.get(ref)
+        with self.db.read() as session:
             artifact = session.get(Artifact, info.digest)
             is_dir = artifact is not None and artifact.kind == "dir"
         if is_dir:
-            return self.store.fetch_dir(info.digest, dest)
-        return self.store.fetch_file(info.digest, dest / Path(info.source).name)
+            return self.db.artifacts.fetch_dir(info.digest, dest)
+        return self.db.artifacts.fetch_file(info.digest, dest / Path(info.source).name)
 
-    def list_datasets(self) -> list[DatasetVersionInfo]:
+    def list(self) -> builtins.list[DatasetVersionInfo]:
         """The latest version of every dataset."""
-        with self._read() as session:
+        with self.db.read() as session:
             latest = (
                 select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("v"))
                 .group_by(DatasetVersion.dataset_id)

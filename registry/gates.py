@@ -5,7 +5,7 @@ each **pinned by content**: a :class:`SuitePin` holds the suite's name and
 :func:`suite_digest` of its file and of its dataset version. Eval runs record the same digest
 (``params.suite_digest``), so another suite under the same name, the same file edited, or the
 same suite over other data does not satisfy the policy until it is pinned again
-(:meth:`GatesMixin.pin_suite` reads a suite file for it).
+(:meth:`Gates.pin_suite` reads a suite file for it).
 
 The evidence for moving ``label`` of ``name`` to version V, per pinned suite, is the latest
 succeeded, unsharded eval run of that suite content whose lineage names ``name@V``, and
@@ -35,7 +35,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lockgate.registry._core import SUBJECTS, RegistryCore
+from lockgate.registry._core import SUBJECTS, Part
 from lockgate.registry.artifacts import dir_manifest, manifest_bytes, sha256_file
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.records import LATEST, SubjectType, _Record, check_label, check_name
@@ -345,15 +345,15 @@ def _read_suite_file(path: Path) -> tuple[dict[str, Any], str, str]:
     return doc, check_name(name, "suite name"), dataset
 
 
-class GatesMixin(RegistryCore):
+class Gates(Part):
     def pin_suite(self, path: Path) -> SuitePin:
         """The suite in the file at ``path``, pinned by its content and its dataset's."""
         doc, name, dataset = _read_suite_file(path)
-        with self._read() as session:
+        with self.db.read() as session:
             digest = _dataset_digest(session, dataset, path.resolve().parent, str(path))
         return SuitePin(name, suite_digest(doc, digest))
 
-    def set_gate_policy(
+    def set_policy(
         self, subject_type: SubjectType, name: str, label: str, suites: Iterable[SuitePin]
     ) -> GatePolicyInfo | None:
         """Require the pinned ``suites`` to pass before ``label`` moves; none removes the
@@ -366,13 +366,13 @@ class GatesMixin(RegistryCore):
             if not isinstance(pin, SuitePin) or not pin.digest.startswith("sha256:"):
                 raise InvalidInput(
                     f"a gate policy pins each suite by its content, not {pin!r} "
-                    "(pin a suite file with Registry.pin_suite / --suite path/to/suite.yaml)",
+                    "(pin a suite file with registry.gates.pin_suite / --suite path/to/suite.yaml)",
                     param="suites",
                 )
             pins[check_name(pin.name, "suite name")] = pin
         stored = [{"name": p.name, "digest": p.digest} for _, p in sorted(pins.items())]
-        with self._write() as session:
-            self._subject(session, subject_type, name)
+        with self.db.write() as session:
+            self.db.subject(session, subject_type, name)
             row = session.scalars(
                 select(GatePolicy).where(
                     GatePolicy.subject_type == subject_type,
@@ -387,12 +387,12 @@ class GatesMixin(RegistryCore):
             if row is None:
                 row = GatePolicy(subject_type=subject_type, subject_name=name, label=label)
                 session.add(row)
-            row.suites, row.updated_by, row.updated_at = stored, self.actor, utcnow()
+            row.suites, row.updated_by, row.updated_at = stored, self.db.actor, utcnow()
             session.flush()
             return _policy(row)
 
-    def gate_policies(self, subject_type: SubjectType, name: str) -> list[GatePolicyInfo]:
-        with self._read() as session:
+    def policies(self, subject_type: SubjectType, name: str) -> list[GatePolicyInfo]:
+        with self.db.read() as session:
             rows = session.scalars(
                 select(GatePolicy)
                 .where(GatePolicy.subject_type == subject_type, GatePolicy.subject_name == name)
@@ -405,16 +405,8 @@ class GatesMixin(RegistryCore):
         required: Sequence[SuitePin] = (),
     ) -> list[str]:  # fmt: skip
         """The reasons a move of ``label`` to ``version`` would be refused (empty: allowed)."""
-        with self._read() as session:
+        with self.db.read() as session:
             return promotion_refusals(session, subject_type, name, label, version, required)
-
-    def tag_run(self, run_id: str, tags: dict[str, Any]) -> None:
-        """Merge ``tags`` into a run's tags (e.g. an eval run's verdict)."""
-        with self._write() as session:
-            run = session.get(Run, run_id)
-            if run is None:
-                raise NotFound(f"no run with id {run_id!r}", param="run_id")
-            run.tags = {**run.tags, **tags}
 
 
 def _policy(row: GatePolicy) -> GatePolicyInfo:

@@ -8,25 +8,25 @@ SQLite a conditional update inside a write transaction (which holds the database
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from lockgate.registry._core import Part
 from lockgate.registry.errors import Conflict, InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
 from lockgate.registry.records import _Record
 from lockgate.registry.runs import resolve_id_prefix
-from lockgate.registry.tables import Job, JobEvent, StoredFile, utcnow
+from lockgate.registry.tables import Job, JobEvent, utcnow
 
 JOB_STATES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
-FILE_PURPOSES = frozenset({"fine-tune", "evals", "batch", "user_data"})
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,25 @@ class JobEventInfo(_Record):
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class FileInfo(_Record):
-    id: str
-    purpose: str
-    filename: str
-    bytes: int
-    digest: str
-    created_at: datetime
+class JobResult(BaseModel):
+    """What a finished job hands back, typed by the registry that stores it: a field the
+    job's code misspells or invents is a validation error where the result is built, not a
+    key that readers silently miss."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FinetuneResult(JobResult):
+    """A fine-tuning job's result; the OpenAI job object is read from it."""
+
+    model: str  # NAME@VERSION of the registered adapter
+    fine_tuned_model: str  # registry:NAME@VERSION, what a client calls
+    steps: int
+    total_steps: int
+    resumed_from: int | None = None
+    trained_tokens: int  # input tokens read in training, every epoch (OpenAI's name)
+    metrics: dict[str, float] = {}
+    eval: dict[str, Any] | None = None
 
 
 def _job(row: Job) -> JobInfo:
@@ -77,8 +88,8 @@ def _job(row: Job) -> JobInfo:
     )  # fmt: skip
 
 
-class JobsMixin(LabelsMixin):
-    def create_job(
+class Jobs(Part):
+    def create(
         self,
         kind: str,
         spec: Mapping[str, Any],
@@ -99,10 +110,10 @@ class JobsMixin(LabelsMixin):
         row = Job(
             id=job_id or "ftjob-" + uuid.uuid4().hex[:24], kind=kind, status=status,
             spec=dict(spec), idempotency_key=idempotency_key, result={}, attempts=0,
-            cancel_requested=False, created_by=created_by or self.actor, created_at=utcnow(),
+            cancel_requested=False, created_by=created_by or self.db.actor, created_at=utcnow(),
         )  # fmt: skip
         try:
-            with self._write() as session:
+            with self.db.write() as session:
                 session.add(row)
                 session.flush()
                 session.add(_event(row.id, "info", f"job created ({status})"))
@@ -115,39 +126,39 @@ class JobsMixin(LabelsMixin):
         return _job(row), True
 
     def _job_by_idempotency(self, key: str) -> JobInfo | None:
-        with self._read() as session:
+        with self.db.read() as session:
             row = session.scalars(select(Job).where(Job.idempotency_key == key)).first()
             return None if row is None else _job(row)
 
-    def resolve_job_id(self, job_id_or_prefix: str) -> str:
+    def resolve_id(self, job_id_or_prefix: str) -> str:
         """The full id of the job that ``job_id_or_prefix`` names: the id itself or a unique
         prefix of at least four characters (``ftjob-`` counts), as the CLI accepts them. The
         other methods, and the HTTP API with them, take full ids only, as OpenAI's does."""
-        with self._read() as session:
+        with self.db.read() as session:
             return str(resolve_id_prefix(session, Job.id, job_id_or_prefix, what="job"))
 
-    def get_job(self, job_id: str) -> JobInfo:
-        with self._read() as session:
+    def get(self, job_id: str) -> JobInfo:
+        with self.db.read() as session:
             row = session.get(Job, job_id)
             if row is None:
                 raise NotFound(f"no job with id {job_id!r}", param="job_id")
             return _job(row)
 
-    def list_jobs(self, kind: str | None = None, *, limit: int = 50) -> list[JobInfo]:
-        with self._read() as session:
+    def list(self, kind: str | None = None, *, limit: int = 50) -> builtins.list[JobInfo]:
+        with self.db.read() as session:
             stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
             if kind is not None:
                 stmt = stmt.where(Job.kind == kind)
             return [_job(r) for r in session.scalars(stmt)]
 
-    def set_job_status(
+    def set_status(
         self,
         job_id: str,
         status: str,
         *,
         worker_id: str | None = None,
         error: str | None = None,
-        result: Mapping[str, Any] | None = None,
+        result: JobResult | None = None,
         run_id: str | None = None,
         message: str | None = None,
     ) -> JobInfo:
@@ -155,7 +166,7 @@ class JobsMixin(LabelsMixin):
         (``worker_id`` no longer matches) gets :class:`Conflict`."""
         if status not in JOB_STATES:
             raise InvalidInput(f"unknown job status {status!r}", param="status")
-        with self._write() as session:
+        with self.db.write() as session:
             row = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
             if row is None:
                 raise NotFound(f"no job with id {job_id!r}", param="job_id")
@@ -167,7 +178,9 @@ class JobsMixin(LabelsMixin):
             if error is not None:
                 row.error = error
             if result is not None:
-                row.result = {**row.result, **result}
+                if not isinstance(result, JobResult):
+                    raise InvalidInput("a job result is a JobResult", param="result")
+                row.result = {**row.result, **result.model_dump(mode="json")}
             if run_id is not None:
                 row.run_id = run_id
             if status in FINAL:
@@ -177,17 +190,17 @@ class JobsMixin(LabelsMixin):
             session.flush()
             return _job(row)
 
-    def claim_job(self, worker_id: str, kind: str = "finetune") -> JobInfo | None:
+    def claim(self, worker_id: str, kind: str = "finetune") -> JobInfo | None:
         """Atomically take the oldest queued job of ``kind``, or None."""
         now = utcnow()
-        with self._write() as session:
+        with self.db.write() as session:
             stmt = (
                 select(Job)
                 .where(Job.status == "queued", Job.kind == kind)
                 .order_by(Job.created_at, Job.id)
                 .limit(1)
             )
-            if not self.is_sqlite:
+            if not self.db.is_sqlite:
                 stmt = stmt.with_for_update(skip_locked=True)
             row = session.scalars(stmt).first()
             if row is None:
@@ -200,10 +213,10 @@ class JobsMixin(LabelsMixin):
             session.flush()
             return _job(row)
 
-    def heartbeat_job(self, job_id: str, worker_id: str) -> bool:
+    def heartbeat(self, job_id: str, worker_id: str) -> bool:
         """Record that the worker is alive; returns True when a cancel was requested.
         Raises :class:`Conflict` when the job is no longer this worker's."""
-        with self._write() as session:
+        with self.db.write() as session:
             done = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
@@ -213,10 +226,10 @@ class JobsMixin(LabelsMixin):
                 raise Conflict(f"job {job_id} is no longer claimed by {worker_id}")
             return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
-    def requeue_stale_jobs(self, timeout_s: float, kind: str = "finetune") -> list[str]:
+    def requeue_stale(self, timeout_s: float, kind: str = "finetune") -> builtins.list[str]:
         """Requeue running jobs whose worker has not heartbeated for ``timeout_s``."""
         cutoff = utcnow() - timedelta(seconds=timeout_s)
-        with self._write() as session:
+        with self.db.write() as session:
             rows = session.scalars(
                 select(Job)
                 .where(Job.status == "running", Job.kind == kind, Job.heartbeat_at < cutoff)
@@ -236,9 +249,9 @@ class JobsMixin(LabelsMixin):
                 )
             return [r.id for r in rows]
 
-    def cancel_job(self, job_id: str) -> JobInfo:
+    def cancel(self, job_id: str) -> JobInfo:
         """A queued job is cancelled at once; a running one when its worker next heartbeats."""
-        with self._write() as session:
+        with self.db.write() as session:
             row = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
             if row is None:
                 raise NotFound(f"no job with id {job_id!r}", param="job_id")
@@ -253,7 +266,7 @@ class JobsMixin(LabelsMixin):
             session.flush()
             return _job(row)
 
-    def add_job_event(
+    def add_event(
         self,
         job_id: str,
         message: str,
@@ -261,12 +274,14 @@ class JobsMixin(LabelsMixin):
         level: str = "info",
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        with self._write() as session:
+        with self.db.write() as session:
             session.add(_event(job_id, level, message, data))
 
-    def job_events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[JobEventInfo]:
-        self.get_job(job_id)
-        with self._read() as session:
+    def events(
+        self, job_id: str, *, after: int = 0, limit: int = 1000
+    ) -> builtins.list[JobEventInfo]:
+        self.get(job_id)
+        with self.db.read() as session:
             rows = session.scalars(
                 select(JobEvent)
                 .where(JobEvent.job_id == job_id, JobEvent.id > after)
@@ -276,46 +291,6 @@ class JobsMixin(LabelsMixin):
             return [
                 JobEventInfo(e.id, e.job_id, e.level, e.message, e.data, e.created_at) for e in rows
             ]
-
-    # ------------------------------------------------------------------ files
-    def create_file(self, path: Path, *, purpose: str, filename: str | None = None) -> FileInfo:
-        if purpose not in FILE_PURPOSES:
-            raise InvalidInput(
-                f"unknown purpose {purpose!r}; use one of {', '.join(sorted(FILE_PURPOSES))}",
-                param="purpose",
-            )
-        digest = self.store.put_file(path)
-        row = StoredFile(
-            id="file-" + uuid.uuid4().hex[:24], purpose=purpose, filename=filename or path.name,
-            bytes=path.stat().st_size, digest=digest, created_by=self.actor, created_at=utcnow(),
-        )  # fmt: skip
-        with self._write() as session:
-            session.add(row)
-        return FileInfo(row.id, row.purpose, row.filename, row.bytes, row.digest, row.created_at)
-
-    def get_file(self, file_id: str) -> FileInfo:
-        with self._read() as session:
-            row = session.get(StoredFile, file_id)
-            if row is None:
-                raise NotFound(f"no file with id {file_id!r}", param="file_id")
-            return FileInfo(
-                row.id, row.purpose, row.filename, row.bytes, row.digest, row.created_at
-            )
-
-    def list_files(self, purpose: str | None = None) -> list[FileInfo]:
-        with self._read() as session:
-            stmt = select(StoredFile).order_by(StoredFile.created_at.desc())
-            if purpose is not None:
-                stmt = stmt.where(StoredFile.purpose == purpose)
-            return [
-                FileInfo(r.id, r.purpose, r.filename, r.bytes, r.digest, r.created_at)
-                for r in session.scalars(stmt)
-            ]
-
-    def fetch_file(self, file_id: str, dest: Path) -> Path:
-        """Materialise an uploaded file (hash-verified)."""
-        info = self.get_file(file_id)
-        return self.store.fetch_file(info.digest, dest)
 
 
 def _event(

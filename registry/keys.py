@@ -7,6 +7,7 @@ characters in clear, so a key can be recognised in a list without being recovera
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 import uuid
@@ -16,8 +17,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
+from lockgate.registry._core import Part
 from lockgate.registry.errors import InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
 from lockgate.registry.records import _Record
 from lockgate.registry.tables import ApiKey, CallRecord, utcnow
 
@@ -70,8 +71,8 @@ def _info(row: ApiKey, spent: float = 0.0, secret: str | None = None) -> KeyInfo
     )  # fmt: skip
 
 
-class KeysMixin(LabelsMixin):
-    def create_key(
+class Keys(Part):
+    def create(
         self,
         name: str,
         *,
@@ -108,25 +109,25 @@ class KeysMixin(LabelsMixin):
             key_hash=hash_key(key), scopes=scope_list,
             models=None if models is None else sorted(set(models)), rpm=rpm, tpm=tpm,
             max_parallel=max_parallel, budget_usd=budget_usd, expires_at=expires_at,
-            created_by=self.actor, created_at=utcnow(),
+            created_by=self.db.actor, created_at=utcnow(),
         )  # fmt: skip
-        with self._write() as session:
+        with self.db.write() as session:
             session.add(row)
         return _info(row, secret=key)
 
-    def lookup_key(self, key: str) -> KeyInfo | None:
+    def lookup(self, key: str) -> KeyInfo | None:
         """The key with this secret (revoked and expired ones included), or None."""
-        with self._read() as session:
+        with self.db.read() as session:
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
             return None if row is None else _info(row)
 
-    def has_keys(self) -> bool:
+    def exist(self) -> bool:
         """Whether any key was ever created (revoked and expired ones count)."""
-        with self._read() as session:
+        with self.db.read() as session:
             return session.scalar(select(ApiKey.id).limit(1)) is not None
 
-    def list_keys(self) -> list[KeyInfo]:
-        with self._read() as session:
+    def list(self) -> builtins.list[KeyInfo]:
+        with self.db.read() as session:
             spent = dict(
                 session.execute(
                     select(CallRecord.key_id, func.sum(CallRecord.cost_usd))
@@ -137,16 +138,16 @@ class KeysMixin(LabelsMixin):
             rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at))
             return [_info(r, float(spent.get(r.id) or 0.0)) for r in rows]
 
-    def key_spend(self, key_id: str) -> float:
+    def spend(self, key_id: str) -> float:
         """USD spent by a key so far, from its call records."""
-        with self._read() as session:
+        with self.db.read() as session:
             total = session.scalar(
                 select(func.sum(CallRecord.cost_usd)).where(CallRecord.key_id == key_id)
             )
             return float(total or 0.0)
 
-    def revoke_key(self, key_id_or_prefix: str) -> KeyInfo:
-        with self._write() as session:
+    def revoke(self, key_id_or_prefix: str) -> KeyInfo:
+        with self.db.write() as session:
             rows = session.scalars(
                 select(ApiKey).where(
                     (ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lockgate.registry._core import SUBJECTS, RegistryCore
+from lockgate.registry._core import SUBJECTS, Part
 from lockgate.registry.errors import Conflict, GateRefused, InvalidInput, NotFound
 from lockgate.registry.gates import promotion_refusals
 from lockgate.registry.records import LATEST, LabelMove, SubjectSummary, SubjectType, check_label
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from lockgate.registry.gates import SuitePin
 
 
-class LabelsMixin(RegistryCore):
-    def set_label(
+class Labels(Part):
+    def set(
         self,
         subject_type: SubjectType,
         name: str,
@@ -48,8 +48,8 @@ class LabelsMixin(RegistryCore):
         if label == LATEST:
             raise InvalidInput("the label 'latest' is maintained by lockgate", param="label")
         try:
-            with self._write() as session:
-                subject = self._subject(session, subject_type, name, lock=True)
+            with self.db.write() as session:
+                subject = self.db.subject(session, subject_type, name, lock=True)
                 self._check_version(session, subject_type, subject.id, name, version)
                 if force and not reason:
                     raise InvalidInput("a forced label move needs a reason", param="reason")
@@ -73,7 +73,7 @@ class LabelsMixin(RegistryCore):
                     expect_version=expect_version,
                     expect_absent=expect_absent,
                     reason=reason,
-                    actor=actor or self.actor,
+                    actor=actor or self.db.actor,
                     forced=force,
                 )
         except IntegrityError as exc:  # a concurrent writer created the label first
@@ -160,12 +160,12 @@ class LabelsMixin(RegistryCore):
         session.flush()
         return LabelMove(subject_type, name, label, current, version, actor, reason, forced, now_ts)
 
-    def label_history(
+    def history(
         self, subject_type: SubjectType, name: str, label: str | None = None
     ) -> list[LabelMove]:
         """Every move of the subject's labels (or of one label), oldest first."""
-        with self._read() as session:
-            subject = self._subject(session, subject_type, name)
+        with self.db.read() as session:
+            subject = self.db.subject(session, subject_type, name)
             stmt = (
                 select(LabelEvent)
                 .where(LabelEvent.subject_type == subject_type, LabelEvent.subject_id == subject.id)
@@ -188,12 +188,12 @@ class LabelsMixin(RegistryCore):
                 for e in session.scalars(stmt)
             ]
 
-    def labels_of(self, subject_type: SubjectType, name: str) -> dict[str, int]:
-        with self._read() as session:
-            subject = self._subject(session, subject_type, name)
-            return self._labels(session, subject_type, subject.id)
+    def of(self, subject_type: SubjectType, name: str) -> dict[str, int]:
+        with self.db.read() as session:
+            subject = self.db.subject(session, subject_type, name)
+            return self.on(session, subject_type, subject.id)
 
-    def _find_version(
+    def find_version(
         self, session: Session, subject_type: SubjectType, subject_id: int, content_hash: str
     ) -> Any:
         """The version with this content, if the subject has one (pushes are idempotent)."""
@@ -204,7 +204,7 @@ class LabelsMixin(RegistryCore):
             )
         ).one_or_none()
 
-    def _add_version(
+    def add_version(
         self, session: Session, subject_type: SubjectType, subject_id: int, name: str,
         author: str, **values: Any,
     ) -> Any:  # fmt: skip
@@ -221,37 +221,37 @@ class LabelsMixin(RegistryCore):
         )  # fmt: skip
         return row
 
-    def _summaries(self, subject_type: SubjectType) -> list[SubjectSummary]:
+    def summaries(self, subject_type: SubjectType) -> list[SubjectSummary]:
         """Every prompt (or model): its latest version and its labels."""
         table, version_table, fk = SUBJECTS[subject_type]
-        with self._read() as session:
+        with self.db.read() as session:
             latest: dict[int, int] = dict(
                 session.execute(select(fk, func.max(version_table.version)).group_by(fk)).all()
             )
             return [
                 SubjectSummary(
-                    s.name, latest.get(s.id, 0), self._labels(session, subject_type, s.id),
+                    s.name, latest.get(s.id, 0), self.on(session, subject_type, s.id),
                     s.created_at,
                 )
                 for s in session.scalars(select(table).order_by(table.name))
             ]  # fmt: skip
 
-    def _versions_with_labels(
+    def versions_with_labels(
         self, subject_type: SubjectType, name: str
     ) -> list[tuple[Any, list[str]]]:
         """The subject's version rows, oldest first, each with the labels pointing at it."""
         _, version_table, fk = SUBJECTS[subject_type]
-        with self._read() as session:
-            subject = self._subject(session, subject_type, name)
+        with self.db.read() as session:
+            subject = self.db.subject(session, subject_type, name)
             by_version: dict[int, list[str]] = {}
-            for label, version in self._labels(session, subject_type, subject.id).items():
+            for label, version in self.on(session, subject_type, subject.id).items():
                 by_version.setdefault(version, []).append(label)
             rows = session.scalars(
                 select(version_table).where(fk == subject.id).order_by(version_table.version)
             ).all()
             return [(r, sorted(by_version.get(r.version, []))) for r in rows]
 
-    def _labels(self, session: Session, subject_type: str, subject_id: int) -> dict[str, int]:
+    def on(self, session: Session, subject_type: str, subject_id: int) -> dict[str, int]:
         rows = session.execute(
             select(Label.name, Label.version).where(
                 Label.subject_type == subject_type, Label.subject_id == subject_id

@@ -9,8 +9,15 @@ flavor    spec                                          artifact
 upstream  ``model`` (provider/model), ``params``        none
 lora      ``base_model`` (path, hub id or registry ref)  adapter directory (PEFT)
 hf        optional ``task``                             model directory (config.json)
-sklearn   optional ``task``; ``untrusted_types``         one skops file (never pickle)
+sklearn   optional ``task``; ``untrusted_types``;       one skops file (never pickle)
+          ``reference``, ``target``, ``input_schema``
 ========  ============================================  ===============================
+
+A ``sklearn`` version registered with a reference dataset (``reference=``) records that
+dataset's pinned version (``NAME@VERSION``), the ``target`` column, if any, and the
+``input_schema`` derived from both and the estimator (:mod:`registry.input_schema`): the
+columns the gateway checks a prediction request against. Without one, the gateway cannot
+serve the version.
 
 A skops file names the type of every object it holds, and loading it constructs (calls) those
 types. skops itself trusts only numpy and scipy arrays, dtypes and ufuncs, and scikit-learn's
@@ -22,6 +29,7 @@ at registration and again at every load. ``builtins.eval``, ``operator.*``, ``po
 
 from __future__ import annotations
 
+import builtins
 import functools
 import importlib
 import tempfile
@@ -33,11 +41,21 @@ from typing import Any
 
 from sqlalchemy import select
 
-from lockgate.registry._core import content_hash
+from lockgate.registry._core import Database, Part, content_hash
 from lockgate.registry._extras import require
+from lockgate.registry.artifacts import sha256_file
+from lockgate.registry.datasets import Datasets
 from lockgate.registry.errors import InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
-from lockgate.registry.records import LATEST, ModelVersionInfo, Ref, SubjectSummary, check_name
+from lockgate.registry.input_schema import derive_schema
+from lockgate.registry.labels import Labels
+from lockgate.registry.records import (
+    LATEST,
+    DatasetVersionInfo,
+    ModelVersionInfo,
+    Ref,
+    SubjectSummary,
+    check_name,
+)
 from lockgate.registry.tables import Label, ModelVersion, RegisteredModel
 
 # The plain builtins and containers a model's attributes may need beyond what skops trusts
@@ -104,6 +122,11 @@ def _skops_types(sio: Any, path: Path, what: str) -> list[str]:
     return untrusted
 
 
+# What registration derives into the spec (from the file's bytes, and the reference
+# dataset's pinned version and target, which the spec holds too).
+CHECK_SPEC_KEYS = frozenset({"untrusted_types", "input_schema"})
+
+
 @dataclass(frozen=True)
 class Flavor:
     artifact: str | None  # None, "file" or "dir"
@@ -137,6 +160,21 @@ def _check_skops(path: Path) -> dict[str, Any]:
     return {"untrusted_types": sorted(_skops_types(sio, path, str(path)))}
 
 
+def _schema(
+    path: Path, spec: Mapping[str, Any], dataset: DatasetVersionInfo, db: Database
+) -> list[dict[str, Any]]:
+    """The input schema of the checked skops file at ``path`` from its reference dataset."""
+    sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
+    estimator = sio.load(path, trusted=list(spec["untrusted_types"]))
+    where = f"dataset {dataset.name}@{dataset.version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Datasets(db).fetch(f"{dataset.name}@{dataset.version}", Path(tmp))
+        columns = derive_schema(
+            estimator, data, dataset.format, dataset.columns, spec.get("target"), where
+        )
+    return [c.to_dict() for c in columns]
+
+
 FLAVORS: dict[str, Flavor] = {
     "upstream": Flavor(None, ("model",), _no_check),
     "lora": Flavor("dir", ("base_model",), _check_adapter_dir),
@@ -160,8 +198,14 @@ def _info(name: str, row: Any, labels: list[str] | None = None) -> ModelVersionI
     )
 
 
-class ModelsMixin(LabelsMixin):
-    def register_model(
+class Models(Part):
+    """Models (LLM routes, LoRA adapters, scikit-learn models): immutable versions."""
+
+    def __init__(self, db: Database, labels: Labels) -> None:
+        super().__init__(db)
+        self.labels = labels
+
+    def register(
         self,
         name: str,
         flavor: str,
@@ -170,8 +214,15 @@ class ModelsMixin(LabelsMixin):
         path: Path | None = None,
         message: str = "",
         author: str | None = None,
+        reference: str | None = None,
+        target: str | None = None,
     ) -> tuple[ModelVersionInfo, bool]:
-        """Register a version; identical content returns the existing one and False."""
+        """Register a version; identical content returns the existing one and False.
+
+        ``reference`` (``sklearn`` only): a dataset ``NAME[@VERSION]`` whose columns and
+        values give the version's input schema; ``target`` names its column of true values,
+        never an input. Both, and the schema, are kept in the spec.
+        """
         check_name(name, "model name")
         kind = FLAVORS.get(flavor)
         if kind is None:
@@ -179,6 +230,13 @@ class ModelsMixin(LabelsMixin):
                 f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)}", param="flavor"
             )
         spec = dict(spec or {})
+        derived = sorted(CHECK_SPEC_KEYS.intersection(spec))
+        if derived:
+            raise InvalidInput(
+                f"{derived[0]} is derived at registration, not given in the spec",
+                param=derived[0],
+            )
+        dataset = self._reference(flavor, spec, reference, target)
         missing = [k for k in kind.required_spec if not spec.get(k)]
         if missing:
             raise InvalidInput(
@@ -195,24 +253,74 @@ class ModelsMixin(LabelsMixin):
             if is_dir != path.is_dir() or not path.exists():
                 what = "a directory" if is_dir else "a file"
                 raise InvalidInput(f"{path} must be {what} for flavor {flavor!r}", param="path")
+            if kind.artifact == "file" and (same := self._same_file(name, flavor, spec, path)):
+                return same, False  # checked when registered; not loading the checker again
             spec.update(kind.check_artifact(path))
-            digest, stored_kind, size = self._store_path(path)
+            if dataset is not None:
+                spec["input_schema"] = _schema(path, spec, dataset, self.db)
+            digest, stored_kind, size = self.db.store_path(path)
         chash = content_hash({"flavor": flavor, "spec": spec, "artifact": digest})
-        author = author or self.actor
-        with self._write() as session:
-            model = self._lock_subject(session, "model", name)
-            existing = self._find_version(session, "model", model.id, chash)
+        author = author or self.db.actor
+        with self.db.write() as session:
+            model = self.db.lock_subject(session, "model", name)
+            existing = self.labels.find_version(session, "model", model.id, chash)
             if existing is not None:
                 return _info(name, existing), False
             if digest is not None:
-                self._record_artifact(session, digest, stored_kind, size)
-            row = self._add_version(
+                self.db.record_artifact(session, digest, stored_kind, size)
+            row = self.labels.add_version(
                 session, "model", model.id, name, author, model_id=model.id, flavor=flavor,
                 spec=spec, artifact_digest=digest, message=message, content_hash=chash,
             )  # fmt: skip
             return _info(name, row), True
 
-    def register_sklearn_model(
+    def _reference(
+        self, flavor: str, spec: dict[str, Any], reference: str | None, target: str | None
+    ) -> DatasetVersionInfo | None:
+        """The reference dataset's version, pinned into ``spec`` (with ``target``)."""
+        if reference is None:
+            if target is not None:
+                raise InvalidInput("a target column needs a reference dataset", param="target")
+            return None
+        if flavor != "sklearn":
+            raise InvalidInput(
+                f"a reference dataset describes a scikit-learn model's inputs; flavor "
+                f"{flavor!r} takes none",
+                param="reference",
+            )
+        dataset = Datasets(self.db).get(reference)
+        spec["reference"] = f"{dataset.name}@{dataset.version}"
+        if target is not None:
+            spec["target"] = target
+        return dataset
+
+    def _same_file(
+        self, name: str, flavor: str, spec: Mapping[str, Any], path: Path
+    ) -> ModelVersionInfo | None:
+        """The version of ``name`` with this flavor, this file (by sha256) and this spec, if
+        one exists: what :meth:`register` would find, known without checking the file again.
+
+        The check of a file depends on its bytes only and ran when that version was
+        registered, so answering "unchanged" need not load the checker (``skops.io`` imports
+        scikit-learn and more: seconds). Keys the check writes into the spec
+        (:data:`CHECK_SPEC_KEYS`) are left out of the comparison. A new file is checked.
+        """
+        digest = sha256_file(path)
+        given = {k: v for k, v in spec.items() if k not in CHECK_SPEC_KEYS}
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(ModelVersion)
+                .join(RegisteredModel, ModelVersion.model_id == RegisteredModel.id)
+                .where(RegisteredModel.name == name, ModelVersion.flavor == flavor,
+                       ModelVersion.artifact_digest == digest)
+                .order_by(ModelVersion.version)
+            ).all()  # fmt: skip
+        for row in rows:
+            if {k: v for k, v in row.spec.items() if k not in CHECK_SPEC_KEYS} == given:
+                return _info(name, row)
+        return None
+
+    def register_sklearn(
         self,
         name: str,
         estimator: Any,
@@ -220,21 +328,25 @@ class ModelsMixin(LabelsMixin):
         spec: Mapping[str, Any] | None = None,
         message: str = "",
         author: str | None = None,
+        reference: str | None = None,
+        target: str | None = None,
     ) -> tuple[ModelVersionInfo, bool]:
-        """Save a fitted estimator with skops and register it."""
+        """Save a fitted estimator with skops and register it (``reference`` and ``target``
+        as for :meth:`register`: what the gateway needs to serve it)."""
         sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.skops"
             sio.dump(estimator, path)
-            return self.register_model(
-                name, "sklearn", spec, path=path, message=message, author=author
-            )
+            return self.register(
+                name, "sklearn", spec, path=path, message=message, author=author,
+                reference=reference, target=target,
+            )  # fmt: skip
 
-    def get_model(self, ref: str | Ref) -> ModelVersionInfo:
+    def get(self, ref: str | Ref) -> ModelVersionInfo:
         ref = Ref.parse(ref) if isinstance(ref, str) else ref
-        with self._read() as session:
-            model = self._subject(session, "model", ref.name)
-            labels = self._labels(session, "model", model.id)
+        with self.db.read() as session:
+            model = self.db.subject(session, "model", ref.name)
+            labels = self.labels.on(session, "model", model.id)
             version = ref.version
             if version is None:
                 label = ref.label or LATEST
@@ -255,37 +367,41 @@ class ModelsMixin(LabelsMixin):
             on_version = sorted(k for k, v in labels.items() if v == version)
             return _info(ref.name, row, on_version)
 
-    def load_sklearn_model(self, ref: str | Ref) -> Any:
+    def load_sklearn(self, ref: str | Ref) -> Any:
         """Fetch (hash-verified) and load a scikit-learn version with skops.
 
         The file's types are checked against the allowlist again, from the file itself: the
         version's recorded ``untrusted_types`` is not what decides.
         """
-        version = self.get_model(ref)
+        version = self.get(ref)
         if version.flavor != "sklearn" or version.artifact_digest is None:
             raise InvalidInput(f"{ref} is a {version.flavor!r} model, not 'sklearn'")
         sio = require("skops.io", feature="scikit-learn models", extra="sklearn")
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.store.fetch_file(version.artifact_digest, Path(tmp) / "model.skops")
+            path = self.db.artifacts.fetch_file(version.artifact_digest, Path(tmp) / "model.skops")
             what = f"model {version.name}@{version.version} ({version.artifact_digest})"
             return sio.load(path, trusted=_skops_types(sio, path, what))
 
-    def fetch_model_dir(self, ref: str | Ref, dest: Path) -> Path:
+    def fetch(self, ref: str | Ref, dest: Path) -> Path:
         """Materialise an ``hf`` or ``lora`` version's directory (hash-verified)."""
-        version = self.get_model(ref)
+        version = self.get(ref)
         if version.artifact_digest is None or FLAVORS[version.flavor].artifact != "dir":
             raise InvalidInput(f"{ref} is a {version.flavor!r} model without a directory")
-        return self.store.fetch_dir(version.artifact_digest, dest)
+        return self.db.artifacts.fetch_dir(version.artifact_digest, dest)
 
-    def list_models(self) -> list[SubjectSummary]:
-        return self._summaries("model")
+    def list(self) -> builtins.list[SubjectSummary]:
+        return self.labels.summaries("model")
 
-    def model_labels(self, flavors: Collection[str]) -> list[tuple[str, str, datetime]]:
+    def served(
+        self, flavors: Collection[str], *, need_schema: Collection[str] = ()
+    ) -> builtins.list[tuple[str, str, datetime]]:
         """(model, label, the model's creation time) for every label whose version has one of
-        ``flavors``, by model and label: what a server of those flavors can answer for."""
-        with self._read() as session:
+        ``flavors``, by model and label: what a server of those flavors can answer for. A
+        version of a flavor in ``need_schema`` counts only with an ``input_schema``."""
+        with self.db.read() as session:
             rows = session.execute(
-                select(RegisteredModel.name, Label.name, RegisteredModel.created_at)
+                select(RegisteredModel.name, Label.name, RegisteredModel.created_at,
+                       ModelVersion.flavor, ModelVersion.spec)
                 .join(Label, (Label.subject_id == RegisteredModel.id)
                       & (Label.subject_type == "model"))
                 .join(ModelVersion, (ModelVersion.model_id == RegisteredModel.id)
@@ -293,7 +409,13 @@ class ModelsMixin(LabelsMixin):
                 .where(ModelVersion.flavor.in_(list(flavors)))
                 .order_by(RegisteredModel.name, Label.name)
             ).all()  # fmt: skip
-        return [(name, label, created) for name, label, created in rows]
+        return [
+            (name, label, created)
+            for name, label, created, flavor, spec in rows
+            if flavor not in need_schema or spec.get("input_schema")
+        ]
 
-    def model_versions(self, name: str) -> list[ModelVersionInfo]:
-        return [_info(name, r, labels) for r, labels in self._versions_with_labels("model", name)]
+    def versions(self, name: str) -> builtins.list[ModelVersionInfo]:
+        return [
+            _info(name, r, labels) for r, labels in self.labels.versions_with_labels("model", name)
+        ]

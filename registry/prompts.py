@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import json
 from collections.abc import Mapping
@@ -12,9 +13,9 @@ import yaml
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from lockgate.registry._core import content_hash
+from lockgate.registry._core import Database, Part, content_hash
 from lockgate.registry.errors import InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
+from lockgate.registry.labels import Labels
 from lockgate.registry.records import (
     LATEST,
     PromptVersionInfo,
@@ -151,8 +152,14 @@ _RESOLVE_COLUMNS = (
 )
 
 
-class PromptsMixin(LabelsMixin):
-    def push_prompt(
+class Prompts(Part):
+    """Prompt templates: immutable, content-hashed versions resolved by reference."""
+
+    def __init__(self, db: Database, labels: Labels) -> None:
+        super().__init__(db)
+        self.labels = labels
+
+    def push(
         self,
         name: str,
         template: Any,
@@ -166,26 +173,27 @@ class PromptsMixin(LabelsMixin):
         kind, template, variables = normalise_template(template)
         config = normalise_config(config)
         digest = content_hash({"kind": kind, "template": template, "config": config})
-        author = author or self.actor
-        with self._write() as session:
-            prompt = self._lock_subject(session, "prompt", name)
-            existing = self._find_version(session, "prompt", prompt.id, digest)
+        author = author or self.db.actor
+        with self.db.write() as session:
+            prompt = self.db.lock_subject(session, "prompt", name)
+            existing = self.labels.find_version(session, "prompt", prompt.id, digest)
             if existing is not None:
                 return _info(name, existing), False
-            row = self._add_version(
+            row = self.labels.add_version(
                 session, "prompt", prompt.id, name, author, prompt_id=prompt.id, kind=kind,
                 template=template, config=config, variables=variables, message=message,
                 content_hash=digest,
             )  # fmt: skip
             return _info(name, row), True
 
-    def resolve_prompt(
-        self, name: str, label: str | None = None, version: int | None = None
-    ) -> PromptVersionInfo:
-        """The version ``name@label`` (or ``name@version``, or ``name@latest``) points to.
+    def get(self, ref: str | Ref) -> PromptVersionInfo:
+        """The version ``NAME@LABEL`` (or ``NAME@VERSION``, or ``NAME`` for ``@latest``)
+        points to.
 
         One indexed query on the hit path: this sits on the gateway's request path.
         """
+        ref = Ref.parse(ref) if isinstance(ref, str) else ref
+        name, label, version = ref.name, ref.label, ref.version
         stmt = select(*_RESOLVE_COLUMNS).join(Prompt, Prompt.id == PromptVersion.prompt_id)
         if version is not None:
             stmt = stmt.where(Prompt.name == name, PromptVersion.version == version)
@@ -198,30 +206,26 @@ class PromptsMixin(LabelsMixin):
                     Label.version == PromptVersion.version,
                 ),
             ).where(Prompt.name == name, Label.name == (label or LATEST))
-        with self._read() as session:
+        with self.db.read() as session:
             row = session.execute(stmt).first()
             if row is None:
                 self._explain_miss(session, name, label, version)
         assert row is not None
         return _info(name, row)
 
-    def get_prompt(self, ref: str | Ref) -> PromptVersionInfo:
-        ref = Ref.parse(ref) if isinstance(ref, str) else ref
-        return self.resolve_prompt(ref.name, ref.label, ref.version)
-
     def _explain_miss(
         self, session: Session, name: str, label: str | None, version: int | None
     ) -> None:
-        prompt = self._subject(session, "prompt", name)
+        prompt = self.db.subject(session, "prompt", name)
         if version is not None:
             raise NotFound(f"prompt {name!r} has no version {version}", param="version")
-        labels = self._labels(session, "prompt", prompt.id)
+        labels = self.labels.on(session, "prompt", prompt.id)
         raise NotFound(
             f"prompt {name!r} has no label {label!r} (labels: {', '.join(sorted(labels))})",
             param="label",
         )
 
-    def render_prompt(
+    def render(
         self, prompt: PromptVersionInfo, variables: Mapping[str, Any],
         *, within_s: float | None = None,
     ) -> RenderedPrompt:  # fmt: skip
@@ -237,15 +241,17 @@ class PromptsMixin(LabelsMixin):
         ]
         return RenderedPrompt(prompt.name, prompt.version, "chat", None, messages, prompt.config)
 
-    def list_prompts(self) -> list[SubjectSummary]:
-        return self._summaries("prompt")
+    def list(self) -> builtins.list[SubjectSummary]:
+        return self.labels.summaries("prompt")
 
-    def prompt_versions(self, name: str) -> list[PromptVersionInfo]:
-        return [_info(name, r, labels) for r, labels in self._versions_with_labels("prompt", name)]
+    def versions(self, name: str) -> builtins.list[PromptVersionInfo]:
+        return [
+            _info(name, r, labels) for r, labels in self.labels.versions_with_labels("prompt", name)
+        ]
 
-    def diff_prompts(self, name: str, a: str, b: str) -> str:
+    def diff(self, name: str, a: str, b: str) -> str:
         """Unified diff of two versions (each a version number or a label)."""
-        left, right = (self.get_prompt(f"{name}@{x}") for x in (a, b))
+        left, right = (self.get(f"{name}@{x}") for x in (a, b))
         return unified_diff(
             prompt_document(left),
             prompt_document(right),

@@ -3,6 +3,7 @@ parameters, metrics (single values and step-wise series), artifacts and lineage.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from lockgate.registry._core import Part
 from lockgate.registry.errors import InvalidInput, NotFound
-from lockgate.registry.labels import LabelsMixin
 from lockgate.registry.records import LineageEdge, MetricPoint, RunInfo
 from lockgate.registry.tables import Run, RunArtifact, RunLineage, RunMetric, utcnow
 
@@ -108,8 +109,8 @@ def _lineage_rows(run_id: str, edges: list[LineageEdge]) -> list[RunLineage]:
     ]  # fmt: skip
 
 
-class RunsMixin(LabelsMixin):
-    def create_run(
+class Runs(Part):
+    def create(
         self,
         kind: str,
         *,
@@ -126,7 +127,7 @@ class RunsMixin(LabelsMixin):
             raise InvalidInput(f"unknown run status {status!r}", param="status")
         edges = _check_edges(lineage)
         run_id = uuid.uuid4().hex
-        with self._write() as session:
+        with self.db.write() as session:
             session.add(
                 Run(
                     id=run_id,
@@ -136,19 +137,19 @@ class RunsMixin(LabelsMixin):
                     params=dict(params or {}),
                     metrics={},
                     tags=dict(tags or {}),
-                    author=author or self.actor,
+                    author=author or self.db.actor,
                 )
             )
             session.flush()
             session.add_all(_lineage_rows(run_id, edges))
-        return self.get_run(run_id)
+        return self.get(run_id)
 
     def log_metrics(
         self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None
     ) -> None:
         """Append metric points; without a step they also become the run's final values."""
         now = utcnow()
-        with self._write() as session:
+        with self.db.write() as session:
             run = self._run(session, run_id)
             session.add_all(
                 RunMetric(run_id=run_id, key=k, step=step, value=float(v), created_at=now)
@@ -162,7 +163,7 @@ class RunsMixin(LabelsMixin):
 
         A training resumed from the checkpoint at ``step`` logs the later steps again: the
         points its crashed attempt logged for them belong to a timeline that did not happen."""
-        with self._write() as session:
+        with self.db.write() as session:
             self._run(session, run_id)
             result = session.execute(
                 delete(RunMetric).where(RunMetric.run_id == run_id, RunMetric.step > step)
@@ -171,20 +172,20 @@ class RunsMixin(LabelsMixin):
 
     def add_lineage(self, run_id: str, edges: Iterable[LineageEdge]) -> None:
         checked = _check_edges(edges)
-        with self._write() as session:
+        with self.db.write() as session:
             self._run(session, run_id)
             session.add_all(_lineage_rows(run_id, checked))
 
     def log_artifact(self, run_id: str, name: str, path: Path) -> str:
         """Store a file or folder in the artifact store and attach it to the run."""
-        digest, kind, size = self._store_path(path)
-        with self._write() as session:
+        digest, kind, size = self.db.store_path(path)
+        with self.db.write() as session:
             self._run(session, run_id)
-            self._record_artifact(session, digest, kind, size)
+            self.db.record_artifact(session, digest, kind, size)
             session.merge(RunArtifact(run_id=run_id, name=name, digest=digest))
         return digest
 
-    def set_run_status(
+    def set_status(
         self,
         run_id: str,
         status: str,
@@ -196,28 +197,28 @@ class RunsMixin(LabelsMixin):
             raise InvalidInput(f"unknown run status {status!r}", param="status")
         if metrics:
             self.log_metrics(run_id, metrics)
-        with self._write() as session:
+        with self.db.write() as session:
             run = self._run(session, run_id)
             run.status, run.error = status, error
             if status in FINAL_STATES:
                 run.ended_at = utcnow()
-        return self.get_run(run_id)
+        return self.get(run_id)
 
-    def run_artifacts(self, run_id: str) -> dict[str, str]:
+    def artifacts(self, run_id: str) -> dict[str, str]:
         """The run's artifacts, name to digest, without its lineage and metric series."""
-        with self._read() as session:
+        with self.db.read() as session:
             self._run(session, run_id)
             return _artifacts(session, run_id)
 
-    def resolve_run_id(self, run_id_or_prefix: str) -> str:
+    def resolve_id(self, run_id_or_prefix: str) -> str:
         """The full id of the run that ``run_id_or_prefix`` names: the id itself or a unique
         prefix of at least :data:`MIN_ID_PREFIX` characters (see :func:`resolve_id_prefix`).
         Other methods take full ids only."""
-        with self._read() as session:
+        with self.db.read() as session:
             return str(resolve_id_prefix(session, Run.id, run_id_or_prefix, what="run"))
 
-    def get_run(self, run_id: str) -> RunInfo:
-        with self._read() as session:
+    def get(self, run_id: str) -> RunInfo:
+        with self.db.read() as session:
             run = self._run(session, run_id)
             lineage = [
                 LineageEdge(e.subject_type, e.subject_ref, e.role)
@@ -236,8 +237,8 @@ class RunsMixin(LabelsMixin):
             ]
             return _info(run, lineage, artifacts, series)
 
-    def list_runs(self, kind: str | None = None, *, limit: int = 50) -> list[RunInfo]:
-        with self._read() as session:
+    def list(self, kind: str | None = None, *, limit: int = 50) -> builtins.list[RunInfo]:
+        with self.db.read() as session:
             stmt = select(Run).order_by(Run.created_at.desc()).limit(limit)
             if kind is not None:
                 stmt = stmt.where(Run.kind == kind)
@@ -248,6 +249,14 @@ class RunsMixin(LabelsMixin):
         if run is None:
             raise NotFound(f"no run with id {run_id!r}", param="run_id")
         return run  # type: ignore[no-any-return]
+
+    def tag(self, run_id: str, tags: dict[str, Any]) -> None:
+        """Merge ``tags`` into a run's tags (e.g. an eval run's verdict)."""
+        with self.db.write() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run with id {run_id!r}", param="run_id")
+            run.tags = {**run.tags, **tags}
 
 
 def _info(

@@ -270,6 +270,23 @@ class CallRecord(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class PredictionSample(Base):
+    """One input row of a ``:predict`` call and what the model answered, sampled by the
+    gateway (``gateway.predict.sample_rate``) and written off the request path, for drift."""
+
+    __tablename__ = "prediction_samples"
+    __table_args__ = (Index("ix_prediction_samples_model", "model", "version", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    request_id: Mapped[str] = mapped_column(String(64))  # the call record's request_id
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONType)  # column name -> value
+    prediction: Mapped[Any] = mapped_column(JSONType, nullable=True)
+
+
 class ApiKey(Base):
     """A virtual API key. Only its sha256 and a short prefix are stored; the key is shown once."""
 

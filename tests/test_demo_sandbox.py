@@ -18,15 +18,15 @@ from lockgate.registry import Registry, RegistrySettings
 
 def _snapshot(reg: Registry, artifacts: Path) -> dict[str, Any]:
     return {
-        "prompts": [(s.name, s.latest_version, s.labels) for s in reg.list_prompts()],
-        "support": [(v.version, v.template) for v in reg.prompt_versions("support")],
+        "prompts": [(s.name, s.latest_version, s.labels) for s in reg.prompts.list()],
+        "support": [(v.version, v.template) for v in reg.prompts.versions("support")],
         "history": [
-            (m.label, m.to_version, m.actor) for m in reg.label_history("prompt", "support")
+            (m.label, m.to_version, m.actor) for m in reg.labels.history("prompt", "support")
         ],
-        "gates": reg.gate_policies("prompt", "support"),
-        "models": [(s.name, s.latest_version) for s in reg.list_models()],
-        "runs": [r.id for r in reg.list_runs(limit=1000)],
-        "jobs": [j.id for j in reg.list_jobs(limit=1000)],
+        "gates": reg.gates.policies("prompt", "support"),
+        "models": [(s.name, s.latest_version) for s in reg.models.list()],
+        "runs": [r.id for r in reg.runs.list(limit=1000)],
+        "jobs": [j.id for j in reg.jobs.list(limit=1000)],
         "artifacts": sorted(str(p.relative_to(artifacts)) for p in artifacts.rglob("*")),
     }
 
@@ -43,8 +43,8 @@ def test_the_demo_leaves_the_users_registry_alone(
     )
     reg = Registry(settings, actor="user")
     try:
-        reg.push_prompt("support", "The user's own support prompt: {{ question }}")
-        reg.set_label("prompt", "support", "production", 1, reason="the user's release")
+        reg.prompts.push("support", "The user's own support prompt: {{ question }}")
+        reg.labels.set("prompt", "support", "production", 1, reason="the user's release")
         before = _snapshot(reg, artifacts)
     finally:
         reg.close()
@@ -75,8 +75,8 @@ def test_the_demo_leaves_the_users_registry_alone(
         reg.close()
     demo = Registry(RegistrySettings(data_dir=demo_dir), actor="check")
     try:
-        assert demo.labels_of("prompt", "support")["production"] == 4
-        assert demo.list_runs(limit=1)
+        assert demo.labels.of("prompt", "support")["production"] == 4
+        assert demo.runs.list(limit=1)
     finally:
         demo.close()
 

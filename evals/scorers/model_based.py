@@ -98,7 +98,7 @@ class LLMJudge(BaseScorer):
     def prepare(self, ctx: ScoreContext) -> None:
         if ctx.registry is None:
             raise ScorerInvalid("llm_judge needs the registry for its rubric prompt")
-        self._prompt = ctx.registry.get_prompt(self.params.prompt)
+        self._prompt = ctx.registry.prompts.get(self.params.prompt)
         self._model = self.params.model or self._prompt.config.get("model")
         if not self._model:
             raise ScorerInvalid(
@@ -118,7 +118,7 @@ class LLMJudge(BaseScorer):
     async def score(self, sample: ExampleResult, ctx: ScoreContext) -> ExampleScore:
         caller = _caller(ctx, "llm_judge")
         assert ctx.registry is not None
-        rendered = ctx.registry.render_prompt(self._prompt, self._variables(sample))
+        rendered = ctx.registry.prompts.render(self._prompt, self._variables(sample))
         messages = rendered.messages or [{"role": "user", "content": rendered.text or ""}]
         config = {k: v for k, v in rendered.config.items() if k != "model"}
         body = {**config, **self.params.params, "model": self._model, "messages": messages}

@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from lockgate.gateway.api.deps import READ, WRITE, StateDep, check_declared_length, too_large
 from lockgate.gateway.errors import InvalidRequest
-from lockgate.registry.jobs import FILE_PURPOSES, FileInfo
+from lockgate.registry.files import FILE_PURPOSES, FileInfo
 from lockgate.registry.registry import Registry
 
 router = APIRouter(tags=["files"])
@@ -72,7 +72,7 @@ def _store(registry: Registry, data: IO[bytes], purpose: str, filename: str) -> 
         path = Path(tmp) / "upload"
         with path.open("wb") as out:
             shutil.copyfileobj(data, out)
-        return registry.create_file(path, purpose=purpose, filename=filename)
+        return registry.files.create(path, purpose=purpose, filename=filename)
 
 
 @router.post("/v1/files", dependencies=[WRITE], openapi_extra={"requestBody": _UPLOAD_BODY})
@@ -113,17 +113,17 @@ async def create_file(request: Request, state: StateDep) -> dict[str, Any]:
 
 @router.get("/v1/files", dependencies=[READ])
 def list_files(state: StateDep, purpose: str | None = None) -> dict[str, Any]:
-    files = state.registry.list_files(purpose)
+    files = state.registry.files.list(purpose)
     return {"object": "list", "data": [file_object(f) for f in files], "has_more": False}
 
 
 @router.get("/v1/files/{file_id}", dependencies=[READ])
 def get_file(state: StateDep, file_id: str) -> dict[str, Any]:
-    return file_object(state.registry.get_file(file_id))
+    return file_object(state.registry.files.get(file_id))
 
 
 @router.get("/v1/files/{file_id}/content", dependencies=[READ])
 def get_file_content(state: StateDep, file_id: str) -> Response:
-    info = state.registry.get_file(file_id)
-    data = state.registry.store.read_bytes(info.digest)  # hash-verified
+    info = state.registry.files.get(file_id)
+    data = state.registry.artifacts.read_bytes(info.digest)  # hash-verified
     return Response(data, media_type="application/octet-stream")

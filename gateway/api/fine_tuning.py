@@ -148,7 +148,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
 ) -> dict[str, Any]:
-    jobs = state.registry.list_jobs(KIND, limit=1000)
+    jobs = state.registry.jobs.list(KIND, limit=1000)
     if after is not None:
         ids = [j.id for j in jobs]
         jobs = jobs[ids.index(after) + 1 :] if after in ids else []
@@ -158,12 +158,12 @@ def list_jobs(
 
 @router.get("/v1/fine_tuning/jobs/{job_id}", dependencies=[READ])
 def get_job(state: StateDep, job_id: str) -> dict[str, Any]:
-    return job_object(state.registry.get_job(job_id))
+    return job_object(state.registry.jobs.get(job_id))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", dependencies=[WRITE])
 def cancel_job(state: StateDep, job_id: str) -> dict[str, Any]:
-    return job_object(state.registry.cancel_job(job_id))
+    return job_object(state.registry.jobs.cancel(job_id))
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events", dependencies=[READ])
@@ -174,7 +174,7 @@ def list_events(
     after: str | None = None,
 ) -> dict[str, Any]:
     """Newest first, as OpenAI lists them; ``after`` pages towards older events."""
-    events = list(reversed(state.registry.job_events(job_id, limit=100_000)))
+    events = list(reversed(state.registry.jobs.events(job_id, limit=100_000)))
     if after is not None:
         ids = [f"ftevent-{e.id}" for e in events]
         events = events[ids.index(after) + 1 :] if after in ids else []
@@ -185,18 +185,32 @@ def list_events(
 def list_checkpoints(
     state: StateDep, job_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> dict[str, Any]:
-    job = state.registry.get_job(job_id)
-    model = job.result.get("fine_tuned_model") or job.id
-    checkpoints = []
-    for event in reversed(state.registry.job_events(job_id, limit=100_000)):
-        step = event.data.get("checkpoint_step", event.data.get("step"))
-        if not event.message.startswith("checkpoint") or not isinstance(step, int):
+    """Newest first: the checkpoints the job stored in the artifact store, each callable
+    as its ``fine_tuned_model_checkpoint`` (``ft:JOB_ID:ckpt-step-N``) through
+    ``/v1/chat/completions``, with the metrics of its step. Checkpoints a worker kept in its
+    ``work_dir`` only (``--local-checkpoints``) are not listed: they cannot be served."""
+    from lockgate.finetune.inference import checkpoint_model
+
+    job = state.registry.jobs.get(job_id)
+    events = state.registry.jobs.events(job_id, limit=100_000)
+    metrics: dict[int, dict[str, Any]] = {}
+    for event in events:
+        if event.message.startswith("step ") and isinstance(event.data.get("step"), int):
+            metrics[event.data["step"]] = {
+                k: v for k, v in event.data.items()
+                if isinstance(v, int | float) and k not in ("step", "total_steps")
+            }  # fmt: skip
+    checkpoints: dict[int, dict[str, Any]] = {}
+    for event in reversed(events):  # newest first; a step trained again: its latest upload
+        step = event.data.get("step")
+        stored = isinstance(event.data.get("digest"), str)
+        if not event.message.startswith("checkpoint") or not isinstance(step, int) or not stored:
             continue
-        checkpoints.append({
+        checkpoints.setdefault(step, {
             "id": f"ftckpt-{event.id}", "object": "fine_tuning.job.checkpoint",
             "created_at": int(event.created_at.timestamp()), "fine_tuning_job_id": job.id,
-            "step_number": step, "metrics": {k: v for k, v in event.data.items()
-                                             if isinstance(v, int | float) and k != "step"},
-            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{step}",
+            "step_number": step, "metrics": {"step": step, **metrics.get(step, {})},
+            "fine_tuned_model_checkpoint": checkpoint_model(job.id, step),
         })  # fmt: skip
-    return _page(checkpoints[:limit], len(checkpoints) > limit)
+    page = list(checkpoints.values())
+    return _page(page[:limit], len(page) > limit)

@@ -1,4 +1,5 @@
-"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the registry database does)."""
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the registry database does, and
+no provider is still warming up: litellm's import, at start-up, when a route uses it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse
 
 from lockgate.gateway.api.deps import StateDep
+from lockgate.gateway.providers import WarmsUp
 from lockgate.registry.registry import Registry
 
 router = APIRouter(tags=["health"])
@@ -21,12 +23,16 @@ async def healthz() -> JSONResponse:
 
 
 def _ping(registry: Registry) -> None:
-    with registry.engine.connect() as connection:
+    with registry.db.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
 
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
+    warming = [w for p in state.providers.values() if isinstance(p, WarmsUp) and (w := p.warming())]
+    if warming:
+        reason = f"warming up: {', '.join(warming)}"
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     try:
         with anyio.fail_after(READY_TIMEOUT_S):
             await anyio.to_thread.run_sync(_ping, state.registry, abandon_on_cancel=True)

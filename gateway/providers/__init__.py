@@ -6,14 +6,16 @@ Two implementations now, registered by name in :data:`PROVIDERS`:
   LM Studio, …): one pooled ``aiohttp.ClientSession``, the request body forwarded as JSON, the
   response bytes returned untouched and the SSE stream relayed as it arrives.
 - ``litellm``: every other provider (Anthropic, Bedrock, Vertex, Gemini, Cohere, …) through
-  litellm's async SDK, normalised to the OpenAI shape; litellm is imported on first use.
+  litellm's async SDK, normalised to the OpenAI shape; litellm is imported in the background
+  at start-up when a route uses it (else on first use). A provider still loading is
+  :class:`WarmsUp`: ``/readyz`` answers 503 until it is done.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
@@ -82,6 +84,15 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class WarmsUp(Protocol):
+    """A provider that loads something slow in the background as the gateway starts."""
+
+    def warming(self) -> str | None:
+        """What is still loading (for ``/readyz``); None once ready."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderContext:
     """What a provider is built from, in the lifespan."""
@@ -122,6 +133,7 @@ __all__ = [
     "ProviderContext",
     "UpstreamCall",
     "UpstreamResponse",
+    "WarmsUp",
     "build_providers",
     "encode_body",
     "register_provider",

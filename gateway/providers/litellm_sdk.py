@@ -1,7 +1,11 @@
 """Every non-OpenAI-compatible provider through litellm's async SDK, in the OpenAI shape.
 
 A deployment's ``model`` is litellm's ``provider/model`` string (``anthropic/claude-…``).
-litellm is imported on first use, never when the gateway or the CLI starts.
+litellm is never imported when the CLI starts. When a configured route goes through litellm,
+the provider imports and warms it in a background thread as the gateway starts
+(:func:`gateway._litellm.warm_litellm`, seconds), and :meth:`LiteLLMProvider.warming` keeps
+``/readyz`` at 503 until that is done; a call that comes sooner waits for it off the event
+loop. Otherwise (a ``registry:`` model through litellm) the first call loads it, off the loop.
 
 litellm reads many keywords as its own options (``api_base``, ``base_url``, ``api_key``,
 ``extra_headers``, ``fallbacks``, ``mock_response``, …), so only an allowlist reaches it: the
@@ -11,12 +15,15 @@ deployment's configured ``params``; the address, key and headers are the deploym
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 import orjson
 
-from lockgate.gateway._litellm import load_litellm
+from lockgate.gateway._litellm import load_litellm, warm_litellm
 from lockgate.gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from lockgate.gateway.providers import (
     ProviderContext,
@@ -26,7 +33,10 @@ from lockgate.gateway.providers import (
     register_provider,
 )
 from lockgate.gateway.schemas import OPENAI_FIELDS
+from lockgate.gateway.settings import GatewaySettings
 from lockgate.registry.errors import LockgateError
+
+log = logging.getLogger(__name__)
 
 _FUNCTIONS = {
     "chat": "acompletion",
@@ -65,14 +75,56 @@ def _secret(call: UpstreamCall) -> str:
     return key.get_secret_value() if key is not None else ""
 
 
+def routes_use_litellm(settings: GatewaySettings) -> bool:
+    """Whether a configured route has a deployment served through litellm."""
+    return any(
+        deployment.implementation == "litellm"
+        for route in settings.routes.values()
+        for deployment in route.deployments
+    )
+
+
 class LiteLLMProvider:
-    def __init__(self, context: ProviderContext) -> None:
+    def __init__(self, context: ProviderContext, *, warm_up: bool | None = None) -> None:
+        """``warm_up``: load litellm in the background now (default: when a route uses it)."""
         self._local_cost_map = context.settings.litellm_local_cost_map
         self._sdk: Any = None
+        self._warmed = threading.Event()
+        self._warm_up: threading.Thread | None = None
+        if routes_use_litellm(context.settings) if warm_up is None else warm_up:
+            # imported whole here, not half-way through in the thread: the openai SDK looks
+            # httpx up in sys.modules, and would find it half-initialised in another thread
+            import httpx  # noqa: F401
 
-    def _litellm(self) -> Any:
+            self._warm_up = threading.Thread(
+                target=self._run_warm_up, name="lockgate-litellm-warm-up", daemon=True
+            )
+            self._warm_up.start()
+
+    def warming(self) -> str | None:
+        """``"litellm"`` while the start-up warm-up runs; None once it is done (or if none)."""
+        return "litellm" if self._warm_up is not None and not self._warmed.is_set() else None
+
+    def _run_warm_up(self) -> None:
+        try:
+            self._sdk = warm_litellm(self._local_cost_map)
+        except Exception:  # boundary: a failed warm-up leaves the first call to load litellm
+            log.warning("litellm warm-up failed; its first call will load it", exc_info=True)
+        finally:
+            self._warmed.set()
+        from lockgate.gateway.serve import refreeze
+
+        refreeze()
+
+    def _load(self) -> Any:
+        if self._warm_up is not None:
+            self._warmed.wait()
+        return self._sdk if self._sdk is not None else load_litellm(self._local_cost_map)
+
+    async def _litellm(self) -> Any:
+        """litellm, loaded (or the warm-up waited for) in a thread: never on the event loop."""
         if self._sdk is None:
-            self._sdk = load_litellm(self._local_cost_map)
+            self._sdk = await anyio.to_thread.run_sync(self._load, abandon_on_cancel=True)
         return self._sdk
 
     @staticmethod
@@ -92,7 +144,7 @@ class LiteLLMProvider:
 
     async def _call(self, call: UpstreamCall, **extra: Any) -> Any:
         kwargs = self._kwargs(call)  # a 400 here is the request's, not the upstream's
-        function = getattr(self._litellm(), _FUNCTIONS[call.operation])
+        function = getattr(await self._litellm(), _FUNCTIONS[call.operation])
         try:
             return await function(**kwargs, **extra)
         except Exception as exc:  # boundary: every litellm failure becomes a gateway error

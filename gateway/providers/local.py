@@ -1,7 +1,8 @@
 """The ``local`` provider: registry ``hf`` and ``lora`` versions served in process with
 transformers + PEFT.
 
-A model string ``registry:NAME@LABEL`` naming an ``hf`` or ``lora`` version routes here.
+A model string ``registry:NAME@LABEL`` naming an ``hf`` or ``lora`` version routes here, and
+so does ``ft:JOB_ID:ckpt-step-N``, a fine-tuning job's stored checkpoint (its adapter).
 Each base model is fetched from the artifact store (hash-verified) and loaded once, on
 first use; every ``lora`` version on that base is attached to the same loaded weights as a
 named adapter, so many adapters share one copy of the base. Generation runs in a worker
@@ -83,31 +84,51 @@ class LocalProvider:
         assert self._registry is not None and info.artifact_digest is not None
         dest: Path = self._dir / info.artifact_digest.replace(":", "-")
         if not (dest / ".complete").exists():
-            self._registry.fetch_model_dir(f"{info.name}@{info.version}", dest)
+            self._registry.models.fetch(f"{info.name}@{info.version}", dest)
             (dest / ".complete").touch()
         return dest
 
     def _load_sync(self, ref: str) -> _Loaded:
-        from lockgate.finetune.inference import attach_adapter
+        from lockgate.finetune.inference import CHECKPOINT_PREFIX, attach_adapter
 
         if self._registry is None:
             raise InvalidRequest("the local provider needs the registry", param="model")
-        info = self._registry.get_model(ref)
+        if ref.startswith(CHECKPOINT_PREFIX):
+            return self._load_checkpoint(ref)
+        info = self._registry.models.get(ref)
         if info.flavor == "hf":
             return _Loaded(self._base(info.artifact_digest, self._fetch(info)), None)
         if info.flavor != "lora":
             raise InvalidRequest(f"{ref} is a {info.flavor!r} model, not hf or lora", param="model")
-        base_ref = str(info.spec["base_model"])
-        if base_ref.startswith(REGISTRY):
-            base_info = self._registry.get_model(base_ref[len(REGISTRY) :])
-            base = self._base(base_info.artifact_digest, self._fetch(base_info))
-        else:
-            path = Path(base_ref)
-            if not path.is_dir():
-                raise NotFound(f"the base model {base_ref!r} of {ref} is not a local directory")
-            base = self._base(str(path.resolve()), path)
+        base = self._base_of(str(info.spec["base_model"]), ref)
         attach_adapter(base, self._fetch(info), ref)
         return _Loaded(base, ref)
+
+    def _base_of(self, base_ref: str, ref: str) -> Any:
+        """The loaded base an adapter was trained on, as its spec names it."""
+        assert self._registry is not None
+        if base_ref.startswith(REGISTRY):
+            base_info = self._registry.models.get(base_ref[len(REGISTRY) :])
+            return self._base(base_info.artifact_digest, self._fetch(base_info))
+        path = Path(base_ref)
+        if not path.is_dir():
+            raise NotFound(f"the base model {base_ref!r} of {ref} is not a local directory")
+        return self._base(str(path.resolve()), path)
+
+    def _load_checkpoint(self, ref: str) -> _Loaded:
+        """``ft:JOB_ID:ckpt-step-N``: the adapter of a job's stored checkpoint (fetched from
+        the artifact store, hash-verified) on the job's base model."""
+        from lockgate.finetune.inference import attach_adapter, find_checkpoint
+
+        assert self._registry is not None
+        checkpoint = find_checkpoint(self._registry, ref)
+        dest: Path = self._dir / checkpoint.digest.replace(":", "-")
+        if not (dest / ".complete").exists():
+            self._registry.artifacts.fetch_dir(checkpoint.digest, dest)
+            (dest / ".complete").touch()
+        base = self._base_of(checkpoint.base_model, ref)
+        attach_adapter(base, dest / "adapter", checkpoint.adapter_name)
+        return _Loaded(base, checkpoint.adapter_name)
 
     @staticmethod
     def _request(call: UpstreamCall) -> tuple[list[dict[str, Any]], int, float]:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from lockgate.evals.retry import RETRY_AFTER_STATUSES, retry_after_s
 from lockgate.gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from lockgate.gateway.providers import (
     PATHS,
@@ -30,20 +31,6 @@ from lockgate.gateway.providers import (
 from lockgate.gateway.settings import DEFAULT_API_BASES, DeploymentSettings
 
 
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds; an HTTP date is ignored)."""
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
-    return None
-
-
 def upstream_error(
     status: int,
     content: bytes,
@@ -52,7 +39,7 @@ def upstream_error(
 ) -> UpstreamError:
     """An upstream error answer, kept as it came when it is OpenAI-shaped (less the API key
     we sent, should the upstream quote it)."""
-    after = retry_after(headers) if status in (429, 503) else None
+    after = retry_after_s(headers) if status in RETRY_AFTER_STATUSES else None
     secret = deployment.api_key.get_secret_value() if deployment and deployment.api_key else ""
     if secret and secret.encode() in content:
         content = content.replace(secret.encode(), b"[REDACTED]")
@@ -93,7 +80,7 @@ class OpenAICompatibleProvider:
     def __init__(self, context: ProviderContext) -> None:
         self._http = context.http
         self._urls: dict[tuple[str, str], str] = {}
-        self._read_timeout_s = context.settings.upstream.read_timeout_s
+        self._read_timeout_s = context.settings.timeouts.read_s
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _timeout(self, call: UpstreamCall) -> aiohttp.ClientTimeout:

@@ -190,13 +190,13 @@ def main() -> None:
         from lockgate.registry import Registry, RegistrySettings
 
         with Registry(RegistrySettings(data_dir=tmp / "data")) as reg:
-            reg.push_prompt(
+            reg.prompts.push(
                 "bench",
                 [{"role": "system", "content": "Answer briefly: {{ question }}"}],
                 {"temperature": 0.2},
             )
-            reg.set_label("prompt", "bench", "production", 1)
-            key = reg.create_key("bench", rpm=10**9, tpm=10**12, max_parallel=10_000).secret
+            reg.labels.set("prompt", "bench", "production", 1)
+            key = reg.keys.create("bench", rpm=10**9, tpm=10**12, max_parallel=10_000).secret
         auth = {"Authorization": f"Bearer {key}"}
         config = {
             "registry": {"data_dir": str(tmp / "data")},

@@ -108,7 +108,7 @@ def main() -> None:
         per_key_rpm = int(args.rate * 60 / args.keys * 2) + 10
         with Registry(RegistrySettings(data_dir=tmp / "data")) as reg:
             keys = [
-                reg.create_key(
+                reg.keys.create(
                     f"soak-{n}",
                     rpm=per_key_rpm,
                     tpm=per_key_rpm * 20,

@@ -51,7 +51,7 @@ def on_step(self, step, total, metrics):  # slower steps, so the kill lands mid-
     reported(self, step, total, metrics); time.sleep(0.2)
 RegistryHooks.on_step = on_step
 registry = Registry(RegistrySettings.model_validate_json(sys.argv[1]))
-Worker(registry, WorkerSettings(work_dir=Path(sys.argv[2]), heartbeat_interval=0.1),
+Worker(registry, WorkerSettings(work_dir=Path(sys.argv[2]), heartbeat_interval_s=0.1),
        worker_id="doomed").poll_once()
 """
 
@@ -92,7 +92,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         text = "".join(json.dumps(r) + "\n" for r in part)
         (args.work / f"{name}.jsonl").write_text(text, encoding="utf-8")
     registry = _registry(args.work)
-    version, _ = registry.register_model(BASE, "hf", path=model_dir, message="gpu_check base")
+    version, _ = registry.models.register(BASE, "hf", path=model_dir, message="gpu_check base")
     registry.close()
     size = sum(f.stat().st_size for f in model_dir.iterdir()) / 2**20
     return {"base_model": f"{version.name}@{version.version}", "model_mib": size,
@@ -116,7 +116,7 @@ def job_spec(args: argparse.Namespace, output_model: str, **extra: Any) -> dict[
 
 def _step_rate(registry: Any, run_id: str) -> float | None:
     """Median tokens/s of the job's steps after the first (which pays for warm-up)."""
-    rates = sorted(p.value for p in registry.get_run(run_id).series
+    rates = sorted(p.value for p in registry.runs.get(run_id).series
                    if p.key == "tokens_per_s" and p.step > 1)  # fmt: skip
     return rates[len(rates) // 2] if rates else None
 
@@ -162,7 +162,7 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     deadline = time.monotonic() + args.kill_timeout
     mark = f"checkpoint at step {CHECKPOINT_EVERY}"
-    while not any(e.message.startswith(mark) for e in registry.job_events(job.id)):
+    while not any(e.message.startswith(mark) for e in registry.jobs.events(job.id)):
         if child.poll() is not None:
             raise RuntimeError("the worker to kill ended before its first checkpoint")
         if time.monotonic() > deadline:
@@ -172,7 +172,7 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
     child.send_signal(signal.SIGKILL)
     child.wait()
     time.sleep(1.0)  # the dead worker's heartbeat goes stale
-    settings = WorkerSettings(work_dir=folder / "c", stale_after=0.5)
+    settings = WorkerSettings(work_dir=folder / "c", stale_after_s=0.5)
     started = time.perf_counter()
     resumed = Worker(registry, settings, worker_id="rescuer").poll_once()
     assert resumed is not None and resumed.id == job.id, resumed
@@ -195,7 +195,7 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _is_lora(registry: Any, ref: str | None) -> bool:
-    return bool(ref) and registry.get_model(ref).flavor == "lora"
+    return bool(ref) and registry.models.get(ref).flavor == "lora"
 
 
 def torchrun(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,7 +207,7 @@ def torchrun(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     sibling = Path(sys.executable).parent / "torchrun"
     launcher = str(sibling) if sibling.exists() else "torchrun"
-    executors = ExecutorSettings(torchrun=launcher, poll_interval=0.2)
+    executors = ExecutorSettings(torchrun=launcher, poll_interval_s=0.2)
     if args.device == "cuda":  # one GPU: the spec asks for torchrun itself
         spec = job_spec(args, "gpu-check-torchrun", executor="torchrun")
         settings = WorkerSettings(work_dir=folder, executors=executors)
@@ -235,14 +235,14 @@ def _compare(registry: Any, folder: Path, local_ref: str, ref: str | None) -> di
     if ref is None:
         return None
     try:
-        other, ours = registry.get_model(local_ref), registry.get_model(ref)
+        other, ours = registry.models.get(local_ref), registry.models.get(ref)
     except NotFound:
         return None
     from safetensors.torch import load_file
 
     tensors, raw = [], []
     for name, version in (("local", other), ("torchrun", ours)):
-        path = registry.fetch_model_dir(f"{version.name}@{version.version}", folder / name)
+        path = registry.models.fetch(f"{version.name}@{version.version}", folder / name)
         tensors.append(load_file(str(path / "adapter_model.safetensors")))
         raw.append((path / "adapter_model.safetensors").read_bytes())
     a, b = tensors

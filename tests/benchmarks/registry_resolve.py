@@ -19,21 +19,21 @@ from lockgate.registry import Registry, RegistrySettings
 
 def measure(reg: Registry, n: int) -> dict[str, float]:
     for i in range(20):
-        reg.push_prompt("support", f"v{i}: answer {{{{ question }}}} in {{{{ lang }}}}")
-    reg.set_label("prompt", "support", "production", 7)
+        reg.prompts.push("support", f"v{i}: answer {{{{ question }}}} in {{{{ lang }}}}")
+    reg.labels.set("prompt", "support", "production", 7)
     for _ in range(200):  # warm the connection pool and statement cache
-        reg.resolve_prompt("support", "production")
+        reg.prompts.get("support@production")
     samples = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
-        reg.resolve_prompt("support", "production")
+        reg.prompts.get("support@production")
         samples.append((time.perf_counter_ns() - t0) / 1e6)
     samples.sort()
     render = []
-    prompt = reg.resolve_prompt("support", "production")
+    prompt = reg.prompts.get("support@production")
     for _ in range(n):
         t0 = time.perf_counter_ns()
-        reg.render_prompt(prompt, {"question": "why?", "lang": "en"})
+        reg.prompts.render(prompt, {"question": "why?", "lang": "en"})
         render.append((time.perf_counter_ns() - t0) / 1e6)
     render.sort()
     return {

@@ -51,8 +51,8 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
     registry: Registry, upstream: Upstream, tmp_path: Path, cache_dir: Path
 ) -> None:
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(60))
-    v1, _ = registry.push_prompt("arith", GOOD, {"model": "stub", "temperature": 0})
-    registry.set_label("prompt", "arith", "production", v1.version)
+    v1, _ = registry.prompts.push("arith", GOOD, {"model": "stub", "temperature": 0})
+    registry.labels.set("prompt", "arith", "production", v1.version)
     cache = ["--cache-dir", str(cache_dir)]
 
     # the baseline: production, no baseline of its own (relative gate skipped: not a pass)
@@ -62,7 +62,7 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
             "run",
             str(write_suite(tmp_path, upstream, "prompt:arith@production")),
             *cache,
-            "--json",
+            "--json-out",
             str(tmp_path / "base.json"),
         ],
     )
@@ -72,18 +72,18 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
     assert doc["summaries"]["exact_match"]["value"] == 1.0
     assert [g["verdict"] for g in doc["gates"]] == ["pass", "skipped"]
     assert doc["verdict"] == "skipped" and "not a pass" in doc["verdict_reason"]
-    stored = registry.get_run(doc["run_id"])
+    stored = registry.runs.get(doc["run_id"])
     assert stored.status == "succeeded" and stored.metrics["exact_match"] == 1.0
     assert {(e.subject_type, e.subject_ref) for e in stored.lineage} >= {("prompt", "arith@1")}
     assert any(e.subject_type == "dataset" for e in stored.lineage)
-    rows = registry.store.read_bytes(stored.artifacts["examples.jsonl"]).decode().splitlines()
+    rows = registry.artifacts.read_bytes(stored.artifacts["examples.jsonl"]).decode().splitlines()
     first = json.loads(rows[0])
     assert first["trace_id"] and first["usage"]["total_tokens"] == 12 and first["latency_ms"] > 0
     assert first["input"]["question"] and first["scores"]["exact_match"]["value"] == 1.0
 
     # a regressed prompt version fails the relative gate: exit 1, with flips in the summary
-    v2, _ = registry.push_prompt("arith", WRONG, {"model": "stub", "temperature": 0})
-    registry.set_label("prompt", "arith", "candidate", v2.version)
+    v2, _ = registry.prompts.push("arith", WRONG, {"model": "stub", "temperature": 0})
+    registry.labels.set("prompt", "arith", "candidate", v2.version)
     junit, md = tmp_path / "junit.xml", tmp_path / "summary.md"
     bad = run_cli(
         registry,
@@ -111,8 +111,8 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
     assert "<table>" in (tmp_path / "r.html").read_text()
 
     # an identical-behaving candidate passes
-    v3, _ = registry.push_prompt("arith", ALSO_GOOD, {"model": "stub", "temperature": 0})
-    registry.set_label("prompt", "arith", "candidate", v3.version)
+    v3, _ = registry.prompts.push("arith", ALSO_GOOD, {"model": "stub", "temperature": 0})
+    registry.labels.set("prompt", "arith", "candidate", v3.version)
     good = run_cli(
         registry,
         [
@@ -121,7 +121,7 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
             *cache,
             "--baseline",
             "label:production",
-            "--json",
+            "--json-out",
             str(tmp_path / "good.json"),
         ],
     )
@@ -145,7 +145,7 @@ def test_regression_fails_identical_passes_tiny_is_inconclusive(
             *cache,
             "--baseline",
             "label:production",
-            "--json",
+            "--json-out",
             str(tmp_path / "tiny.json"),
         ],
     )
@@ -183,7 +183,7 @@ def test_shards_merge_to_the_full_run(
                 f"{i}/2",
                 "--cache-dir",
                 str(cache_dir),
-                "--json",
+                "--json-out",
                 str(out),
             ],
         )
@@ -191,9 +191,9 @@ def test_shards_merge_to_the_full_run(
         outs.append(out)
     assert [len(json.loads(o.read_text())["examples"]) for o in outs] == [15, 15]
     merged = tmp_path / "merged.json"
-    res = run_cli(registry, ["merge", str(suite), *map(str, outs), "--json", str(merged)])
+    res = run_cli(registry, ["merge", str(suite), *map(str, outs), "--json-out", str(merged)])
     assert res.exit_code == 0, res.output + res.error
     doc = json.loads(merged.read_text())
     assert doc["examples_count"] == 30 and doc["summaries"]["exact_match"]["n"] == 30
-    run = registry.get_run(doc["run_id"])
+    run = registry.runs.get(doc["run_id"])
     assert sum(e.subject_type == "run" for e in run.lineage) == 2

@@ -98,10 +98,10 @@ def test_a_skipped_relative_gate_is_not_a_pass_and_moves_nothing(
     """The finding: exact_match 0, the only gate relative, no baseline: it exited 0 and
     production moved."""
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(60))
-    registry.push_prompt("arith", WRONG, CONFIG)
+    registry.prompts.push("arith", WRONG, CONFIG)
     suite = _suite(tmp_path, upstream, "suite.yaml", gates=[RELATIVE])
 
-    done = lockgate("eval", "run", "suite.yaml", "--json", "run.json")
+    done = lockgate("eval", "run", "suite.yaml", "--json-out", "run.json")
     assert done.returncode == 1, _say(done)
     report = json.loads((tmp_path / "run.json").read_text())
     assert report["summaries"]["exact_match"]["value"] == 0.0
@@ -120,14 +120,14 @@ def test_a_skipped_relative_gate_is_not_a_pass_and_moves_nothing(
     done = lockgate("prompt", "label", "arith", "1", "production")
     assert done.returncode == 1, _say(done)
     assert "refused by its gate policy" in done.stderr and "skipped" in done.stderr
-    assert "production" not in registry.labels_of("prompt", "arith")
+    assert "production" not in registry.labels.of("prompt", "arith")
 
 
 def test_a_suite_without_gates_never_passes_even_when_it_exits_0(
     lockgate: Lockgate, registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(30))
-    registry.push_prompt("arith", GOOD, CONFIG)
+    registry.prompts.push("arith", GOOD, CONFIG)
     _suite(tmp_path, upstream, "suite.yaml", gates=[])
     done = lockgate("eval", "run", "suite.yaml")
     assert done.returncode == 1, _say(done)
@@ -150,11 +150,11 @@ def test_a_run_whose_calls_errored_is_not_evidence(
     lockgate: Lockgate, registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(60))
-    registry.push_prompt("arith", GOOD, CONFIG)
+    registry.prompts.push("arith", GOOD, CONFIG)
     _suite(tmp_path, upstream, "suite.yaml", gates=["exact_match >= 0.9"], on_error="skip",
            retries=0, concurrency=1)  # fmt: skip
     upstream.state.fail_after = 50  # 10 calls fail; the 50 answered are all right
-    done = lockgate("eval", "run", "suite.yaml", "--no-cache", "--json", "run.json")
+    done = lockgate("eval", "run", "suite.yaml", "--no-cache", "--json-out", "run.json")
     assert done.returncode == 1, _say(done)
     report = json.loads((tmp_path / "run.json").read_text())
     assert report["errors"] == 10 and report["summaries"]["exact_match"]["value"] == 1.0
@@ -166,7 +166,7 @@ def test_a_run_whose_calls_errored_is_not_evidence(
     )
     done = lockgate("prompt", "label", "arith", "1", "production")
     assert done.returncode == 1 and "errored" in done.stderr, _say(done)
-    assert "production" not in registry.labels_of("prompt", "arith")
+    assert "production" not in registry.labels.of("prompt", "arith")
 
 
 def test_another_suite_under_the_same_name_does_not_satisfy_the_policy(
@@ -176,7 +176,7 @@ def test_another_suite_under_the_same_name_does_not_satisfy_the_policy(
     # the same questions, with the regressed prompt's (wrong) answers as the reference
     rows = [{**r, "answer": str(int(r["answer"]) + 1)} for r in arithmetic_rows(60)]
     write_jsonl(tmp_path / "lenient.jsonl", rows)
-    bad, _ = registry.push_prompt("arith", WRONG, CONFIG)
+    bad, _ = registry.prompts.push("arith", WRONG, CONFIG)
     pinned = _suite(tmp_path, upstream, "suite.yaml", gates=["exact_match >= 0.9"])
     _suite(tmp_path, upstream, "other.yaml", gates=["exact_match >= 0.9"], data="lenient.jsonl")
     assert (
@@ -188,15 +188,15 @@ def test_another_suite_under_the_same_name_does_not_satisfy_the_policy(
     done = lockgate("prompt", "label", "arith", str(bad.version), "production")
     assert done.returncode == 1, _say(done)
     assert "other content" in done.stderr and "arith-ci" in done.stderr
-    assert "production" not in registry.labels_of("prompt", "arith")
+    assert "production" not in registry.labels.of("prompt", "arith")
 
-    good, _ = registry.push_prompt("arith", GOOD, CONFIG)
+    good, _ = registry.prompts.push("arith", GOOD, CONFIG)
     _retarget(pinned, f"prompt:arith@{good.version}")  # where the model is served: not pinned
     done = lockgate("eval", "run", "suite.yaml")
     assert done.returncode == 0, _say(done)
     done = lockgate("prompt", "label", "arith", str(good.version), "production")
     assert done.returncode == 0, _say(done)
-    assert registry.labels_of("prompt", "arith")["production"] == good.version
+    assert registry.labels.of("prompt", "arith")["production"] == good.version
 
     # the pinned file edited (a gate loosened) is other content until it is pinned again
     _suite(tmp_path, upstream, "suite.yaml", gates=["exact_match >= 0.0"],
@@ -210,14 +210,14 @@ def test_a_first_version_is_judged_by_absolute_gates_then_against_the_holder(
     lockgate: Lockgate, registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(60))
-    v1, _ = registry.push_prompt("arith", GOOD, CONFIG)
+    v1, _ = registry.prompts.push("arith", GOOD, CONFIG)
     suite = _suite(tmp_path, upstream, "suite.yaml", gates=["exact_match >= 0.9", RELATIVE])
     assert (
         lockgate("prompt", "gate", "arith", "production", "--suite", "suite.yaml").returncode == 0
     )
 
     done = lockgate(
-        "eval", "run", "suite.yaml", "--baseline", "label:production", "--json", "1.json"
+        "eval", "run", "suite.yaml", "--baseline", "label:production", "--json-out", "1.json"
     )
     assert done.returncode == 0, _say(done)
     first = json.loads((tmp_path / "1.json").read_text())
@@ -230,11 +230,11 @@ def test_a_first_version_is_judged_by_absolute_gates_then_against_the_holder(
     assert done.returncode == 0, _say(done)
 
     # v2 and v3 are both compared with v1's run (by run id), while v1 holds production
-    v2, _ = registry.push_prompt("arith", ALSO_GOOD, CONFIG)
+    v2, _ = registry.prompts.push("arith", ALSO_GOOD, CONFIG)
     _retarget(suite, f"prompt:arith@{v2.version}")
     done = lockgate("eval", "run", "suite.yaml", "--baseline", first["run_id"])
     assert done.returncode == 0, _say(done)
-    v3, _ = registry.push_prompt("arith", ALSO_GOOD, {**CONFIG, "seed": 3})
+    v3, _ = registry.prompts.push("arith", ALSO_GOOD, {**CONFIG, "seed": 3})
     _retarget(suite, f"prompt:arith@{v3.version}")
     done = lockgate("eval", "run", "suite.yaml", "--baseline", first["run_id"])
     assert done.returncode == 0, _say(done)
@@ -249,8 +249,8 @@ def test_a_first_version_is_judged_by_absolute_gates_then_against_the_holder(
     assert done.returncode == 0, _say(done)
     done = lockgate("prompt", "label", "arith", str(v3.version), "production")
     assert done.returncode == 0, _say(done)
-    assert registry.labels_of("prompt", "arith")["production"] == v3.version
-    assert [m.to_version for m in registry.label_history("prompt", "arith", "production")] == [
+    assert registry.labels.of("prompt", "arith")["production"] == v3.version
+    assert [m.to_version for m in registry.labels.history("prompt", "arith", "production")] == [
         v1.version, v2.version, v3.version,
     ]  # fmt: skip
 
@@ -259,24 +259,24 @@ def test_report_folders_are_created_and_an_unwritable_report_is_exit_2(
     lockgate: Lockgate, registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(30))
-    registry.push_prompt("arith", GOOD, CONFIG)
+    registry.prompts.push("arith", GOOD, CONFIG)
     _suite(tmp_path, upstream, "suite.yaml", gates=["exact_match >= 0.9"])
     done = lockgate("eval", "run", "suite.yaml", "--junit", "out/j.xml",
-                    "--markdown", "out/deep/summary.md", "--json", "out/r.json")  # fmt: skip
+                    "--markdown", "out/deep/summary.md", "--json-out", "out/r.json")  # fmt: skip
     assert done.returncode == 0, _say(done)
     assert (tmp_path / "out" / "j.xml").read_text().startswith("<?xml")
     assert "**pass**" in (tmp_path / "out" / "deep" / "summary.md").read_text()
     assert "verdict: pass" in done.stdout
 
     (tmp_path / "blocker").write_text("a file where a folder is wanted\n")
-    done = lockgate("eval", "run", "suite.yaml", "--junit", "blocker/j.xml", "--json", "r.json")
+    done = lockgate("eval", "run", "suite.yaml", "--junit", "blocker/j.xml", "--json-out", "r.json")
     assert done.returncode == 2, _say(done)
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "blocker/j.xml" in lines[0] and lines[0].startswith("error:")
     assert "verdict: pass" in done.stdout  # the summary is still printed
     report = json.loads((tmp_path / "r.json").read_text())  # the other outputs are written
-    run = registry.get_run(report["run_id"])
+    run = registry.runs.get(report["run_id"])
     assert any("blocker/j.xml" in e for e in run.tags["output_errors"])
 
 
@@ -286,10 +286,10 @@ def _finish(registry: Registry, tmp_path: Path, spec: dict[str, Any]) -> Any:
     from lockgate.finetune.spec import parse_spec
     from lockgate.finetune.trainer import TrainInputs, TrainResult
 
-    job, _ = registry.create_job("finetune", spec)
-    claimed = registry.claim_job("worker-1")
+    job, _ = registry.jobs.create("finetune", spec)
+    claimed = registry.jobs.claim("worker-1")
     assert claimed is not None and claimed.id == job.id
-    run = registry.create_run("finetune", name=job.id)
+    run = registry.runs.create("finetune", name=job.id)
     adapter = tmp_path / f"adapter-{job.id}"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text('{"r": 8}')
@@ -327,16 +327,16 @@ def test_a_fine_tuned_adapter_moves_its_label_only_through_the_gate(
     done = _finish(registry, tmp_path, spec)
     assert done.status == "succeeded" and done.result["eval"]["labelled"] is False
     assert "absolute" in " ".join(done.result["eval"]["refused"])
-    events = [e for e in registry.job_events(done.id) if e.level == "warn"]
+    events = [e for e in registry.jobs.events(done.id) if e.level == "warn"]
     assert any("label 'production' not moved" in e.message for e in events)
-    assert "production" not in registry.labels_of("model", "qa-bot")
+    assert "production" not in registry.labels.of("model", "qa-bot")
 
     # with an absolute gate the first adapter is judged by it, and labelled
     write_suite(["exact_match >= 0.9", RELATIVE])
     done = _finish(registry, tmp_path, spec)
     assert done.result["eval"]["labelled"] == "production", done.result
-    assert registry.labels_of("model", "qa-bot")["production"] == 2
-    move = registry.label_history("model", "qa-bot", "production")[-1]
+    assert registry.labels.of("model", "qa-bot")["production"] == 2
+    move = registry.labels.history("model", "qa-bot", "production")[-1]
     assert not move.forced and "qa-lm passed" in move.reason
 
     # the next one is compared with the holder; a gate policy on the label must pass too:
@@ -345,22 +345,22 @@ def test_a_fine_tuned_adapter_moves_its_label_only_through_the_gate(
         suite.read_text().replace("data.jsonl", "other.jsonl").replace("qa-lm", "qa-other")
     )
     write_jsonl(tmp_path / "other.jsonl", arithmetic_rows(30))
-    registry.set_gate_policy(
-        "model", "qa-bot", "production", [registry.pin_suite(tmp_path / "other.yaml")]
+    registry.gates.set_policy(
+        "model", "qa-bot", "production", [registry.gates.pin_suite(tmp_path / "other.yaml")]
     )
     done = _finish(registry, tmp_path, spec)
     assert done.result["eval"]["verdict"] == "pass" and done.result["eval"]["labelled"] is False
     assert "suite 'qa-other'" in " ".join(done.result["eval"]["refused"])
-    assert registry.labels_of("model", "qa-bot")["production"] == 2
-    registry.set_gate_policy("model", "qa-bot", "production", [])
+    assert registry.labels.of("model", "qa-bot")["production"] == 2
+    registry.gates.set_policy("model", "qa-bot", "production", [])
 
     # a submitter without the registry:label scope: evaluated, never labelled
     remote = {"via": "http", "principal": "key_1", "name": "ml", "holds_label_scope": False}
     done = _finish(registry, tmp_path, {**spec, "submitted_by": remote})
     assert done.result["eval"]["verdict"] == "pass" and done.result["eval"]["labelled"] is False
     assert "does not hold the registry:label scope" in done.result["eval"]["refused"][0]
-    assert registry.labels_of("model", "qa-bot")["production"] == 2
+    assert registry.labels.of("model", "qa-bot")["production"] == 2
     allowed = {**remote, "holds_label_scope": True}
     done = _finish(registry, tmp_path, {**spec, "submitted_by": allowed})
     assert done.result["eval"]["labelled"] == "production"
-    assert registry.labels_of("model", "qa-bot")["production"] == 5
+    assert registry.labels.of("model", "qa-bot")["production"] == 5

@@ -67,9 +67,9 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
     lockgate, registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(60))
-    v1, _ = registry.push_prompt("arith", GOOD, {"model": "stub", "temperature": 0})
-    registry.set_label("prompt", "arith", "production", v1.version)
-    bad, _ = registry.push_prompt("arith", WRONG, {"model": "stub", "temperature": 0})
+    v1, _ = registry.prompts.push("arith", GOOD, {"model": "stub", "temperature": 0})
+    registry.labels.set("prompt", "arith", "production", v1.version)
+    bad, _ = registry.prompts.push("arith", WRONG, {"model": "stub", "temperature": 0})
 
     def suite(ref: str) -> Path:
         path = tmp_path / f"suite-{ref.replace(':', '_').replace('@', '_')}.yaml"
@@ -106,22 +106,22 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
         *cache,
         "--baseline",
         "label:production",
-        "--json",
+        "--json-out",
         str(tmp_path / "bad.json"),
     )
     assert code == 1, out + err
     assert upstream.state.chat_calls == 60 + 60  # baseline and candidate, through the gateway
     report = json.loads((tmp_path / "bad.json").read_text())
-    assert registry.get_run(report["run_id"]).tags["verdict"] == "fail"
+    assert registry.runs.get(report["run_id"]).tags["verdict"] == "fail"
 
     with pytest.raises(GateRefused) as refused:
-        registry.set_label("prompt", "arith", "production", bad.version)
+        registry.labels.set("prompt", "arith", "production", bad.version)
     assert "suite 'arith-ci'" in refused.value.reasons[0]
     assert "fail" in refused.value.reasons[0] and "exact_match" in refused.value.reasons[0]
     code, _, err = lockgate("prompt", "label", "arith", str(bad.version), "production")
     assert code == 1 and "refused by its gate policy" in err
 
-    good, _ = registry.push_prompt("arith", GOOD, {"model": "stub", "temperature": 0.0, "seed": 1})
+    good, _ = registry.prompts.push("arith", GOOD, {"model": "stub", "temperature": 0.0, "seed": 1})
     code, out, err = lockgate(
         "eval",
         "run",
@@ -133,6 +133,6 @@ def test_gate_refuses_a_regressed_prompt_and_admits_a_good_one(
     assert code == 0, out + err
     code, out, err = lockgate("prompt", "label", "arith", str(good.version), "production")
     assert code == 0, err
-    assert registry.resolve_prompt("arith", "production").version == good.version
+    assert registry.prompts.get("arith@production").version == good.version
     # every call went through the gateway and left a call record
-    assert len(registry.list_calls(limit=1000, prompt_name=None)) >= 180
+    assert len(registry.calls.list(limit=1000, prompt_name=None)) >= 180

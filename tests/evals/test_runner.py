@@ -101,7 +101,7 @@ def test_unreachable_target_exits_2_with_the_url(registry: Registry, tmp_path: P
     res = run_cli(registry, ["run", str(suite), "--cache-dir", str(tmp_path / "c")])
     assert res.exit_code == 2
     assert url in res.error and "cannot reach" in res.error
-    failed = registry.list_runs(kind="eval")[0]
+    failed = registry.runs.list(kind="eval")[0]
     assert failed.status == "failed" and url in (failed.error or "")
 
 
@@ -143,14 +143,14 @@ def test_interrupted_run_resumes_where_it_stopped(
     with pytest.raises(TargetFailed, match="rerun to resume"):
         run_suite(suite, registry=registry, options=opts)
     assert upstream.state.chat_calls == 11  # ten answered, the eleventh failed: stop
-    assert registry.list_runs(kind="eval")[0].status == "failed"
+    assert registry.runs.list(kind="eval")[0].status == "failed"
     upstream.state.reset()
     run = run_suite(suite, registry=registry, options=opts)
     assert upstream.state.chat_calls == 15  # only the examples that had not finished
     assert run.resumed == 10 and run.calls == 15
     assert sorted(r.index for r in run.results) == list(range(25))
     assert run.summaries["exact_match"].value == 1.0
-    assert registry.get_run(run.run_id or "").status == "succeeded"
+    assert registry.runs.get(run.run_id or "").status == "succeeded"
 
 
 @pytest.mark.parametrize(("on_error", "value", "n"), [("skip", 1.0, 6), ("score_zero", 0.6, 10)])
@@ -170,7 +170,7 @@ def test_model_based_scorers_call_the_target(
     registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:
     write_jsonl(tmp_path / "data.jsonl", arithmetic_rows(4))
-    registry.push_prompt(
+    registry.prompts.push(
         "rubric",
         [
             {"role": "system", "content": "You are a JUDGE. Score 1-5 as JSON."},
@@ -178,7 +178,7 @@ def test_model_based_scorers_call_the_target(
         ],
         {"model": "judge-model"},
     )
-    registry.set_label("prompt", "rubric", "production", 1)
+    registry.labels.set("prompt", "rubric", "production", 1)
     suite = suite_for(
         tmp_path,
         upstream.base_url,
@@ -218,8 +218,8 @@ def test_sklearn_target_is_predicted_in_process(registry: Registry, tmp_path: Pa
     x = [[r["x1"], r["x2"]] for r in rows]
     y = [r["y"] for r in rows]
     model = LogisticRegression().fit(x, y)
-    registry.register_sklearn_model("clf", model)
-    registry.set_label("model", "clf", "production", 1)
+    registry.models.register_sklearn("clf", model)
+    registry.labels.set("model", "clf", "production", 1)
     write_jsonl(tmp_path / "data.jsonl", rows)
     suite = parse_suite(
         {
@@ -229,8 +229,8 @@ def test_sklearn_target_is_predicted_in_process(registry: Registry, tmp_path: Pa
                 "kind": "sklearn",
                 "model": "registry:clf@production",
                 "features": ["x1", "x2"],
-                "label": "y",
             },
+            "reference": "y",
             "scorers": ["accuracy", "f1", "roc_auc", "log_loss"],
         },
         base_dir=tmp_path,
@@ -250,7 +250,7 @@ def test_registered_dataset_is_fetched_and_versioned(
     registry: Registry, upstream: Upstream, tmp_path: Path
 ) -> None:
     path = write_jsonl(tmp_path / "source.jsonl", arithmetic_rows(6))
-    info, _ = registry.add_dataset("arith-set", path)
+    info, _ = registry.datasets.add("arith-set", path)
     suite = suite_for(tmp_path, upstream.base_url, dataset="registry:arith-set@1")
     run = run_suite(suite, registry=registry, options=RunOptions(cache_dir=tmp_path / "c"))
     assert run.dataset_digest == info.digest and len(run.results) == 6

@@ -95,7 +95,7 @@ def test_a_run_records_the_digest_a_gate_policy_pins(
     (tmp_path / "data" / "a.jsonl").write_text(rows)
     source = {"file": "data/a.jsonl", "folder": "data", "registry": "registry:qa-data"}[dataset]
     if dataset == "registry":
-        registry.add_dataset("qa-data", tmp_path / "data" / "a.jsonl")
+        registry.datasets.add("qa-data", tmp_path / "data" / "a.jsonl")
     doc = {**BASE, "dataset": {"path": source, "limit": 5}, "reference": "answer",
            "gates": ["exact_match >= 0.5"], "stats": {"seed": 1}}  # fmt: skip
     path = tmp_path / "suite.yaml"
@@ -104,16 +104,16 @@ def test_a_run_records_the_digest_a_gate_policy_pins(
     run_digest = suite.digest(
         load_dataset(suite.dataset, base_dir=tmp_path, registry=registry).digest
     )
-    pin = registry.pin_suite(path)
+    pin = registry.gates.pin_suite(path)
     assert (pin.name, pin.digest) == ("qa", run_digest)
 
     elsewhere = {"base_url": "http://elsewhere/v1", "model": "prompt:qa@7", "headers": {"x": "y"}}
     same = {**doc, "target": elsewhere, "concurrency": 3, "timeout": 5, "retries": 0,
             "on_error": "skip", "stats": {"seed": 1, "inconclusive": "warn"}}  # fmt: skip
     path.write_text(yaml.safe_dump(same))
-    assert registry.pin_suite(path) == pin
+    assert registry.gates.pin_suite(path) == pin
     for changed in ({"gates": ["exact_match >= 0.4"]}, {"stats": {"seed": 2}},
                     {"dataset": {"path": source, "limit": 1}}, {"reference": "q"},
                     {"target": {**BASE["target"], "params": {"temperature": 1}}}):  # fmt: skip
         path.write_text(yaml.safe_dump({**doc, **changed}))
-        assert registry.pin_suite(path) != pin, changed
+        assert registry.gates.pin_suite(path) != pin, changed

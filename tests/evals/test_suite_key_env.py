@@ -49,7 +49,7 @@ def gateway(upstream: Upstream, tmp_path: Path, sqlite_template: Path) -> Iterat
     shutil.copy(sqlite_template, data_dir / "registry.db")
     registry_settings = RegistrySettings(data_dir=data_dir)
     registry = Registry(registry_settings)
-    secret = registry.create_key("ci", scopes=["inference"]).secret
+    secret = registry.keys.create("ci", scopes=["inference"]).secret
     registry.close()
     route = {"deployments": [{"provider": "openai", "model": "stub",
                               "api_base": upstream.base_url}]}  # fmt: skip
@@ -91,7 +91,7 @@ def _eval_run(
     environ.update({"LOCKGATE_DATA_DIR": str(gateway.data_dir), "COLUMNS": "200", **env})
     return subprocess.run(
         [sys.executable, "-m", "lockgate.gateway.cli", "eval", "run", str(suite),
-         "--cache-dir", str(tmp / "cache"), "--no-cache", "--json", str(tmp / "report.json")],
+         "--cache-dir", str(tmp / "cache"), "--no-cache", "--json-out", str(tmp / "report.json")],
         cwd=tmp, env=environ, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 

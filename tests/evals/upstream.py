@@ -2,7 +2,9 @@
 
 It answers arithmetic questions ("What is 3+4?") in the last user message: correctly,
 unless the system message contains ``WRONG`` (the "regressed" prompt version), then off by
-one. It counts requests, can sleep per request, and can start failing after N requests.
+one. It counts requests, can sleep per request, can start failing after N requests, and
+answers its next requests with the planned :class:`Fault` s first (an error status with
+headers, or a stall). ``POST /v1/files`` stands for a call that is not inference.
 """
 
 from __future__ import annotations
@@ -24,16 +26,43 @@ from starlette.routing import Route
 _SUM = re.compile(r"(-?\d+)\s*\+\s*(-?\d+)")
 
 
+@dataclass(frozen=True)
+class Fault:
+    """One planned answer: ``status`` (with ``headers``) instead of the real one, or, with
+    ``stall``, the real one after that many seconds."""
+
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stall: float = 0.0
+
+
 @dataclass
 class UpstreamState:
     requests: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # monotonic time of each request
     delay: float = 0.0
     fail_after: int | None = None
+    faults: list[Fault] = field(default_factory=list)  # answer the next requests with these
     judge_answer: str = '{"score": 4, "why": "mostly right"}'
 
     def reset(self) -> None:
         self.requests.clear()
+        self.arrivals.clear()
+        self.faults.clear()
         self.delay, self.fail_after = 0.0, None
+
+    async def planned(self) -> JSONResponse | None:
+        """The next planned fault's answer (None: answer normally, after any stall)."""
+        self.arrivals.append(time.monotonic())
+        if not self.faults:
+            return None
+        fault = self.faults.pop(0)
+        if fault.stall:
+            await asyncio.sleep(fault.stall)
+        if fault.status is None:
+            return None
+        error = {"error": {"message": f"planned {fault.status}"}}
+        return JSONResponse(error, status_code=fault.status, headers=fault.headers)
 
     @property
     def chat_calls(self) -> int:
@@ -56,6 +85,8 @@ def build_app(state: UpstreamState) -> Starlette:
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
         state.requests.append({**body, "_path": "chat"})
+        if (planned := await state.planned()) is not None:
+            return planned
         if state.fail_after is not None and state.chat_calls > state.fail_after:
             return JSONResponse({"error": {"message": "planned failure"}}, status_code=500)
         if state.delay:
@@ -94,10 +125,18 @@ def build_app(state: UpstreamState) -> Starlette:
             data.append({"object": "embedding", "index": i, "embedding": vec})
         return JSONResponse({"object": "list", "data": data, "model": body.get("model")})
 
+    async def files(request: Request) -> JSONResponse:
+        body = await request.json()
+        state.requests.append({**body, "_path": "files"})
+        if (planned := await state.planned()) is not None:
+            return planned
+        return JSONResponse({"id": f"file-{len(state.requests)}", "object": "file"})
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/files", files, methods=["POST"]),
         ]
     )
 

@@ -36,7 +36,7 @@ def _checkpoint(root: Path, step: int) -> Path:
 def test_another_machine_fetches_the_latest_stored_checkpoint(
     registry: Registry, tmp_path: Path
 ) -> None:
-    run = registry.create_run("finetune", name="job")
+    run = registry.runs.create("finetune", name="job")
     machine_a = tmp_path / "a" / "checkpoints"
     assert stored_checkpoint(registry, run.id) is None
     assert restore_checkpoint(registry, run.id, tmp_path / "empty") is None  # nothing stored
@@ -72,8 +72,8 @@ class _Job:
         shutil.copy(sqlite_template, tmp_path / "registry.db")
         self.store = tmp_path / "store"
         self.registry = Registry(RegistrySettings(data_dir=tmp_path, artifact_url=str(self.store)))
-        self.job, _ = self.registry.create_job("finetune", {"output_model": "x"})
-        self.run = self.registry.create_run("finetune", name=self.job.id)
+        self.job, _ = self.registry.jobs.create("finetune", {"output_model": "x"})
+        self.run = self.registry.runs.create("finetune", name=self.job.id)
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_a_checkpoint_the_store_refuses_does_not_end_the_training(
     store.write_text("the store's folder is gone: every write fails")
     hooks = RegistryHooks(registry, job.id, run.id, lambda: False)
     hooks.on_checkpoint(4, _checkpoint(tmp_path / "ck", 4))  # no exception
-    [event] = [e for e in registry.job_events(job.id) if e.message.startswith("checkpoint")]
+    [event] = [e for e in registry.jobs.events(job.id) if e.message.startswith("checkpoint")]
     assert event.message.startswith("checkpoint at step 4 (not uploaded: "), event.message
     assert "digest" not in (event.data or {})
     assert stored_checkpoint(registry, run.id) is None
@@ -107,8 +107,8 @@ def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_p
     from lockgate.registry import RegistrySettings
 
     registry = Registry(RegistrySettings(database_url=outage_db, data_dir=tmp_path))
-    job, _ = registry.create_job("finetune", {"output_model": "x"})
-    run = registry.create_run("finetune", name=job.id)
+    job, _ = registry.jobs.create("finetune", {"output_model": "x"})
+    run = registry.runs.create("finetune", name=job.id)
     hooks = RegistryHooks(registry, job.id, run.id, lambda: False)
     hooks.on_step(1, 6, {"loss": 2.0})
     set_pg_database(outage_db, up=False)
@@ -119,8 +119,8 @@ def test_the_registry_going_away_does_not_end_the_training(outage_db: str, tmp_p
     finally:
         set_pg_database(outage_db, up=True)
     hooks.on_step(3, 6, {"loss": 1.0})
-    assert [(p.step, p.value) for p in registry.get_run(run.id).series] == [(1, 2.0), (3, 1.0)]
-    messages = [e.message for e in registry.job_events(job.id)]
+    assert [(p.step, p.value) for p in registry.runs.get(run.id).series] == [(1, 2.0), (3, 1.0)]
+    messages = [e.message for e in registry.jobs.events(job.id)]
     assert [m for m in messages if m.startswith("step ")] == [
         "step 1/6: loss 2",
         "step 3/6: loss 1",
@@ -139,6 +139,6 @@ def test_a_stored_checkpoint_the_store_cannot_give_back_does_not_fail_the_job(
     root = tmp_path / "b" / "checkpoints"
     _restore(registry, job.id, run.id, root)  # no exception: the job starts from what is here
     assert latest_checkpoint(root) is None
-    messages = [e.message for e in registry.job_events(job.id)]
+    messages = [e.message for e in registry.jobs.events(job.id)]
     assert any(m.startswith("could not fetch the stored checkpoint (") for m in messages)
     assert not root.exists() or not any(root.iterdir())  # no half-fetched folder left

@@ -114,12 +114,13 @@ def test_kubernetes_worker_hands_the_claim_over(
     assert done is not None and done.status == "running" and done.worker_id == "disp"
     manifest = tmp_path / "w" / "jobs" / job.id / "output" / "k8s-job.yaml"
     assert "nvidia.com/gpu" in manifest.read_text()
-    assert any("handed over" in e.message for e in registry.job_events(job.id))
+    assert any("handed over" in e.message for e in registry.jobs.events(job.id))
 
 
 class _State:
-    def __init__(self, settings: RegistrySettings) -> None:
+    def __init__(self, settings: RegistrySettings, finetune: WorkerSettings | None = None) -> None:
         self.registry_settings = settings
+        self.finetune_settings = finetune or WorkerSettings()
         self._registry = Registry(settings)
 
     def registry(self) -> Registry:

@@ -21,7 +21,7 @@ def test_init_tiny_registers_a_loadable_base_once(
     made = json.loads(out)
     assert made == {"name": "tiny-llama", "version": 1, "created": True, "label": "production",
                     "model": "registry:tiny-llama@production"}  # fmt: skip
-    info = registry.get_model("tiny-llama@production")
+    info = registry.models.get("tiny-llama@production")
     assert info.flavor == "hf" and info.version == 1
 
     # the same build again is the same content: nothing new is registered
@@ -31,7 +31,7 @@ def test_init_tiny_registers_a_loadable_base_once(
     # it loads through the real loading code and chats
     from lockgate.finetune.inference import generate, load_base
 
-    base = load_base(str(registry.fetch_model_dir("tiny-llama@1", tmp_path / "m")))
+    base = load_base(str(registry.models.fetch("tiny-llama@1", tmp_path / "m")))
     text = generate(base, [{"role": "user", "content": "What is the capital of France?"}],
                     max_new_tokens=4)  # fmt: skip
     assert isinstance(text, str)

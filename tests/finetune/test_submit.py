@@ -171,8 +171,8 @@ def test_bad_rows_queue_nothing(registry: Registry, tiny_model: Path, tmp_path: 
         submit_job(registry, _spec(tiny_model, train))
     assert "line 5" in err.value.message and "line 6" in err.value.message
     assert "nothing was queued" in err.value.message
-    assert registry.list_jobs() == []
-    assert registry.list_files() == []
+    assert registry.jobs.list() == []
+    assert registry.files.list() == []
 
 
 def test_unknown_base_model_is_a_clear_error(registry: Registry, train_file: Path) -> None:
@@ -182,7 +182,7 @@ def test_unknown_base_model_is_a_clear_error(registry: Registry, train_file: Pat
         submit_job(registry, _spec("registry:missing@production", train_file))
     with pytest.raises(BaseModelNotFound, match="Hub is not reachable"):
         submit_job(registry, _spec("meta-llama/Llama-3.2-1B", train_file), probe_hub=NO_HUB)
-    assert registry.list_jobs() == []
+    assert registry.jobs.list() == []
 
 
 def test_gpus_that_are_not_there(registry: Registry, tiny_model: Path, train_file: Path) -> None:
@@ -192,14 +192,14 @@ def test_gpus_that_are_not_there(registry: Registry, tiny_model: Path, train_fil
         pytest.skip("this machine has two GPUs")
     with pytest.raises(SettingImpossible, match="--gpus 2 asks for 2 CUDA device"):
         submit_job(registry, _spec(tiny_model, train_file, gpus=2))
-    assert registry.list_jobs() == []
+    assert registry.jobs.list() == []
 
 
 def test_submit_uploads_files_pins_the_base_and_is_idempotent(
     registry: Registry, tiny_model: Path, train_file: Path
 ) -> None:
-    registry.register_model("tiny", "hf", path=tiny_model)
-    registry.set_label("model", "tiny", "production", 1)
+    registry.models.register("tiny", "hf", path=tiny_model)
+    registry.labels.set("model", "tiny", "production", 1)
     spec = _spec("registry:tiny@production", train_file)
     job, created = submit_job(registry, spec, idempotency_key="k1")
     assert created and job.status == "queued"
@@ -207,7 +207,7 @@ def test_submit_uploads_files_pins_the_base_and_is_idempotent(
     assert job.spec["training_file"].startswith("file-")
     again, created_again = submit_job(registry, spec, idempotency_key="k1")
     assert again.id == job.id and not created_again
-    events = [e.message for e in registry.job_events(job.id)]
+    events = [e.message for e in registry.jobs.events(job.id)]
     assert any("files validated: 4 training row(s) (chat)" in m for m in events)
     # a file id is accepted as the training file
     by_id, _ = submit_job(registry, {**spec, "training_file": job.spec["training_file"]})
@@ -217,7 +217,7 @@ def test_submit_uploads_files_pins_the_base_and_is_idempotent(
 def test_the_submitter_is_recorded_and_a_remote_one_names_no_paths(
     registry: Registry, tiny_model: Path, train_file: Path
 ) -> None:
-    registry.register_model("tiny", "hf", path=tiny_model)
+    registry.models.register("tiny", "hf", path=tiny_model)
     job, _ = submit_job(registry, _spec(tiny_model, train_file))  # the machine's own user
     assert job.spec["submitted_by"] == {
         "via": "cli", "principal": "tester", "name": "tester", "holds_label_scope": True,
@@ -251,4 +251,4 @@ def test_the_output_model_name_is_checked_before_queueing(
     with pytest.raises(InvalidInput) as err:
         submit_job(registry, {**_spec(tiny_model, train_file), "output_model": "../escape"})
     assert err.value.param == "output_model"
-    assert registry.list_jobs() == []
+    assert registry.jobs.list() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,113 @@ def test_loss_only_on_assistant_tokens(tmp_path: Path, template: bool) -> None:
     assert tok.decode(
         [t for t, lab in zip(comp.input_ids, comp.labels, strict=True) if lab != -100]
     ).startswith(" four")
+
+
+def _toy_batch(torch: Any, ids: list[int], labels: list[int]) -> dict[str, Any]:
+    return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels])}
+
+
+def _toy_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """Summed squared error of a one-number embedding predicting the next label."""
+    keep = batch["labels"][:, 1:] != -100
+    predicted = model(batch["input_ids"][:, :-1]).squeeze(-1)
+    error = (predicted - batch["labels"][:, 1:].float())[keep]
+    return (error**2).sum(), int(keep.sum())
+
+
+def test_accumulation_weighs_every_trained_token_of_the_step_alike() -> None:
+    """The gradient of a step is that of its mean token loss, however its sequences fall
+    into micro-batches: two micro-batches give what one packed row of both gives."""
+    torch = pytest.importorskip("torch")
+    from lockgate.finetune.steps import accumulate
+
+    first = ([1, 2, 3, 4], [-100, 5, 6, 7])  # 3 trained tokens
+    second = ([5, 6], [-100, 9])  # 1: a per-micro-batch mean would weigh it 3 times over
+    packed = (first[0] + second[0], first[1] + second[1])  # -100 at the boundary
+
+    def grads(batches: list[tuple[list[int], list[int]]]) -> tuple[Any, Any]:
+        torch.manual_seed(0)
+        model = torch.nn.Embedding(10, 1)
+        done = accumulate(model, [_toy_batch(torch, *b) for b in batches], _toy_loss, torch)
+        return done, model.weight.grad.clone()
+
+    split, split_grad = grads([first, second])
+    whole, whole_grad = grads([packed])
+    assert (split.trained, split.tokens) == (whole.trained, whole.tokens) == (4.0, 6)
+    assert split.loss_sum == pytest.approx(whole.loss_sum)
+    assert torch.allclose(split_grad, whole_grad)
+    torch.manual_seed(0)
+    model = torch.nn.Embedding(10, 1)
+    loss, n = _toy_loss(model, _toy_batch(torch, *packed))
+    (loss / n).backward()
+    assert torch.allclose(whole_grad, model.weight.grad)  # the mean over the step's tokens
+
+
+def _spec_for(model: Path, train_file: Path, **training: Any) -> Any:
+    return parse_spec(
+        {
+            "base_model": str(model),
+            "training_file": str(train_file),
+            "output_model": "bot",
+            "gpus": 0,
+            "lora": {"r": 4},
+            "training": {"batch_size": 2, "learning_rate": 5e-3, **training},
+        }
+    )
+
+
+class StopAfter(Recorder):
+    def __init__(self, step: int | None = None) -> None:
+        super().__init__()
+        self.stop_after = step
+        self.resumed: list[int] = []
+
+    def on_resume(self, step: int) -> None:
+        self.resumed.append(step)
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and self.steps[-1][0] >= self.stop_after
+
+
+def test_a_resumed_run_continues_exactly_where_the_checkpoint_left(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Stopped after step 3 with a checkpoint at 2, then resumed: steps 3 to 6 and the
+    adapter are those of a run that was never stopped (accumulation, warm-up, two epochs)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lockgate.finetune.trainer import TrainingStopped
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(2))  # 8 examples
+    spec = _spec_for(
+        tiny_model, train_file, epochs=3, gradient_accumulation=2, warmup_ratio=0.3,
+        checkpoint_every=2,
+    )  # fmt: skip
+
+    def inputs(name: str) -> TrainInputs:
+        return TrainInputs(
+            spec, str(tiny_model), train_file, None, tmp_path / name, tmp_path / name / "ck"
+        )
+
+    reference = StopAfter()
+    whole = train(inputs("whole"), reference)
+    assert whole.total_steps == 6 and reference.checkpoints == [2, 4, 6]
+
+    stopped = StopAfter(3)
+    with pytest.raises(TrainingStopped, match="stopped at step 3 of 6"):
+        train(inputs("parts"), stopped)
+    assert stopped.checkpoints == [2]
+    resumed = StopAfter()
+    result = train(inputs("parts"), resumed)
+    assert resumed.resumed == [2] and result.resumed_from == 2
+
+    def drop_speed(steps: list[tuple[int, dict[str, float]]]) -> list[Any]:
+        return [(s, {k: v for k, v in m.items() if k != "tokens_per_s"}) for s, m in steps]
+
+    assert drop_speed(resumed.steps) == drop_speed(reference.steps[2:])
+    assert (result.steps, result.tokens_seen) == (whole.steps, whole.tokens_seen)
+    ours = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    theirs = load_file(str(whole.adapter_dir / "adapter_model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)

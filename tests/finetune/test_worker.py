@@ -42,7 +42,7 @@ def _spec(model: Path, train: Path, **training: Any) -> dict[str, Any]:
 
 
 def _settings(tmp_path: Path, **extra: Any) -> WorkerSettings:
-    values: dict[str, Any] = {"heartbeat_interval": 0.1, "stale_after": 60, **extra}
+    values: dict[str, Any] = {"heartbeat_interval_s": 0.1, "stale_after_s": 60, **extra}
     return WorkerSettings(work_dir=tmp_path / "work", **values)
 
 
@@ -50,7 +50,7 @@ def test_worker_trains_and_registers_with_lineage(
     registry: Registry, tiny_model: Path, tmp_path: Path
 ) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(2))
-    registry.register_model("tiny", "hf", path=tiny_model)
+    registry.models.register("tiny", "hf", path=tiny_model)
     job, _ = submit_job(registry, _spec(Path("registry:tiny@latest"), train))
     # the claim is atomic: a second worker finds nothing while the first holds the job
     worker = Worker(registry, _settings(tmp_path), worker_id="w1")
@@ -58,10 +58,10 @@ def test_worker_trains_and_registers_with_lineage(
     assert done is not None and done.status == "succeeded", done and done.error
     assert Worker(registry, _settings(tmp_path), worker_id="w2").poll_once() is None
     assert done.result["model"] == "qa-bot@1" and done.result["steps"] == 4
-    version = registry.get_model("qa-bot@1")
+    version = registry.models.get("qa-bot@1")
     assert version.flavor == "lora" and version.spec["base_model"] == "registry:tiny@1"
     assert version.spec["hyperparameters"]["lora"]["r"] == 8
-    run = registry.get_run(done.run_id or "")
+    run = registry.runs.get(done.run_id or "")
     edges = {(e.subject_type, e.subject_ref, e.role) for e in run.lineage}
     assert ("model", "tiny@1", "input") in edges
     assert ("model", "qa-bot@1", "output") in edges
@@ -70,12 +70,12 @@ def test_worker_trains_and_registers_with_lineage(
     assert {"loss", "val_loss", "steps"} <= set(run.metrics)
     steps = sorted({p.step for p in run.series if p.key == "loss"})
     assert steps == [1, 2, 3, 4]
-    messages = [e.message for e in registry.job_events(job.id)]
+    messages = [e.message for e in registry.jobs.events(job.id)]
     assert any(m.startswith("step 4/4: loss") for m in messages)
     assert any("registered qa-bot@1" in m for m in messages)
     with pytest.raises(Exception, match="adapter"):  # the artifact is a PEFT adapter
-        registry.register_model("x", "lora", {"base_model": "b"}, path=tmp_path)
-    adapter = registry.fetch_model_dir("qa-bot@1", tmp_path / "adapter")
+        registry.models.register("x", "lora", {"base_model": "b"}, path=tmp_path)
+    adapter = registry.models.fetch("qa-bot@1", tmp_path / "adapter")
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
 
 
@@ -85,7 +85,7 @@ def test_two_workers_claim_different_jobs(
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows())
     first, _ = submit_job(registry, _spec(tiny_model, train))
     second, _ = submit_job(registry, _spec(tiny_model, train))
-    claims = [registry.claim_job(f"w{i}", "finetune") for i in range(3)]
+    claims = [registry.jobs.claim(f"w{i}", "finetune") for i in range(3)]
     assert {c.id for c in claims if c} == {first.id, second.id}
     assert claims[2] is None
 
@@ -107,16 +107,16 @@ def test_cancel_stops_a_running_job(
     thread = threading.Thread(target=lambda: outcome.append(worker.poll_once()))
     thread.start()
     deadline = time.monotonic() + 60
-    while not any(e.message.startswith("step 2/") for e in registry.job_events(job.id)):
+    while not any(e.message.startswith("step 2/") for e in registry.jobs.events(job.id)):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    registry.cancel_job(job.id)
+    registry.jobs.cancel(job.id)
     thread.join(timeout=60)
-    final = registry.get_job(job.id)
+    final = registry.jobs.get(job.id)
     assert final.status == "cancelled" and outcome[0].status == "cancelled"
-    assert registry.get_run(final.run_id or "").status == "cancelled"
-    assert len([e for e in registry.job_events(job.id) if e.message.startswith("step ")]) < 100
-    assert registry.list_models() == [] or all(m.name != "qa-bot" for m in registry.list_models())
+    assert registry.runs.get(final.run_id or "").status == "cancelled"
+    assert len([e for e in registry.jobs.events(job.id) if e.message.startswith("step ")]) < 100
+    assert registry.models.list() == [] or all(m.name != "qa-bot" for m in registry.models.list())
 
 
 CHILD = """
@@ -131,7 +131,7 @@ def on_step(self, step, total, metrics):
     slow(self, step, total, metrics); time.sleep(0.15)
 RegistryHooks.on_step = on_step
 registry = Registry(RegistrySettings.model_validate_json(sys.argv[1]))
-Worker(registry, WorkerSettings(work_dir=Path(sys.argv[2]), heartbeat_interval=0.1),
+Worker(registry, WorkerSettings(work_dir=Path(sys.argv[2]), heartbeat_interval_s=0.1),
        worker_id="doomed").poll_once()
 """
 
@@ -161,16 +161,16 @@ def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 90
-    while not any(e.message == "checkpoint at step 4" for e in registry.job_events(job.id)):
+    while not any(e.message == "checkpoint at step 4" for e in registry.jobs.events(job.id)):
         assert child.poll() is None, "the worker ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert registry.get_job(job.id).status == "running"  # nobody knows yet
+    assert registry.jobs.get(job.id).status == "running"  # nobody knows yet
     time.sleep(1.0)
     # another machine: its work_dir holds none of the dead worker's checkpoints
-    elsewhere = _settings(tmp_path / "machine-b", stale_after=0.5)
+    elsewhere = _settings(tmp_path / "machine-b", stale_after_s=0.5)
     resumer = Worker(registry, elsewhere, worker_id="rescuer")
     done = resumer.poll_once()
     assert done is not None and done.id == job.id
@@ -181,7 +181,7 @@ def test_sigkilled_worker_resumes_from_checkpoint_with_same_steps(
     assert done.result["metrics"]["loss"] == pytest.approx(
         ref_done.result["metrics"]["loss"], rel=1e-3
     )
-    events = [e.message for e in registry.job_events(job.id)]
+    events = [e.message for e in registry.jobs.events(job.id)]
     assert any("stopped heartbeating; requeued" in m for m in events)
     assert any("resuming run" in m for m in events)
     resumed = done.result["resumed_from"]
@@ -202,14 +202,14 @@ def test_eval_hook_labels_or_refuses_without_failing_the_job(
 
     def passing(reg: Registry, job_spec: Any, version: Any) -> dict[str, Any]:
         seen.append(f"{version.name}@{version.version}")
-        reg.set_label("model", version.name, job_spec.eval.label, version.version, reason="ok")
+        reg.labels.set("model", version.name, job_spec.eval.label, version.version, reason="ok")
         return {"verdict": "pass", "labelled": job_spec.eval.label}
 
     submit_job(registry, spec)
     done = Worker(registry, _settings(tmp_path), eval_hook=passing).poll_once()
     assert done is not None and done.status == "succeeded"
     assert done.result["eval"]["labelled"] == "production" and seen == ["qa-bot@1"]
-    assert registry.get_model("qa-bot@production").version == 1
+    assert registry.models.get("qa-bot@production").version == 1
 
     def broken(reg: Registry, job_spec: Any, version: Any) -> dict[str, Any]:
         raise SuiteInvalid("the suite has no dataset")
@@ -219,7 +219,7 @@ def test_eval_hook_labels_or_refuses_without_failing_the_job(
     done = Worker(registry, _settings(tmp_path), eval_hook=broken).poll_once()
     assert done is not None and done.status == "succeeded"
     assert done.result["eval"] == {"labelled": False, "error": "the suite has no dataset"}
-    assert registry.get_model("qa-bot@production").version == 1
+    assert registry.models.get("qa-bot@production").version == 1
 
 
 def test_a_resumed_training_replaces_the_points_logged_after_its_checkpoint(
@@ -233,7 +233,7 @@ def test_a_resumed_training_replaces_the_points_logged_after_its_checkpoint(
     train_file = write_jsonl(tmp_path / "train.jsonl", chat_rows(2))
     spec_data = _spec(tiny_model, train_file, epochs=3, checkpoint_every=4)  # 6 steps
     job, _ = submit_job(registry, spec_data)
-    run = registry.create_run("finetune", name=job.id)
+    run = registry.runs.create("finetune", name=job.id)
     inputs = TrainInputs(
         parse_spec(spec_data), str(tiny_model), train_file, None, tmp_path / "out", tmp_path / "ck"
     )
@@ -246,16 +246,16 @@ def test_a_resumed_training_replaces_the_points_logged_after_its_checkpoint(
 
     with pytest.raises(TrainingStopped):
         train(inputs, Dying(registry, job.id, run.id, lambda: bool(seen) and seen[-1] >= 5))
-    logged = [p.step for p in registry.get_run(run.id).series if p.key == "loss"]
+    logged = [p.step for p in registry.runs.get(run.id).series if p.key == "loss"]
     assert logged == [1, 2, 3, 4, 5]  # step 5 is past the last checkpoint (4)
 
     result = train(inputs, RegistryHooks(registry, job.id, run.id, lambda: False))
     assert result.resumed_from == 4 and result.steps == 6
-    series = registry.get_run(run.id).series
+    series = registry.runs.get(run.id).series
     assert [p.step for p in series if p.key == "loss"] == [1, 2, 3, 4, 5, 6]
     for key in {p.key for p in series}:
         steps = [p.step for p in series if p.key == key]
         assert len(steps) == len(set(steps)), key
-    [event] = [e for e in registry.job_events(job.id) if e.message.startswith("resuming from")]
+    [event] = [e for e in registry.jobs.events(job.id) if e.message.startswith("resuming from")]
     assert event.message.startswith("resuming from the checkpoint at step 4; ")
     assert event.data["discarded_points"] == len({p.key for p in series if p.step == 5})

@@ -49,7 +49,7 @@ class Gateway:
         """The call record of ``request_id`` (records are written in batches, off the path)."""
         deadline = time.monotonic() + timeout
         while True:
-            for call in self.registry.list_calls(limit=500):
+            for call in self.registry.calls.list(limit=500):
                 if call["request_id"] == request_id:
                     return call
             assert time.monotonic() < deadline, f"no call record for {request_id!r}"

@@ -4,6 +4,7 @@ secrets that never leave the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ import openai
 import pytest
 
 from lockgate.gateway.settings import GatewaySettings
+from lockgate.registry import Registry
 from tests.gateway.conftest import Gateway, StartGateway
 from tests.gateway.test_call_records import _wait_calls
 from tests.gateway.upstream import ECHO_KEY, Upstream
@@ -46,7 +48,7 @@ def test_keys_become_required_once_one_exists(start_gateway: StartGateway) -> No
     gw = start_gateway()
     anyone = _client(gw, "anything")
     assert anyone.chat.completions.create(model="gpt-test", messages=HI).choices  # auto: open
-    key = gw.registry.create_key("ci", rpm=1000)
+    key = gw.registry.keys.create("ci", rpm=1000)
     assert key.secret is not None
     _until(lambda: _refused(anyone))  # within key_cache_ttl_s
     with pytest.raises(openai.AuthenticationError) as info:
@@ -75,7 +77,7 @@ def test_keys_become_required_once_one_exists(start_gateway: StartGateway) -> No
     record = gw.record("with-key")
     assert record["key_id"] == key.id
 
-    gw.registry.revoke_key(key.id)
+    gw.registry.keys.revoke(key.id)
     _until(lambda: _refused(_client(gw, key.secret)))  # type: ignore[arg-type]
     with pytest.raises(openai.AuthenticationError, match="revoked"):
         _client(gw, key.secret).chat.completions.create(model="gpt-test", messages=HI)
@@ -84,9 +86,9 @@ def test_keys_become_required_once_one_exists(start_gateway: StartGateway) -> No
 def test_expired_model_and_scope(start_gateway: StartGateway) -> None:
     gw = start_gateway()
     past = datetime.now(UTC) - timedelta(seconds=1)
-    expired = gw.registry.create_key("old", expires_at=past).secret
-    narrow = gw.registry.create_key("narrow", models=["gpt-test"]).secret
-    reader = gw.registry.create_key("reader", scopes=["registry:read"]).secret
+    expired = gw.registry.keys.create("old", expires_at=past).secret
+    narrow = gw.registry.keys.create("narrow", models=["gpt-test"]).secret
+    reader = gw.registry.keys.create("reader", scopes=["registry:read"]).secret
     assert expired and narrow and reader
     with pytest.raises(openai.AuthenticationError, match="expired"):
         _client(gw, expired).chat.completions.create(model="gpt-test", messages=HI)
@@ -125,7 +127,7 @@ def test_auth_modes(start_gateway: StartGateway) -> None:
     assert httpx.get(required.url + "/healthz").status_code == 200  # probes stay open
     assert httpx.get(required.url + "/metrics").status_code == 200
     disabled = start_gateway(auth="disabled")
-    disabled.registry.create_key("ignored")
+    disabled.registry.keys.create("ignored")
     time.sleep(0.3)
     assert _client(disabled, "x").chat.completions.create(model="gpt-test", messages=HI).choices
 
@@ -168,3 +170,33 @@ def test_upstream_secrets_never_leave_the_gateway(
     assert len(spans) >= 7
     leaked = [text for text in seen if UPSTREAM_KEY in text or UPSTREAM_KEY[:12] in text]
     assert leaked == []
+
+
+def test_open_mode_and_key_answers_last_one_ttl_on_the_gateway_clock(registry: Registry) -> None:
+    """auto mode notices the first key, and a revoked key is refused, one cache TTL later:
+    not before (one registry read per TTL), not after."""
+    from lockgate.gateway.auth import Authenticator
+    from lockgate.gateway.clock import ManualClock
+    from lockgate.gateway.errors import AuthenticationFailed
+
+    clock = ManualClock()
+    auth = Authenticator(GatewaySettings(auth="auto", key_cache_ttl_s=5), registry, clock=clock)
+
+    async def scenario() -> None:
+        assert await auth.is_open()
+        key = registry.keys.create("ci")
+        assert key.secret is not None
+        clock.advance(4.9)
+        assert await auth.is_open()  # the answer is cached for the TTL
+        clock.advance(0.2)
+        assert not await auth.is_open()
+        headers = {"authorization": f"Bearer {key.secret}"}
+        assert (await auth.authenticate(headers)).name == "ci"
+        registry.keys.revoke(key.id)
+        clock.advance(4.9)
+        assert (await auth.authenticate(headers)).name == "ci"  # still the cached answer
+        clock.advance(0.2)
+        with pytest.raises(AuthenticationFailed, match="revoked"):
+            await auth.authenticate(headers)
+
+    asyncio.run(scenario())

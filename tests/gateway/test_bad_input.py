@@ -22,10 +22,10 @@ LIMIT = 64 * 1024
 @pytest.fixture(scope="module")
 def strict(start_gateway: StartGateway) -> Gateway:
     gw = start_gateway(requests={"max_body_bytes": LIMIT, "body_timeout_s": 0.5})
-    gw.registry.push_prompt(
+    gw.registry.prompts.push(
         "support", [{"role": "user", "content": "Answer: {{ question }}"}], {"model": "gpt-test"}
     )
-    gw.registry.set_label("prompt", "support", "production", 1)
+    gw.registry.labels.set("prompt", "support", "production", 1)
     return gw
 
 
@@ -151,8 +151,8 @@ def test_sql_looking_strings_in_every_name_field(strict: Gateway) -> None:
         extra_body={"prompt": {"name": "support", "variables": {"question": SQL}}},
     )
     assert resp.model_extra["echo"]["messages"][0]["content"] == f"Answer: {SQL}"  # type: ignore[index]
-    key = strict.registry.create_key(SQL)  # a key named like an injection is just a name
-    assert strict.registry.list_keys()[-1].name == SQL and key.secret
+    key = strict.registry.keys.create(SQL)  # a key named like an injection is just a name
+    assert strict.registry.keys.list()[-1].name == SQL and key.secret
     record = strict.record(SQL)  # the request id, stored as given; the table is still there
     assert record["model"] == SQL and record["status_code"] == 404
-    assert len(strict.registry.list_calls(limit=100)) >= 7
+    assert len(strict.registry.calls.list(limit=100)) >= 7

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from lockgate.gateway.call_records import CallRecorder
 from lockgate.gateway.metrics import Metrics
 from lockgate.gateway.settings import CallRecordSettings
 from lockgate.registry import Registry, RegistrySettings
+from lockgate.registry.calls import NewCall
 from tests.gateway.conftest import StartGateway
 from tests.gateway.upstream import stall
 
@@ -32,7 +33,7 @@ from tests.gateway.upstream import stall
 def _wait_calls(registry: Registry, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        calls = registry.list_calls(limit=100)
+        calls = registry.calls.list(limit=100)
         if len(calls) >= count or time.monotonic() > deadline:
             return calls
         time.sleep(0.05)
@@ -42,7 +43,7 @@ def test_every_request_is_recorded(
     start_gateway: StartGateway, registry_settings: RegistrySettings
 ) -> None:
     gw = start_gateway(registry_settings)
-    gw.registry.push_prompt("greet", [{"role": "user", "content": "hi {{ name }}"}])
+    gw.registry.prompts.push("greet", [{"role": "user", "content": "hi {{ name }}"}])
     client = gw.client()
     client.chat.completions.create(
         model="gpt-test",
@@ -95,11 +96,15 @@ def test_a_known_model_gets_a_cost(start_gateway: StartGateway, upstream: Any) -
     assert call["cost_usd"] == pytest.approx(7 * 0.15e-6 + 2 * 0.6e-6)
 
 
+def _call(request_id: str) -> NewCall:
+    return NewCall(request_id=request_id, operation="chat", status_code=200, latency_ms=1.0)
+
+
 class _SlowSink:
     def __init__(self, delay: float, fail: bool = False) -> None:
         self.delay, self.fail, self.batches = delay, fail, 0
 
-    def record_calls(self, records: Sequence[Mapping[str, Any]]) -> int:
+    def record(self, records: Sequence[NewCall]) -> int:
         time.sleep(self.delay)
         self.batches += 1
         if self.fail:
@@ -118,7 +123,7 @@ def test_a_slow_database_never_blocks_and_drops_are_counted() -> None:
     recorder.start()
     started = time.perf_counter()
     for i in range(50):
-        recorder.submit({"request_id": str(i)})
+        recorder.submit(_call(str(i)))
     assert time.perf_counter() - started < 0.05
     dropped = _value(metrics, "lockgate_call_records_dropped_total", reason="queue_full")
     assert dropped >= 40
@@ -135,7 +140,7 @@ def test_close_writes_everything_queued_or_counts_what_it_could_not() -> None:
     recorder = CallRecorder(sink, settings, metrics)
     recorder.start()
     for i in range(1000):
-        recorder.submit({"request_id": str(i)})
+        recorder.submit(_call(str(i)))
     started = time.monotonic()
     recorder.close()
     assert _value(metrics, "lockgate_call_records_written_total") == 1000
@@ -146,7 +151,7 @@ def test_close_writes_everything_queued_or_counts_what_it_could_not() -> None:
                         metrics)  # fmt: skip
     slow.start()
     for i in range(20):
-        slow.submit({"request_id": str(i)})
+        slow.submit(_call(str(i)))
     slow.close(timeout_s=0.5)
     written = _value(metrics, "lockgate_call_records_written_total")
     dropped = _value(metrics, "lockgate_call_records_dropped_total", reason="shutdown")
@@ -162,7 +167,7 @@ def test_a_failing_database_is_counted_and_survived() -> None:
     recorder = CallRecorder(sink, CallRecordSettings(flush_interval_s=0.01), metrics)
     recorder.start()
     for i in range(3):
-        recorder.submit({"request_id": str(i)})
+        recorder.submit(_call(str(i)))
     recorder.close()
     assert sink.batches >= 1
     assert _value(metrics, "lockgate_call_records_dropped_total", reason="write_failed") == 3
@@ -296,7 +301,7 @@ class _Serve:
     def records(self) -> dict[str, dict[str, Any]]:
         registry = Registry(RegistrySettings(data_dir=self.data_dir))
         try:
-            return {c["request_id"]: c for c in registry.list_calls(limit=100_000)}
+            return {c["request_id"]: c for c in registry.calls.list(limit=100_000)}
         finally:
             registry.close()
 

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from lockgate.registry import Registry, RegistrySettings
+from lockgate.registry.calls import NewCall
 from tests.conftest import Cli
 from tests.gateway.conftest import StartGateway
 
@@ -25,8 +26,8 @@ def test_calls_from_a_real_gateway(
     cli: Cli, start_gateway: StartGateway, registry_settings: RegistrySettings
 ) -> None:
     gw = start_gateway(registry_settings)
-    gw.registry.push_prompt("greet", [{"role": "user", "content": "hi {{ name }}"}])
-    key = gw.registry.create_key("ci-bot")
+    gw.registry.prompts.push("greet", [{"role": "user", "content": "hi {{ name }}"}])
+    key = gw.registry.keys.create("ci-bot")
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key.secret, max_retries=0)
     client.chat.completions.create(
         model="gpt-test",
@@ -61,19 +62,19 @@ def test_calls_from_a_real_gateway(
     assert code == 0 and "greet@1" in out and key.id in out, out
 
 
-def _record(registry: Registry, now: datetime, **over: Any) -> dict[str, Any]:
+def _record(registry: Registry, now: datetime, **over: Any) -> NewCall:
     row = {"request_id": "r", "operation": "chat", "route": "gpt", "model": "m",
            "status_code": 200, "latency_ms": 1.0, "created_at": now}  # fmt: skip
-    return {**row, **over}
+    return NewCall(**{**row, **over})
 
 
 @pytest.fixture
 def filled(registry: Registry) -> dict[str, Any]:
     now = datetime.now(UTC)
-    key = registry.create_key("team-a")
-    twin = registry.create_key("team-a")  # names need not be unique: both count
-    other = registry.create_key("team-b")
-    registry.record_calls([
+    key = registry.keys.create("team-a")
+    twin = registry.keys.create("team-a")  # names need not be unique: both count
+    other = registry.keys.create("team-b")
+    registry.calls.record([
         _record(registry, now - timedelta(days=3), request_id="old-1"),
         _record(registry, now - timedelta(hours=2), request_id="a_%1", key_id=key.id,
                 prompt_name="qa", prompt_version=1),

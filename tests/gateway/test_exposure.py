@@ -64,7 +64,7 @@ def test_a_page_elsewhere_cannot_drive_an_open_gateway(
     foreign origin was executed. Now refused, and nothing reaches the upstream."""
     body = json.dumps({"model": "gpt-test", "messages": HI})
     time.sleep(0.3)  # earlier calls' records written
-    recorded, sent = len(open_gw.registry.list_calls(limit=500)), len(upstream.requests)
+    recorded, sent = len(open_gw.registry.calls.list(limit=500)), len(upstream.requests)
     csrf = _chat(
         open_gw,
         content=body,
@@ -85,7 +85,7 @@ def test_a_page_elsewhere_cannot_drive_an_open_gateway(
         assert resp.status_code == 403, (path, resp.text)
     assert len(upstream.requests) == sent  # nothing executed
     time.sleep(0.3)
-    assert len(open_gw.registry.list_calls(limit=500)) == recorded
+    assert len(open_gw.registry.calls.list(limit=500)) == recorded
 
     # loopback callers, and pages served from loopback, go on working
     for host in ("localhost", "127.0.0.1", "[::1]:8080", "localhost:4000"):
@@ -116,7 +116,7 @@ def test_with_keys_any_host_is_served_and_json_is_still_required(
     start_gateway: StartGateway,
 ) -> None:
     gw = start_gateway()
-    secret = gw.registry.create_key("app").secret
+    secret = gw.registry.keys.create("app").secret
     assert secret is not None
     auth = {"authorization": f"Bearer {secret}"}
     deadline = time.monotonic() + 5  # auto mode sees the key within key_cache_ttl_s
@@ -194,7 +194,7 @@ def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path, sqlite_templat
 def test_serve_binds_publicly_once_a_key_exists(tmp_path: Path, sqlite_template: Path) -> None:
     data_dir = _data_dir(tmp_path, sqlite_template)
     registry = Registry(RegistrySettings(data_dir=data_dir))
-    secret = registry.create_key("admin", scopes=["admin"]).secret
+    secret = registry.keys.create("admin", scopes=["admin"]).secret
     registry.close()
     port = _free_port()
     server = _serve(data_dir, "--host", "0.0.0.0", "--port", str(port))

@@ -264,9 +264,13 @@ def test_a_flapping_primary_opens_its_circuit_then_recovers(
         assert _chat(faulty, "f-flap", rid).choices
     assert upstream.count("f-flap") == 3
     assert all(faulty.record(r)["model"] == "f-backup" for r in ids)
-    assert faulty.state.breakers.state("openai/f-flap " + upstream.url + "/v1") == "open"  # type: ignore[attr-defined]
+    breakers, flap = faulty.state.breakers, "openai/f-flap " + upstream.url + "/v1"  # type: ignore[attr-defined]
+    assert breakers.state(flap) == "open"
     upstream.script("f-flap", then=OK)  # the primary recovers
-    time.sleep(COOLDOWN_S + 0.1)
+    deadline = time.monotonic() + COOLDOWN_S + 5
+    while breakers.state(flap) == "open":  # the cooldown, on the gateway's clock
+        assert time.monotonic() < deadline, "the circuit never became half-open"
+        time.sleep(0.02)
     probe, after = _rid(), _rid()
     _chat(faulty, "f-flap", probe)  # half-open: one probe, which succeeds
     _chat(faulty, "f-flap", after)

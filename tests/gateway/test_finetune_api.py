@@ -4,14 +4,19 @@ the gateway's in-process local provider — on a tiny model built from a config,
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
 
 from tests.finetune.conftest import QA, build_tiny_model, chat_rows
 from tests.gateway.conftest import Gateway, StartGateway
+
+if TYPE_CHECKING:
+    from lockgate.finetune.encoding import Encoded
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -24,7 +29,7 @@ def ft_gateway(start_gateway: StartGateway, tmp_path_factory: pytest.TempPathFac
     torch.set_num_threads(2)
     gateway = start_gateway(auth="required")
     base = build_tiny_model(tmp_path_factory.mktemp("base") / "tiny")
-    gateway.registry.register_model("tiny-base", "hf", path=base)
+    gateway.registry.models.register("tiny-base", "hf", path=base)
     return gateway
 
 
@@ -32,13 +37,27 @@ def ft_gateway(start_gateway: StartGateway, tmp_path_factory: pytest.TempPathFac
 def ft_key(ft_gateway: Gateway) -> str:
     """A real key, made through the registry: auth is on in this module."""
     scopes = ["inference", "registry:read", "registry:write"]
-    secret = ft_gateway.registry.create_key("ft-tests", scopes=scopes).secret
+    secret = ft_gateway.registry.keys.create("ft-tests", scopes=scopes).secret
     assert secret is not None
     return secret
 
 
 def _client(gateway: Gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+
+
+def _encoded(gateway: Gateway, data: Path) -> list[Encoded]:
+    """The file's examples as the trainer tokenizes them, with the base model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from lockgate.finetune.data import scan_file
+    from lockgate.finetune.encoding import encode_example
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = gateway.registry.models.fetch("tiny-base@1", Path(tmp) / "base")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoded = [encode_example(tokenizer, e, 512) for e in scan_file(data).examples]
+    return [e for e in encoded if e is not None]
 
 
 def _jsonl(path: Path, rows: list[object]) -> Path:
@@ -69,6 +88,9 @@ def test_jobs_api_trains_registers_and_serves(
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded", done.error
     assert done.fine_tuned_model == "registry:tiny-qa@1"
+    # every token of every example is read in each of the 12 epochs (padding may add more)
+    examples = sum(len(e.input_ids) for e in _encoded(ft_gateway, tmp_path / "t.jsonl"))
+    assert isinstance(done.trained_tokens, int) and done.trained_tokens >= 12 * examples > 0
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
     assert any("checkpoint" in e.message for e in events)
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
@@ -104,7 +126,7 @@ def test_jobs_api_trains_registers_and_serves(
 
     deadline = time.monotonic() + 5
     while (
-        len(calls := ft_gateway.registry.list_calls(limit=50)) < 5 and time.monotonic() < deadline
+        len(calls := ft_gateway.registry.calls.list(limit=50)) < 5 and time.monotonic() < deadline
     ):
         time.sleep(0.05)  # records are written off the request path, in batches
     local = [c for c in calls if c["provider"] == "local"]
@@ -139,8 +161,8 @@ def test_cancel_a_queued_job(ft_gateway: Gateway, ft_key: str, tmp_path: Path) -
 
 def test_scopes_guard_the_management_api(start_gateway: StartGateway, tmp_path: Path) -> None:
     gateway = start_gateway(admin_key="lg-admin-for-ft-tests")
-    inference = gateway.registry.create_key("app", scopes=["inference"]).secret
-    writer = gateway.registry.create_key("ml", scopes=["registry:write", "registry:read"]).secret
+    inference = gateway.registry.keys.create("app", scopes=["inference"]).secret
+    writer = gateway.registry.keys.create("ml", scopes=["registry:write", "registry:read"]).secret
     data = _jsonl(tmp_path / "t.jsonl", chat_rows())
 
     def as_key(key: str | None) -> openai.OpenAI:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import httpx
 import openai
@@ -13,6 +14,11 @@ from tests.gateway.conftest import Gateway
 def test_health_and_readiness(gateway: Gateway) -> None:
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gateway.url + "/readyz")
+    deadline = time.monotonic() + 300  # routes through litellm: ready once it is loaded
+    while ready.json() == {"status": "unavailable", "reason": "warming up: litellm"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        ready = httpx.get(gateway.url + "/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
 

@@ -32,9 +32,17 @@ def _client(gw: Gateway, key: str | None) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
 
 
+def _ended(gw: Gateway, calls: int) -> None:
+    """Wait (with a deadline) until ``calls`` calls have ended. A call's limiter release is
+    queued on the gateway's loop as its span ends, so it runs before the next request is
+    read: once the spans are there, its slot, tokens and cost are counted."""
+    ended = gw.wait_spans(calls)
+    assert len(ended) >= calls, f"{len(ended)} of {calls} calls ended"
+
+
 def test_rpm_is_a_429_with_retry_after(start_gateway: StartGateway) -> None:
     gw = start_gateway()
-    client = _client(gw, gw.registry.create_key("ci", rpm=3).secret)
+    client = _client(gw, gw.registry.keys.create("ci", rpm=3).secret)
     for _ in range(3):
         client.chat.completions.create(model="gpt-test", messages=HI)
     with pytest.raises(openai.RateLimitError) as info:
@@ -49,14 +57,14 @@ def test_rpm_is_a_429_with_retry_after(start_gateway: StartGateway) -> None:
 
 def test_parallel_slots_come_back_after_streams(start_gateway: StartGateway) -> None:
     gw = start_gateway()
-    client = _client(gw, gw.registry.create_key("one-at-a-time", max_parallel=1).secret)
+    client = _client(gw, gw.registry.keys.create("one-at-a-time", max_parallel=1).secret)
     stream = client.chat.completions.create(model="slow", messages=HI, stream=True)
     next(iter(stream))  # the slow stream holds the slot
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="gpt-test", messages=HI)
     assert info.value.code == "parallel_limit"
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello world"
-    time.sleep(0.1)  # the release runs just after the stream's last byte
+    _ended(gw, 2)  # the refused call, then the stream (released just after its last byte)
     assert client.chat.completions.create(model="gpt-test", messages=HI).choices
     # a client that walks away from a stream gives its slot back too
     abandoned = client.chat.completions.create(model="slow", messages=HI, stream=True)
@@ -74,10 +82,10 @@ def test_parallel_slots_come_back_after_streams(start_gateway: StartGateway) -> 
 
 def test_tpm_counts_the_tokens_of_each_call(start_gateway: StartGateway) -> None:
     gw = start_gateway()
-    client = _client(gw, gw.registry.create_key("tokens", tpm=10).secret)
+    client = _client(gw, gw.registry.keys.create("tokens", tpm=10).secret)
     client.chat.completions.create(model="gpt-test", messages=HI)  # 9 tokens
     list(client.chat.completions.create(model="gpt-test", messages=HI, stream=True))  # 9 more
-    time.sleep(0.1)
+    _ended(gw, 2)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="gpt-test", messages=HI)
     assert info.value.code == "tpm_limit"
@@ -88,18 +96,18 @@ def test_budget_is_spent_from_call_costs(start_gateway: StartGateway, upstream: 
                   "api_base": upstream.url + "/v1"}  # type: ignore[attr-defined]  # fmt: skip
     gw = start_gateway(routes={"priced": {"deployments": [deployment]}})
     assert gw.state.costs.ready.wait(30)
-    key = gw.registry.create_key("capped", budget_usd=0.000003)  # about one call
+    key = gw.registry.keys.create("capped", budget_usd=0.000003)  # about one call
     client = _client(gw, key.secret)
     client.chat.completions.create(model="priced", messages=HI)  # $0.00000225
-    time.sleep(0.1)
+    _ended(gw, 1)
     client.chat.completions.create(model="priced", messages=HI)  # under budget before it
-    time.sleep(0.1)
+    _ended(gw, 2)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="priced", messages=HI)
     assert info.value.code == "budget_exceeded" and "budget of $3e-06" in info.value.message
     records = [r for r in _wait_calls(gw.registry, 3) if r["status_code"] == 200]
     assert all(r["key_id"] == key.id and r["cost_usd"] > 0 for r in records)
-    assert gw.registry.key_spend(key.id) == pytest.approx(2 * 0.00000225)
+    assert gw.registry.keys.spend(key.id) == pytest.approx(2 * 0.00000225)
 
 
 def _free_port() -> int:
@@ -147,7 +155,7 @@ def test_two_replicas_share_one_limit_through_redis(
     data.mkdir()
     shutil.copy(sqlite_template, data / "registry.db")
     with Registry(RegistrySettings(data_dir=data)) as registry:
-        secret = registry.create_key("shared", rpm=10).secret
+        secret = registry.keys.create("shared", rpm=10).secret
     deployment = {"provider": "openai", "model": "stub-model",
                   "api_base": upstream.url + "/v1", "api_key": "sk-x"}  # type: ignore[attr-defined]  # fmt: skip
     config = tmp_path / "lockgate.yaml"
@@ -199,7 +207,7 @@ def test_a_limiter_that_cannot_be_reached_admits_or_refuses_as_configured(
     start_gateway: StartGateway, failure: str
 ) -> None:
     gw = start_gateway(redis_url=f"redis://127.0.0.1:{_closed_port()}/0", limiter_failure=failure)
-    client = _client(gw, gw.registry.create_key("limited", rpm=1).secret)
+    client = _client(gw, gw.registry.keys.create("limited", rpm=1).secret)
     if failure == "open":  # unlimited while Redis is away: rpm=1 does not hold
         for _ in range(3):
             assert client.chat.completions.create(model="gpt-test", messages=HI).choices

@@ -127,8 +127,8 @@ def test_embeddings(client: openai.OpenAI) -> None:
 
 
 def test_models_lists_routes_and_registry_models(gateway: Gateway, client: openai.OpenAI) -> None:
-    gateway.registry.register_model("summariser", "upstream", {"model": "openai/stub-model"})
-    gateway.registry.set_label("model", "summariser", "production", 1)
+    gateway.registry.models.register("summariser", "upstream", {"model": "openai/stub-model"})
+    gateway.registry.labels.set("model", "summariser", "production", 1)
     ids = [m.id for m in client.models.list()]
     assert "gpt-test" in ids and "claude" in ids
     assert "registry:summariser@production" in ids and "registry:summariser@latest" in ids
@@ -143,8 +143,8 @@ def test_models_lists_only_what_the_gateway_can_serve(
 
     path = tmp_path / "churn.skops"
     sio.dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), path)
-    gateway.registry.register_model("churn-clf", "sklearn", path=path)
-    gateway.registry.set_label("model", "churn-clf", "production", 1)
+    gateway.registry.models.register("churn-clf", "sklearn", path=path)
+    gateway.registry.labels.set("model", "churn-clf", "production", 1)
     ids = [m.id for m in client.models.list()]
     assert not [i for i in ids if "churn-clf" in i], ids
     with pytest.raises(openai.BadRequestError):  # and indeed it cannot be called
@@ -154,7 +154,7 @@ def test_models_lists_only_what_the_gateway_can_serve(
 
 
 def test_registry_model_resolves_to_its_upstream(gateway: Gateway, client: openai.OpenAI) -> None:
-    gateway.registry.register_model(
+    gateway.registry.models.register(
         "tuned", "upstream", {"model": "openai/stub-model", "params": {"temperature": 0.1}}
     )
     resp = client.chat.completions.create(

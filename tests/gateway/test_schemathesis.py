@@ -35,20 +35,38 @@ def fuzzed(
              "api_base": upstream.url + "/v1"}  # type: ignore[attr-defined]  # fmt: skip
     gw = start_gateway(routes={"gpt-test": {"deployments": [fixed]}}, auth="required")
     reg = gw.registry
-    reg.push_prompt("fuzz", [{"role": "user", "content": "say {{ x }}"}])
-    key = reg.create_key("fuzz", scopes=["inference", "registry:read", "registry:write"])
+    reg.prompts.push("fuzz", [{"role": "user", "content": "say {{ x }}"}])
+    key = reg.keys.create("fuzz", scopes=["inference", "registry:read", "registry:write"])
     HEADERS["Authorization"] = f"Bearer {key.secret}"
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "base").mkdir()
     (folder / "base" / "config.json").write_text('{"model_type": "llama"}')
-    reg.register_model("fuzz-base", "hf", path=folder / "base")
+    reg.models.register("fuzz-base", "hf", path=folder / "base")
     rows = [
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
     ]
     (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     DEEP["model"] = "registry:fuzz-base@latest"
-    DEEP["training_file"] = reg.create_file(Path(folder / "t.jsonl"), purpose="fine-tune").id
+    DEEP["training_file"] = reg.files.create(Path(folder / "t.jsonl"), purpose="fine-tune").id
+    _register_classifier(reg, folder)
     return gw
+
+
+def _register_classifier(reg: Any, folder: Path) -> None:
+    """A scikit-learn model with an input schema: fuzzed :predict bodies then reach it."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rows = [{"x": float(i), "c": "ab"[i % 2], "y": i % 2} for i in range(10)]
+    (folder / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reg.datasets.add("fuzz-ref", folder / "ref.jsonl")
+    prepare = ColumnTransformer([("c", OneHotEncoder(), ["c"])], remainder="passthrough")
+    frame = pd.DataFrame(rows)
+    model = Pipeline([("p", prepare), ("m", LogisticRegression())]).fit(frame[["x", "c"]], frame.y)
+    reg.models.register_sklearn("fuzz-clf", model, reference="fuzz-ref", target="y")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +103,10 @@ def _fuzz(operation: Any, has_model: bool) -> None:
             # the same fuzzed fields again, with a model and a file that exist
             case.body = {**case.body, **DEEP}
             _check(case)
+        elif case.path.endswith(":predict"):
+            # the same fuzzed body again, on a scikit-learn model that exists
+            case.path_parameters = {"model": "fuzz-clf@latest"}
+            _check(case)
         elif isinstance(case.body, dict) and case.path.startswith("/v1/") and has_model:
             # the same fuzzed fields again, on a model that exists: the whole path runs
             case.body = {**case.body, "model": "gpt-test"}
@@ -102,11 +124,14 @@ def test_no_server_errors_and_openai_shaped_errors(api_schema: Any, fuzzed: Gate
         name = f"{operation.method.upper()} {operation.path}"
         seen.append(name)
         _fuzz(operation, "model" in str(operation.definition.raw))
-    assert {"POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models"} <= set(seen)
+    assert {"POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models",
+            "POST /v1/models/{model}:predict"} <= set(seen)  # fmt: skip
     assert {
         "POST /v1/files", "GET /v1/files", "GET /v1/files/{file_id}/content",
         "POST /v1/fine_tuning/jobs", "POST /v1/fine_tuning/jobs/{job_id}/cancel",
         "GET /v1/fine_tuning/jobs/{job_id}/events",
     } <= set(seen)  # fmt: skip
     # the fuzzed uploads and job requests reached the registry, not only the validation
-    assert len(fuzzed.registry.list_files()) > 1 and fuzzed.registry.list_jobs()
+    assert len(fuzzed.registry.files.list()) > 1 and fuzzed.registry.jobs.list()
+    # and the fuzzed :predict bodies reached the model, past its loading
+    assert fuzzed.registry.calls.list(model="fuzz-clf@1")

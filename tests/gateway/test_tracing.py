@@ -129,7 +129,7 @@ def test_otlp_http_export_end_to_end(
     start_gateway: StartGateway, otlp_receiver: OTLPReceiver
 ) -> None:
     received = otlp_receiver.requests
-    tracing = {"otlp_endpoint": otlp_receiver.base_url, "export_delay_ms": 50}
+    tracing = {"otlp_endpoint": otlp_receiver.base_url, "export_delay_s": 0.05}
     gw = start_gateway(tracing=tracing)
     gw.client().chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "x"}]

@@ -33,7 +33,7 @@ def gw(start_gateway: StartGateway, tmp_path_factory: pytest.TempPathFactory) ->
     (base / "config.json").write_text(
         json.dumps({"model_type": "llama", "max_position_embeddings": 128})
     )
-    gateway.registry.register_model("base", "hf", path=base)
+    gateway.registry.models.register("base", "hf", path=base)
     return gateway
 
 
@@ -41,11 +41,11 @@ def gw(start_gateway: StartGateway, tmp_path_factory: pytest.TempPathFactory) ->
 def keys(gw: Gateway) -> dict[str, Any]:
     reg = gw.registry
     return {
-        "writer": reg.create_key("ml", scopes=["registry:read", "registry:write"]),
-        "labeller": reg.create_key(
+        "writer": reg.keys.create("ml", scopes=["registry:read", "registry:write"]),
+        "labeller": reg.keys.create(
             "release", scopes=["registry:read", "registry:write", "registry:label"]
         ),
-        "reader": reg.create_key("viewer", scopes=["registry:read"]),
+        "reader": reg.keys.create("viewer", scopes=["registry:read"]),
     }
 
 
@@ -77,7 +77,7 @@ def test_training_file_is_an_uploaded_file_id_never_a_server_path(
     gw: Gateway, writer: openai.OpenAI, tmp_path: Path
 ) -> None:
     on_server = write_jsonl(tmp_path / "secret-train.jsonl", chat_rows())
-    files_before, jobs_before = len(gw.registry.list_files()), len(gw.registry.list_jobs())
+    files_before, jobs_before = len(gw.registry.files.list()), len(gw.registry.jobs.list())
     answers = []
     for path in ("/etc/passwd", str(on_server), str(tmp_path / "missing.jsonl")):
         for field in ("training_file", "validation_file"):
@@ -94,8 +94,8 @@ def test_training_file_is_an_uploaded_file_id_never_a_server_path(
     # one answer per field, whether the path exists (and parses) or not: no existence probe
     assert len(set(answers)) == 2, answers
     # nothing read from the server's disk: no upload made on the caller's behalf, no job
-    assert len(gw.registry.list_files()) == files_before
-    assert len(gw.registry.list_jobs()) == jobs_before
+    assert len(gw.registry.files.list()) == files_before
+    assert len(gw.registry.jobs.list()) == jobs_before
 
 
 def test_an_unknown_file_id_says_nothing_about_the_filesystem(
@@ -120,7 +120,7 @@ def test_model_is_a_registry_model_never_a_server_path(
     model_dir = tmp_path / "model-on-server"
     model_dir.mkdir()
     (model_dir / "config.json").write_text('{"model_type": "llama"}')
-    jobs_before = len(gw.registry.list_jobs())
+    jobs_before = len(gw.registry.jobs.list())
     answers = []
     for path in (str(model_dir), str(tmp_path / "missing-model"), "/etc", "./" + model_dir.name):
         with pytest.raises(openai.BadRequestError) as err:
@@ -130,7 +130,7 @@ def test_model_is_a_registry_model_never_a_server_path(
         assert "config.json" not in error["message"] and "directory" not in error["message"]
         answers.append(error["message"].replace(path, "PATH"))
     assert len(set(answers)) == 1, answers
-    assert len(gw.registry.list_jobs()) == jobs_before
+    assert len(gw.registry.jobs.list()) == jobs_before
     # a registered model's plain name is a registry reference too, pinned to its version
     job = writer.fine_tuning.jobs.create(model="base", training_file=training_id)
     assert job.model == "registry:base@1" and job.status == "queued"
@@ -141,7 +141,7 @@ def test_a_path_cannot_be_slipped_in_through_metadata(
     gw: Gateway, writer: openai.OpenAI, training_id: str, tmp_path: Path
 ) -> None:
     on_server = write_jsonl(tmp_path / "t.jsonl", chat_rows())
-    jobs_before = len(gw.registry.list_jobs())
+    jobs_before = len(gw.registry.jobs.list())
     for key, value in (
         ("training_file", str(on_server)),
         ("validation_file", str(on_server)),
@@ -154,7 +154,7 @@ def test_a_path_cannot_be_slipped_in_through_metadata(
                 metadata={"lockgate": json.dumps({key: value})},
             )
         assert _error(err)["param"] == f"metadata.lockgate.{key}"
-    assert len(gw.registry.list_jobs()) == jobs_before
+    assert len(gw.registry.jobs.list()) == jobs_before
 
 
 # ----------------------------------------------- finding 4: metadata.lockgate and labels
@@ -169,14 +169,14 @@ def test_metadata_cannot_gate_label_or_redirect_a_job(
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    reg.register_model("prod-bot", "lora", {"base_model": "registry:base@1"}, path=adapter)
-    reg.set_label("model", "prod-bot", "production", 1)  # gated or not, no request may move it
+    reg.models.register("prod-bot", "lora", {"base_model": "registry:base@1"}, path=adapter)
+    reg.labels.set("model", "prod-bot", "production", 1)  # gated or not, no request may move it
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: support-quality\nscorers: [{name: builtins:print}]\n")
     blob = writer.files.create(file=suite.open("rb"), purpose="evals")
-    suite_path = reg.store._blob(reg.get_file(blob.id).digest)  # type: ignore[attr-defined]
+    suite_path = reg.artifacts._blob(reg.files.get(blob.id).digest)  # type: ignore[attr-defined]
     assert Path(suite_path).is_file()  # what the attacker could guess
-    jobs_before = len(reg.list_jobs())
+    jobs_before = len(reg.jobs.list())
 
     attacks: list[tuple[dict[str, Any], str]] = [
         ({"eval": {"suite": suite_path, "label": "production"}}, "eval"),
@@ -202,8 +202,8 @@ def test_metadata_cannot_gate_label_or_redirect_a_job(
             error = _error(err)
             assert error["param"] == f"metadata.lockgate.{key}", (key, error)
             assert key in error["message"] and "lora" in error["message"], error
-    assert len(reg.list_jobs()) == jobs_before
-    assert reg.get_model("prod-bot@production").version == 1
+    assert len(reg.jobs.list()) == jobs_before
+    assert reg.models.get("prod-bot@production").version == 1
 
 
 def test_metadata_sets_hyperparameters_and_lora_settings(
@@ -219,7 +219,7 @@ def test_metadata_sets_hyperparameters_and_lora_settings(
         suffix="tuned-bot",
         metadata={"lockgate": json.dumps(settings)},
     )
-    spec = gw.registry.get_job(job.id).spec
+    spec = gw.registry.jobs.get(job.id).spec
     assert spec["lora"]["r"] == 4 and spec["lora"]["target_modules"] == ["q_proj", "v_proj"]
     assert spec["training"]["max_seq_length"] == 64 and spec["training"]["epochs"] == 2
     assert spec["output_model"] == "tuned-bot" and spec["eval"] is None
@@ -241,7 +241,7 @@ def test_the_job_records_who_submitted_it_and_whether_they_may_move_labels(
         job = _client(gw, key.secret).fine_tuning.jobs.create(
             model="registry:base@latest", training_file=training_id
         )
-        stored = gw.registry.get_job(job.id)
+        stored = gw.registry.jobs.get(job.id)
         assert stored.spec["submitted_by"] == {
             "via": "http",
             "principal": key.id,
@@ -317,7 +317,7 @@ def _multipart_body(size: int) -> bytes:
 
 def test_an_upload_without_a_key_is_refused_before_its_body_is_read(gw: Gateway) -> None:
     body = _multipart_body(BIG)
-    files_before = len(gw.registry.list_files())
+    files_before = len(gw.registry.files.list())
     answer, sent = _raw_request(gw, _multipart_head(gw, len(body)), body)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert sent < len(body) // 4, sent  # answered long before the 60 MB were sent
@@ -328,12 +328,12 @@ def test_an_upload_without_a_key_is_refused_before_its_body_is_read(gw: Gateway)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     with pytest.raises(openai.AuthenticationError):  # the SDK, with a key that is not one
         _client(gw, "lg-not-a-key").files.create(file=b"{}\n", purpose="fine-tune")
-    assert len(gw.registry.list_files()) == files_before
+    assert len(gw.registry.files.list()) == files_before
 
 
 def test_an_upload_over_the_cap_is_413(gw: Gateway, keys: dict[str, Any], tmp_path: Path) -> None:
     secret = keys["writer"].secret
-    files_before = len(gw.registry.list_files())
+    files_before = len(gw.registry.files.list())
     body = _multipart_body(BIG)
     # the declared length is checked up front: 413 before the body is read
     answer, sent = _raw_request(gw, _multipart_head(gw, len(body), key=secret), body)
@@ -354,7 +354,7 @@ def test_an_upload_over_the_cap_is_413(gw: Gateway, keys: dict[str, Any], tmp_pa
         _client(gw, secret).files.create(file=big.open("rb"), purpose="fine-tune")
     assert err.value.status_code == 413
     assert "max_upload_bytes" in _error(err)["message"]
-    assert len(gw.registry.list_files()) == files_before
+    assert len(gw.registry.files.list()) == files_before
     # just under the cap is fine, and comes back byte for byte
     small = tmp_path / "small.jsonl"
     small.write_bytes(b"y" * (UPLOAD_CAP - 4096))
@@ -390,7 +390,7 @@ def test_a_jobs_request_is_authenticated_before_its_body_is_parsed(
         response = httpx.post(url, content=content, headers={"content-type": "application/json"})
         assert response.status_code == 401, (content[:20], response.text)
         assert response.json()["error"]["code"] == "invalid_api_key"
-    inference = gw.registry.create_key("app", scopes=["inference"]).secret
+    inference = gw.registry.keys.create("app", scopes=["inference"]).secret
     response = httpx.post(
         url, content=b"{not json", headers={"authorization": f"Bearer {inference}"}
     )

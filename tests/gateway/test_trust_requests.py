@@ -188,14 +188,16 @@ def test_a_registry_model_cannot_send_the_provider_key_elsewhere(
 ) -> None:
     gw = start_gateway()
     reg = gw.registry
-    reg.register_model("evil-base", "upstream", {"model": "openai/gpt-x", "api_base": attacker.url})
-    reg.register_model("evil-param", "upstream",
+    reg.models.register(
+        "evil-base", "upstream", {"model": "openai/gpt-x", "api_base": attacker.url}
+    )
+    reg.models.register("evil-param", "upstream",
                        {"model": "openai/gpt-x", "params": {"base_url": attacker.url}})  # fmt: skip
     claude = {"model": "anthropic/claude-3", "params": {"api_base": attacker.url}}
-    reg.register_model("evil-claude", "upstream", claude)
-    reg.register_model("evil-key", "upstream",
+    reg.models.register("evil-claude", "upstream", claude)
+    reg.models.register("evil-key", "upstream",
                        {"model": "openai/gpt-x", "params": {"api_key": "sk-mine"}})  # fmt: skip
-    reg.register_model("fine", "upstream", {"model": "openai/stub-model"})
+    reg.models.register("fine", "upstream", {"model": "openai/stub-model"})
     client = gw.client()
     for name in ("evil-base", "evil-param", "evil-claude"):
         with pytest.raises(openai.PermissionDeniedError) as info:
@@ -221,7 +223,7 @@ def test_a_host_the_configuration_allows_is_served(
         openai_defaults = {"api_base": upstream.url + "/v1", "api_key": OPENAI_KEY,  # type: ignore[attr-defined]
                            "allowed_api_bases": [server.url + "/v1"]}  # fmt: skip
         gw = start_gateway(providers={"openai": openai_defaults})
-        gw.registry.register_model(
+        gw.registry.models.register(
             "other", "upstream", {"model": "openai/stub-model", "api_base": server.url + "/v1"}
         )
         assert gw.client().chat.completions.create(model="registry:other", messages=HI).choices
@@ -272,7 +274,7 @@ def test_one_client_request_id_does_not_share_a_slot(
     upstream.script(model, then=stall(1.0))
     deployment = {"provider": "openai", "model": model, "api_base": upstream.url + "/v1"}  # type: ignore[attr-defined]
     gw = start_gateway(routes={"held": {"deployments": [deployment]}}, **over)
-    secret = gw.registry.create_key(f"two-{backend}", max_parallel=2).secret
+    secret = gw.registry.keys.create(f"two-{backend}", max_parallel=2).secret
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
     go = threading.Barrier(6)
@@ -322,7 +324,7 @@ def heavy(start_gateway: StartGateway) -> Gateway:
         "plain": "Answer: {{ q }}",
     }
     for name, template in templates.items():
-        reg.push_prompt(name, [{"role": "user", "content": template}], {"model": "gpt-test"})
+        reg.prompts.push(name, [{"role": "user", "content": template}], {"model": "gpt-test"})
     return gw
 
 
@@ -424,12 +426,12 @@ def test_a_budgeted_key_is_refused_an_unpriced_model(
     start_gateway: StartGateway, upstream: Upstream
 ) -> None:
     gw = start_gateway(routes={"unpriced": _route(upstream, "stub-model")})
-    budgeted = _keyed(gw, gw.registry.create_key("budgeted", budget_usd=1.0).secret)
+    budgeted = _keyed(gw, gw.registry.keys.create("budgeted", budget_usd=1.0).secret)
     with pytest.raises(openai.PermissionDeniedError) as info:
         budgeted.chat.completions.create(model="unpriced", messages=HI)
     assert info.value.code == "model_unpriced"
     assert "stub-model" in info.value.message and "gateway.prices" in info.value.message
-    free = _keyed(gw, gw.registry.create_key("unbudgeted").secret)
+    free = _keyed(gw, gw.registry.keys.create("unbudgeted").secret)
     assert free.chat.completions.create(model="unpriced", messages=HI).choices
 
 
@@ -440,7 +442,7 @@ def test_configured_prices_make_a_budget_bind(
         routes={"house": _route(upstream, "house-model")},
         prices={"house-model": {"input_per_million": 10_000, "output_per_million": 10_000}},
     )
-    key = gw.registry.create_key("capped", budget_usd=0.1)  # 9 tokens a call: $0.09
+    key = gw.registry.keys.create("capped", budget_usd=0.1)  # 9 tokens a call: $0.09
     client = _keyed(gw, key.secret)
     client.chat.completions.create(model="house", messages=HI)
     time.sleep(0.2)
@@ -449,7 +451,7 @@ def test_configured_prices_make_a_budget_bind(
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="house", messages=HI)
     assert info.value.code == "budget_exceeded"
-    assert gw.registry.key_spend(key.id) == pytest.approx(0.18)
+    assert gw.registry.keys.spend(key.id) == pytest.approx(0.18)
 
 
 def test_embeddings_spend_a_budget(start_gateway: StartGateway, upstream: Upstream) -> None:
@@ -458,7 +460,7 @@ def test_embeddings_spend_a_budget(start_gateway: StartGateway, upstream: Upstre
         routes={"embed": _route(upstream, "house-embed")},
         prices={"house-embed": {"input_per_million": 10_000}},
     )
-    key = gw.registry.create_key("embedder", budget_usd=0.05)  # 4 tokens a call: $0.04
+    key = gw.registry.keys.create("embedder", budget_usd=0.05)  # 4 tokens a call: $0.04
     client = _keyed(gw, key.secret)
     client.embeddings.create(model="embed", input="hello")
     time.sleep(0.2)
@@ -467,14 +469,14 @@ def test_embeddings_spend_a_budget(start_gateway: StartGateway, upstream: Upstre
         time.sleep(0.2)
         client.embeddings.create(model="embed", input="hello")
     assert info.value.code == "budget_exceeded"
-    assert gw.registry.key_spend(key.id) == pytest.approx(0.08)
+    assert gw.registry.keys.spend(key.id) == pytest.approx(0.08)
 
 
 def test_unpriced_allow_lets_a_budgeted_key_through(
     start_gateway: StartGateway, upstream: Upstream
 ) -> None:
     gw = start_gateway(routes={"unpriced": _route(upstream, "stub-model")}, unpriced="allow")
-    client = _keyed(gw, gw.registry.create_key("lenient", budget_usd=1.0).secret)
+    client = _keyed(gw, gw.registry.keys.create("lenient", budget_usd=1.0).secret)
     assert client.chat.completions.create(model="unpriced", messages=HI).choices
 
 
@@ -485,7 +487,7 @@ def test_a_budget_binds_without_call_records(
     gw = start_gateway(
         routes={"priced": _route(upstream, "gpt-4o-mini")}, call_records={"enabled": False}
     )
-    client = _keyed(gw, gw.registry.create_key("tiny", budget_usd=0.000003).secret)
+    client = _keyed(gw, gw.registry.keys.create("tiny", budget_usd=0.000003).secret)
     client.chat.completions.create(model="priced", messages=HI)  # $0.00000225
     time.sleep(0.2)
     client.chat.completions.create(model="priced", messages=HI)

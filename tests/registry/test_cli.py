@@ -151,10 +151,10 @@ def test_concurrent_label_moves_through_the_cli(
     registry: Registry, registry_settings: RegistrySettings
 ) -> None:
     """Two `lockgate prompt label … --expect 1` processes at once: one wins, one conflicts."""
-    registry.push_prompt("qa", "a {{ q }}")
-    registry.push_prompt("qa", "b {{ q }}")
-    registry.push_prompt("qa", "c {{ q }}")
-    registry.set_label("prompt", "qa", "production", 1)
+    registry.prompts.push("qa", "a {{ q }}")
+    registry.prompts.push("qa", "b {{ q }}")
+    registry.prompts.push("qa", "c {{ q }}")
+    registry.labels.set("prompt", "qa", "production", 1)
     env = _env(registry_settings)
     procs = [
         subprocess.Popen(
@@ -171,7 +171,7 @@ def test_concurrent_label_moves_through_the_cli(
     assert codes == [0, 2], results
     loser = next(err for code, err in results if code == 2)
     assert "expected version 1: someone moved it" in loser
-    assert len(registry.label_history("prompt", "qa", "production")) == 2
+    assert len(registry.labels.history("prompt", "qa", "production")) == 2
 
 
 def test_json_errors_and_exit_code_from_the_real_entry_point(tmp_path: Path) -> None:

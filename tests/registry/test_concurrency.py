@@ -18,7 +18,7 @@ def _push_many(settings_json: str, writer: int, start: mp.synchronize.Event) -> 
     start.wait()
     try:
         return [
-            reg.push_prompt("shared", f"writer {writer} push {i}: {{{{ q }}}}")[0].version
+            reg.prompts.push("shared", f"writer {writer} push {i}: {{{{ q }}}}")[0].version
             for i in range(PUSHES_EACH)
         ]
     finally:
@@ -39,10 +39,10 @@ def test_eight_processes_push_one_prompt(
         versions = [v for p in pending for v in p.get(timeout=120)]
     total = WRITERS * PUSHES_EACH
     assert sorted(versions) == list(range(1, total + 1))
-    stored = registry.prompt_versions("shared")
+    stored = registry.prompts.versions("shared")
     assert [v.version for v in stored] == list(range(1, total + 1))
     assert len({v.content_hash for v in stored}) == total
-    assert registry.resolve_prompt("shared").version == total
+    assert registry.prompts.get("shared").version == total
 
 
 @pytest.mark.parametrize("writers", [4])
@@ -59,13 +59,13 @@ def test_identical_concurrent_pushes_make_one_version(
         start.set()
         versions = [p.get(timeout=120) for p in pending]
     assert versions == [1] * writers
-    assert len(registry.prompt_versions("same")) == 1
+    assert len(registry.prompts.versions("same")) == 1
 
 
 def _same_push(settings_json: str, start: mp.synchronize.Event) -> int:  # type: ignore[name-defined]
     reg = Registry(RegistrySettings.model_validate_json(settings_json))
     start.wait()
     try:
-        return reg.push_prompt("same", "identical {{ q }}")[0].version
+        return reg.prompts.push("same", "identical {{ q }}")[0].version
     finally:
         reg.close()

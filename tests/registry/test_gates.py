@@ -26,14 +26,14 @@ def _eval_run(
     gates: list[dict[str, Any]] | None = None, errors: float = 0, digest: str | None = None,
     baseline_run: str | None = None, shard: str | None = None,
 ) -> str:  # fmt: skip
-    run = reg.create_run(
+    run = reg.runs.create(
         "eval", name=pin.name, lineage=[LineageEdge("prompt", ref, "input")],
         params={"suite_digest": pin.digest if digest is None else digest, "shard": shard},
     )  # fmt: skip
-    reg.set_run_status(run.id, "succeeded", metrics={"accuracy": 0.9, "eval.errors": errors})
+    reg.runs.set_status(run.id, "succeeded", metrics={"accuracy": 0.9, "eval.errors": errors})
     if gates is None:
         gates = [{**ABSOLUTE, "verdict": verdict, "reason": f"accuracy {verdict}"}]
-    reg.tag_run(run.id, {"verdict": verdict, "gates": gates, "baseline_run": baseline_run,
+    reg.runs.tag(run.id, {"verdict": verdict, "gates": gates, "baseline_run": baseline_run,
                          "baseline": f"run {baseline_run}" if baseline_run else None})  # fmt: skip
     return run.id
 
@@ -41,38 +41,38 @@ def _eval_run(
 @pytest.fixture
 def gated(registry: Registry) -> Registry:
     for text in ("good {{ q }}", "worse {{ q }}", "fixed {{ q }}"):
-        registry.push_prompt("qa", text)
-    registry.set_gate_policy("prompt", "qa", "production", [ACCURACY, SAFETY])
+        registry.prompts.push("qa", text)
+    registry.gates.set_policy("prompt", "qa", "production", [ACCURACY, SAFETY])
     return registry
 
 
 def _refusal(reg: Registry, version: int, label: str = "production") -> str:
     with pytest.raises(GateRefused) as refused:
-        reg.set_label("prompt", "qa", label, version)
-    assert reg.labels_of("prompt", "qa").get(label) != version
+        reg.labels.set("prompt", "qa", label, version)
+    assert reg.labels.of("prompt", "qa").get(label) != version
     return "\n".join(refused.value.reasons)
 
 
 def test_move_refused_with_one_reason_per_unmet_suite(gated: Registry) -> None:
     run = _eval_run(gated, ACCURACY, "qa@2", "fail")
     with pytest.raises(GateRefused) as refused:
-        gated.set_label("prompt", "qa", "production", 2)
+        gated.labels.set("prompt", "qa", "production", 2)
     reasons = refused.value.reasons
     assert reasons[0] == f"suite 'qa-accuracy' run {run}: fail (accuracy >= 0.9: accuracy fail)"
     assert reasons[1].startswith("suite 'qa-safety' (sha256:")
     assert "no eval run on prompt qa@2" in reasons[1]
     assert refused.value.exit_code == 1
-    assert "production" not in gated.labels_of("prompt", "qa")
+    assert "production" not in gated.labels.of("prompt", "qa")
 
 
 def test_move_allowed_once_every_suite_passes_on_that_version(gated: Registry) -> None:
     _eval_run(gated, ACCURACY, "qa@3")
     _eval_run(gated, SAFETY, "qa@3")
     _eval_run(gated, SAFETY, "qa@2")  # another version's pass does not count
-    assert gated.check_promotion("prompt", "qa", "production", 3) == []
-    gated.set_label("prompt", "qa", "production", 3)
-    assert gated.resolve_prompt("qa", "production").version == 3
-    assert gated.check_promotion("prompt", "qa", "production", 2) != []
+    assert gated.gates.check_promotion("prompt", "qa", "production", 3) == []
+    gated.labels.set("prompt", "qa", "production", 3)
+    assert gated.prompts.get("qa@production").version == 3
+    assert gated.gates.check_promotion("prompt", "qa", "production", 2) != []
 
 
 def test_the_latest_run_of_a_suite_decides(gated: Registry) -> None:
@@ -98,7 +98,7 @@ def test_skipped_no_gates_and_errored_runs_are_not_evidence(gated: Registry) -> 
     _eval_run(gated, ACCURACY, "qa@1", "pass", shard="1/2")  # a shard never counts
     assert "errored" in _refusal(gated, 1)
     _eval_run(gated, ACCURACY, "qa@1")
-    gated.set_label("prompt", "qa", "production", 1)
+    gated.labels.set("prompt", "qa", "production", 1)
 
 
 def test_a_suite_of_the_same_name_with_other_content_does_not_count(gated: Registry) -> None:
@@ -108,15 +108,15 @@ def test_a_suite_of_the_same_name_with_other_content_does_not_count(gated: Regis
     assert "no eval run of this suite content" in reason and f"run {other}" in reason
     assert "other content" in reason
     _eval_run(gated, ACCURACY, "qa@1")
-    gated.set_label("prompt", "qa", "production", 1)
+    gated.labels.set("prompt", "qa", "production", 1)
 
 
 def test_a_first_version_is_judged_by_its_absolute_gates(gated: Registry) -> None:
-    gated.set_gate_policy("prompt", "qa", "production", [ACCURACY])
+    gated.gates.set_policy("prompt", "qa", "production", [ACCURACY])
     _eval_run(gated, ACCURACY, "qa@1", gates=[WAIVED])  # waived, nothing absolute
     assert "this suite has none" in _refusal(gated, 1)
     first = _eval_run(gated, ACCURACY, "qa@1", gates=[ABSOLUTE, WAIVED])
-    gated.set_label("prompt", "qa", "production", 1)
+    gated.labels.set("prompt", "qa", "production", 1)
 
     # the label now holds v1: a waived relative gate no longer counts
     _eval_run(gated, ACCURACY, "qa@2", gates=[ABSOLUTE, WAIVED])
@@ -128,59 +128,59 @@ def test_a_first_version_is_judged_by_its_absolute_gates(gated: Registry) -> Non
     _eval_run(gated, ACCURACY, "qa@2", gates=[ABSOLUTE, RELATIVE], baseline_run=stale)
     assert "--baseline label:production" in _refusal(gated, 2)
     _eval_run(gated, ACCURACY, "qa@2", gates=[ABSOLUTE, RELATIVE], baseline_run=first)
-    gated.set_label("prompt", "qa", "production", 2)
+    gated.labels.set("prompt", "qa", "production", 2)
     # compared with v1, but v2 holds it now
     _eval_run(gated, ACCURACY, "qa@3", gates=[ABSOLUTE, RELATIVE], baseline_run=first)
     assert "qa@2" in _refusal(gated, 3)
 
 
 def test_required_suites_gate_a_label_without_a_policy(registry: Registry) -> None:
-    registry.push_prompt("qa", "good {{ q }}")
+    registry.prompts.push("qa", "good {{ q }}")
     with pytest.raises(GateRefused, match="no eval run on prompt qa@1"):
-        registry.set_label("prompt", "qa", "production", 1, require=[ACCURACY])
+        registry.labels.set("prompt", "qa", "production", 1, require=[ACCURACY])
     _eval_run(registry, ACCURACY, "qa@1")
-    registry.set_label("prompt", "qa", "production", 1, require=[ACCURACY])
+    registry.labels.set("prompt", "qa", "production", 1, require=[ACCURACY])
 
 
 def test_forced_move_is_recorded_and_needs_a_reason(gated: Registry) -> None:
     with pytest.raises(InvalidInput, match="needs a reason"):
-        gated.set_label("prompt", "qa", "production", 2, force=True)
-    gated.set_label("prompt", "qa", "production", 2, force=True, reason="hotfix, evals down")
-    move = gated.label_history("prompt", "qa", "production")[-1]
+        gated.labels.set("prompt", "qa", "production", 2, force=True)
+    gated.labels.set("prompt", "qa", "production", 2, force=True, reason="hotfix, evals down")
+    move = gated.labels.history("prompt", "qa", "production")[-1]
     assert (move.to_version, move.forced, move.reason) == (2, True, "hotfix, evals down")
 
 
 def test_other_labels_and_cleared_policies_are_ungated(gated: Registry) -> None:
-    gated.set_label("prompt", "qa", "staging", 2)
-    gated.set_gate_policy("prompt", "qa", "production", [])
-    gated.set_label("prompt", "qa", "production", 2)
-    assert gated.gate_policies("prompt", "qa") == []
+    gated.labels.set("prompt", "qa", "staging", 2)
+    gated.gates.set_policy("prompt", "qa", "production", [])
+    gated.labels.set("prompt", "qa", "production", 2)
+    assert gated.gates.policies("prompt", "qa") == []
 
 
 def test_a_policy_pins_suites_by_content(gated: Registry, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="pins each suite by its content"):
-        gated.set_gate_policy("prompt", "qa", "production", ["qa-accuracy"])  # type: ignore[list-item]
+        gated.gates.set_policy("prompt", "qa", "production", ["qa-accuracy"])  # type: ignore[list-item]
     (tmp_path / "data.jsonl").write_text('{"q": "1+1", "a": "2"}\n')
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: qa-accuracy\ndataset: data.jsonl\ntarget: {model: prompt:qa@1}\n")
-    pin = gated.pin_suite(suite)
+    pin = gated.gates.pin_suite(suite)
     assert pin.name == "qa-accuracy" and pin.digest.startswith("sha256:")
     suite.write_text("name: qa-accuracy\ndataset: data.jsonl\ntarget: {model: prompt:qa@3}\n")
-    assert gated.pin_suite(suite) == pin  # the version it targets is not pinned
+    assert gated.gates.pin_suite(suite) == pin  # the version it targets is not pinned
     (tmp_path / "data.jsonl").write_text('{"q": "1+1", "a": "3"}\n')
-    assert gated.pin_suite(suite) != pin  # its data is
+    assert gated.gates.pin_suite(suite) != pin  # its data is
     with pytest.raises(InvalidInput, match="does not exist"):
         suite.write_text("name: qa-accuracy\ndataset: missing.jsonl\n")
-        gated.pin_suite(suite)
+        gated.gates.pin_suite(suite)
     with pytest.raises(InvalidInput, match="cannot read the suite file"):
-        gated.pin_suite(tmp_path / "qa-accuracy")
+        gated.gates.pin_suite(tmp_path / "qa-accuracy")
 
 
 def test_a_policy_from_before_pinning_refuses_until_pinned(gated: Registry) -> None:
-    with gated._write() as session:
+    with gated.db.write() as session:
         session.execute(update(GatePolicy).values(suites=["qa-accuracy"]))
     _eval_run(gated, ACCURACY, "qa@1")
     assert "named without its content" in _refusal(gated, 1)
-    assert [str(p) for p in gated.gate_policies("prompt", "qa")[0].suites] == [
+    assert [str(p) for p in gated.gates.policies("prompt", "qa")[0].suites] == [
         "qa-accuracy (not pinned)"
     ]

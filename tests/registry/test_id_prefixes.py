@@ -16,7 +16,7 @@ from tests.conftest import Cli
 
 def _add_runs(registry: Registry, *ids: str) -> None:
     """Runs with chosen ids (create_run draws random ones), so prefixes can collide."""
-    with Session(registry.engine) as session, session.begin():
+    with Session(registry.db.engine) as session, session.begin():
         for run_id in ids:
             row = Run(id=run_id, kind="eval", name=run_id, status="succeeded", params={},
                       metrics={"acc": 0.5}, tags={}, author="t", created_at=utcnow())  # fmt: skip
@@ -24,7 +24,7 @@ def _add_runs(registry: Registry, *ids: str) -> None:
 
 
 def test_run_show_takes_a_unique_prefix(cli: Cli, registry: Registry) -> None:
-    run = registry.create_run("eval", name="nightly", params={"n": 3})
+    run = registry.runs.create("eval", name="nightly", params={"n": 3})
     code, out, err = cli("run", "show", run.id[:8], "--json")
     assert (code, err) == (0, "") and json.loads(out)["id"] == run.id
     code, out, _ = cli("run", "show", run.id[:4])
@@ -52,9 +52,9 @@ def test_run_prefix_errors(cli: Cli, registry: Registry) -> None:
 
 
 def test_finetune_commands_take_a_unique_prefix(cli: Cli, registry: Registry) -> None:
-    job, _ = registry.create_job("finetune", {"output_model": "tuned"})
-    other, _ = registry.create_job("finetune", {"output_model": "other"}, job_id="ftjob-zz_1")
-    registry.create_job("finetune", {"output_model": "third"}, job_id="ftjob-zzx1")
+    job, _ = registry.jobs.create("finetune", {"output_model": "tuned"})
+    other, _ = registry.jobs.create("finetune", {"output_model": "other"}, job_id="ftjob-zz_1")
+    registry.jobs.create("finetune", {"output_model": "third"}, job_id="ftjob-zzx1")
     short = job.id[:10]
     code, out, err = cli("finetune", "status", short, "--json")
     assert (code, json.loads(out)["id"]) == (0, job.id), err
@@ -75,11 +75,11 @@ def test_finetune_commands_take_a_unique_prefix(cli: Cli, registry: Registry) ->
 
 def test_the_api_methods_keep_full_ids(registry: Registry) -> None:
     """get_job (and with it GET /v1/fine_tuning/jobs/{id}) and get_run take full ids only."""
-    job, _ = registry.create_job("finetune", {})
-    run = registry.create_run("eval")
+    job, _ = registry.jobs.create("finetune", {})
+    run = registry.runs.create("eval")
     with pytest.raises(NotFound):
-        registry.get_job(job.id[:10])
+        registry.jobs.get(job.id[:10])
     with pytest.raises(NotFound):
-        registry.get_run(run.id[:8])
-    assert registry.resolve_job_id(job.id[:10]) == job.id
-    assert registry.resolve_run_id(run.id[:8]) == run.id
+        registry.runs.get(run.id[:8])
+    assert registry.jobs.resolve_id(job.id[:10]) == job.id
+    assert registry.runs.resolve_id(run.id[:8]) == run.id

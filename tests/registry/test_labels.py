@@ -11,59 +11,59 @@ from lockgate.registry import Conflict, InvalidInput, NotFound, Registry, Regist
 
 @pytest.fixture
 def two_versions(registry: Registry) -> Registry:
-    registry.push_prompt("qa", "one {{ q }}")
-    registry.push_prompt("qa", "two {{ q }}")
+    registry.prompts.push("qa", "one {{ q }}")
+    registry.prompts.push("qa", "two {{ q }}")
     return registry
 
 
 def test_move_and_history_record_actor_time_from_to_reason(two_versions: Registry) -> None:
     reg = two_versions
-    reg.set_label("prompt", "qa", "production", 1, reason="first ship")
-    reg.set_label("prompt", "qa", "production", 2, expect_version=1, actor="ci", reason="eval ok")
-    moves = reg.label_history("prompt", "qa", "production")
+    reg.labels.set("prompt", "qa", "production", 1, reason="first ship")
+    reg.labels.set("prompt", "qa", "production", 2, expect_version=1, actor="ci", reason="eval ok")
+    moves = reg.labels.history("prompt", "qa", "production")
     assert [(m.from_version, m.to_version, m.actor, m.reason) for m in moves] == [
         (None, 1, "tester", "first ship"),
         (1, 2, "ci", "eval ok"),
     ]
     assert moves[0].created_at <= moves[1].created_at
-    assert reg.resolve_prompt("qa", "production").version == 2
+    assert reg.prompts.get("qa@production").version == 2
     # the whole history includes the automatic `latest` moves
-    assert [m.label for m in reg.label_history("prompt", "qa")].count("latest") == 2
+    assert [m.label for m in reg.labels.history("prompt", "qa")].count("latest") == 2
 
 
 def test_stale_expect_fails_and_changes_nothing(two_versions: Registry) -> None:
     reg = two_versions
-    reg.set_label("prompt", "qa", "production", 2)
+    reg.labels.set("prompt", "qa", "production", 2)
     with pytest.raises(Conflict, match="points to version 2, expected version 1"):
-        reg.set_label("prompt", "qa", "production", 1, expect_version=1)
-    assert reg.resolve_prompt("qa", "production").version == 2
-    assert len(reg.label_history("prompt", "qa", "production")) == 1
+        reg.labels.set("prompt", "qa", "production", 1, expect_version=1)
+    assert reg.prompts.get("qa@production").version == 2
+    assert len(reg.labels.history("prompt", "qa", "production")) == 1
 
 
 def test_expect_absent(two_versions: Registry) -> None:
     reg = two_versions
-    reg.set_label("prompt", "qa", "staging", 1, expect_absent=True)
+    reg.labels.set("prompt", "qa", "staging", 1, expect_absent=True)
     with pytest.raises(Conflict, match="expected it to be unset"):
-        reg.set_label("prompt", "qa", "staging", 2, expect_absent=True)
+        reg.labels.set("prompt", "qa", "staging", 2, expect_absent=True)
 
 
 def test_bad_labels_and_versions(two_versions: Registry) -> None:
     reg = two_versions
     with pytest.raises(InvalidInput, match="maintained by lockgate"):
-        reg.set_label("prompt", "qa", "latest", 1)
+        reg.labels.set("prompt", "qa", "latest", 1)
     with pytest.raises(InvalidInput, match="invalid label"):
-        reg.set_label("prompt", "qa", "Prod'; --", 1)
+        reg.labels.set("prompt", "qa", "Prod'; --", 1)
     with pytest.raises(NotFound, match="no version 7"):
-        reg.set_label("prompt", "qa", "production", 7)
+        reg.labels.set("prompt", "qa", "production", 7)
     with pytest.raises(NotFound, match="no prompt named"):
-        reg.set_label("prompt", "missing", "production", 1)
-    assert "production" not in reg.labels_of("prompt", "qa")
+        reg.labels.set("prompt", "missing", "production", 1)
+    assert "production" not in reg.labels.of("prompt", "qa")
 
 
 def test_concurrent_moves_with_same_expect_one_wins(
     two_versions: Registry, registry_settings: RegistrySettings
 ) -> None:
-    two_versions.set_label("prompt", "qa", "production", 1)
+    two_versions.labels.set("prompt", "qa", "production", 1)
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
@@ -71,7 +71,7 @@ def test_concurrent_moves_with_same_expect_one_wins(
         reg = Registry(registry_settings, actor=f"writer-{target}")
         try:
             barrier.wait()
-            reg.set_label("prompt", "qa", "production", target, expect_version=1)
+            reg.labels.set("prompt", "qa", "production", target, expect_version=1)
             outcomes.append("won")
         except Conflict:
             outcomes.append("conflict")
@@ -84,4 +84,4 @@ def test_concurrent_moves_with_same_expect_one_wins(
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["conflict", "won"]
-    assert len(two_versions.label_history("prompt", "qa", "production")) == 2
+    assert len(two_versions.labels.history("prompt", "qa", "production")) == 2

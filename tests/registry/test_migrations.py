@@ -17,8 +17,8 @@ from tests.conftest import scratch_pg_database
 def test_embedded_sqlite_is_created_and_migrated(tmp_path: Path) -> None:
     reg = Registry(RegistrySettings(data_dir=tmp_path / "new"))
     assert (tmp_path / "new" / "registry.db").exists()
-    assert registry_db.current_revision(reg.engine) == registry_db.head_revision()
-    assert set(Base.metadata.tables) <= set(inspect(reg.engine).get_table_names())
+    assert registry_db.current_revision(reg.db.engine) == registry_db.head_revision()
+    assert set(Base.metadata.tables) <= set(inspect(reg.db.engine).get_table_names())
     reg.close()
 
 
@@ -41,7 +41,7 @@ def test_postgres_needs_db_upgrade_then_works(empty_pg: str, tmp_path: Path) -> 
     registry_db.upgrade(engine)
     engine.dispose()
     reg = Registry(settings)
-    assert reg.push_prompt("p", "x {{ y }}")[0].version == 1
+    assert reg.prompts.push("p", "x {{ y }}")[0].version == 1
     reg.close()
 
 
@@ -66,7 +66,7 @@ def test_schema_matches_the_tables(tmp_path: Path) -> None:
     from alembic.runtime.migration import MigrationContext
 
     reg = Registry(RegistrySettings(data_dir=tmp_path))
-    with reg.engine.connect() as conn:
+    with reg.db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     reg.close()
     assert diff == []

@@ -13,19 +13,19 @@ from lockgate.registry import InvalidInput, NotFound, Registry
 
 
 def test_upstream_versions_and_labels(registry: Registry) -> None:
-    v1, _ = registry.register_model(
+    v1, _ = registry.models.register(
         "chat", "upstream", {"model": "openai/gpt-4o-mini", "params": {"temperature": 0}}
     )
-    v2, _ = registry.register_model("chat", "upstream", {"model": "anthropic/claude-3-5-haiku"})
-    again, created = registry.register_model(
+    v2, _ = registry.models.register("chat", "upstream", {"model": "anthropic/claude-3-5-haiku"})
+    again, created = registry.models.register(
         "chat", "upstream", {"model": "openai/gpt-4o-mini", "params": {"temperature": 0}}
     )
     assert (v1.version, v2.version, again.version, created) == (1, 2, 1, False)
-    registry.set_label("model", "chat", "production", 1)
-    prod = registry.get_model("chat@production")
+    registry.labels.set("model", "chat", "production", 1)
+    prod = registry.models.get("chat@production")
     assert prod.spec["model"] == "openai/gpt-4o-mini" and "production" in prod.labels
-    assert registry.get_model("chat").version == 2  # latest
-    assert [m.name for m in registry.list_models()] == ["chat"]
+    assert registry.models.get("chat").version == 2  # latest
+    assert [m.name for m in registry.models.list()] == ["chat"]
 
 
 def test_sklearn_model_round_trips_through_skops(registry: Registry) -> None:
@@ -33,9 +33,9 @@ def test_sklearn_model_round_trips_through_skops(registry: Registry) -> None:
     x = rng.normal(size=(60, 3))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
     est = LogisticRegression().fit(x, y)
-    version, _ = registry.register_sklearn_model("churn", est, spec={"task": "classification"})
+    version, _ = registry.models.register_sklearn("churn", est, spec={"task": "classification"})
     assert version.flavor == "sklearn" and version.artifact_digest.startswith("sha256:")
-    loaded = registry.load_sklearn_model("churn@1")
+    loaded = registry.models.load_sklearn("churn@1")
     np.testing.assert_allclose(loaded.predict_proba(x), est.predict_proba(x))
 
 
@@ -43,7 +43,7 @@ def test_pickle_is_refused(registry: Registry, tmp_path: Path) -> None:
     path = tmp_path / "model.pkl"
     path.write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(InvalidInput, match="never pickle"):
-        registry.register_model("m", "sklearn", path=path)
+        registry.models.register("m", "sklearn", path=path)
 
 
 def test_hf_and_lora_directories(registry: Registry, tmp_path: Path) -> None:
@@ -51,26 +51,26 @@ def test_hf_and_lora_directories(registry: Registry, tmp_path: Path) -> None:
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (model_dir / "model.safetensors").write_bytes(b"\x00" * 128)
-    hf, _ = registry.register_model("tiny", "hf", path=model_dir)
+    hf, _ = registry.models.register("tiny", "hf", path=model_dir)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    lora, _ = registry.register_model(
+    lora, _ = registry.models.register(
         "tiny-qa", "lora", {"base_model": "registry:tiny@1"}, path=adapter
     )
-    out = registry.fetch_model_dir("tiny-qa@1", tmp_path / "out")
+    out = registry.models.fetch("tiny-qa@1", tmp_path / "out")
     assert json.loads((out / "adapter_config.json").read_text()) == {"r": 8}
     assert hf.artifact_digest != lora.artifact_digest
 
 
 def test_flavor_errors_are_clear(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="unknown flavor 'onnx'"):
-        registry.register_model("m", "onnx")
+        registry.models.register("m", "onnx")
     with pytest.raises(InvalidInput, match="needs model in its spec"):
-        registry.register_model("m", "upstream", {})
+        registry.models.register("m", "upstream", {})
     with pytest.raises(InvalidInput, match="needs base_model"):
-        registry.register_model("m", "lora", {}, path=tmp_path)
+        registry.models.register("m", "lora", {}, path=tmp_path)
     with pytest.raises(InvalidInput, match=r"no adapter_config\.json"):
-        registry.register_model("m", "lora", {"base_model": "x"}, path=tmp_path)
+        registry.models.register("m", "lora", {"base_model": "x"}, path=tmp_path)
     with pytest.raises(NotFound):
-        registry.get_model("m")
+        registry.models.get("m")

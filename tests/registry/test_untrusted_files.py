@@ -81,9 +81,9 @@ def test_a_skops_file_calling_eval_is_refused_at_registration(
     path = _eval_file(tmp_path, marker)
     assert sio.get_untrusted_types(file=str(path)) == ["builtins.eval"]  # the attack is real
     with pytest.raises(InvalidInput, match=r"builtins\.eval") as info:
-        registry.register_model("churn", "sklearn", path=path)
+        registry.models.register("churn", "sklearn", path=path)
     assert "will not load" in info.value.message
-    assert registry.list_models() == []
+    assert registry.models.list() == []
     assert not marker.exists()
 
 
@@ -117,7 +117,7 @@ def test_types_outside_the_allowlist_are_named_and_refused(
     name = f"{node['__module__']}.{node['__class__']}"
     assert name in sio.get_untrusted_types(file=str(path))
     with pytest.raises(InvalidInput, match=f"will not load: {name}"):
-        registry.register_model("m", "sklearn", path=path)
+        registry.models.register("m", "sklearn", path=path)
 
 
 def test_load_checks_again_when_the_stored_version_was_changed(
@@ -126,10 +126,10 @@ def test_load_checks_again_when_the_stored_version_was_changed(
     """The version row edited in the database (its digest pointed at the attacker's file,
     ``builtins.eval`` written into its trusted types): loading refuses, and nothing runs."""
     x, y = _data()
-    version, _ = registry.register_sklearn_model("churn", LogisticRegression().fit(x, y))
+    version, _ = registry.models.register_sklearn("churn", LogisticRegression().fit(x, y))
     marker = tmp_path / "ran.txt"
-    evil = registry.store.put_file(_eval_file(tmp_path, marker))
-    with registry.engine.begin() as conn:
+    evil = registry.artifacts.put_file(_eval_file(tmp_path, marker))
+    with registry.db.engine.begin() as conn:
         row_id = conn.execute(select(ModelVersion.id).where(ModelVersion.version == 1)).scalar()
         conn.execute(
             update(ModelVersion)
@@ -137,7 +137,7 @@ def test_load_checks_again_when_the_stored_version_was_changed(
             .values(artifact_digest=evil, spec={"untrusted_types": ["builtins.eval"]})
         )
     with pytest.raises(InvalidInput, match=r"will not load: builtins\.eval"):
-        registry.load_sklearn_model("churn@1")
+        registry.models.load_sklearn("churn@1")
     assert not marker.exists()
     assert version.artifact_digest != evil
 
@@ -158,8 +158,8 @@ def test_load_checks_again_when_the_stored_version_was_changed(
 def test_real_models_still_register_and_load(registry: Registry, estimator: Any) -> None:
     x, y = _data()
     estimator.fit(x, y)
-    registry.register_sklearn_model("m", estimator)
-    loaded = registry.load_sklearn_model("m@1")
+    registry.models.register_sklearn("m", estimator)
+    loaded = registry.models.load_sklearn("m@1")
     np.testing.assert_allclose(loaded.predict_proba(x), estimator.predict_proba(x))
 
 
@@ -183,13 +183,13 @@ def test_an_hf_directory_linking_to_a_system_file_is_refused(
 ) -> None:
     model_dir = _model_dir(tmp_path)
     (model_dir / "tokenizer.json").symlink_to("/etc/hostname")
-    artifacts = Path(registry.store.url)
+    artifacts = Path(registry.artifacts.url)
     before = _blobs(artifacts)
     with pytest.raises(InvalidInput, match=r"tokenizer\.json.*link.*outside") as info:
-        registry.register_model("tiny", "hf", path=model_dir)
+        registry.models.register("tiny", "hf", path=model_dir)
     assert "cp -rL" in info.value.message
     assert _blobs(artifacts) == before  # nothing of the directory was stored
-    assert registry.list_models() == []
+    assert registry.models.list() == []
 
 
 def test_links_out_of_any_stored_folder_are_refused(tmp_path: Path) -> None:
