@@ -1,5 +1,6 @@
 """LoRA fine-tuning jobs: spec and data validation, the queue and worker, the PEFT trainer,
-checkpoints and resume, executors (local, torchrun, Kubernetes), registering the adapter.
+checkpoints and resume, executors (local, torchrun, Kubernetes), registering the adapter;
+and retraining jobs of scikit-learn models (``submit_retrain``, :mod:`finetune.command`).
 
 Typical use::
 
@@ -31,6 +32,8 @@ from lockgate.registry._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lockgate.finetune.base_model import BaseModel, resolve_base_model
+    from lockgate.finetune.command import CommandResult, CommandSpec, submit_retrain
+    from lockgate.finetune.command_worker import execute_command_job
     from lockgate.finetune.data import DataReport, Example, load_examples, scan_file
     from lockgate.finetune.executors import EXECUTORS, Executor, TrainRequest, register_executor
     from lockgate.finetune.settings import ExecutorSettings, WorkerSettings
@@ -48,6 +51,10 @@ if TYPE_CHECKING:
     from lockgate.finetune.worker import Worker, execute_job
 
 _LAZY = {
+    "CommandResult": "lockgate.finetune.command",
+    "CommandSpec": "lockgate.finetune.command",
+    "submit_retrain": "lockgate.finetune.command",
+    "execute_command_job": "lockgate.finetune.command_worker",
     "BaseModel": "lockgate.finetune.base_model",
     "resolve_base_model": "lockgate.finetune.base_model",
     "DataReport": "lockgate.finetune.data",
@@ -85,6 +92,8 @@ __all__ = [
     "EXECUTORS",
     "BaseModel",
     "BaseModelNotFound",
+    "CommandResult",
+    "CommandSpec",
     "DataReport",
     "EvalParams",
     "Example",
@@ -105,6 +114,7 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "check_job",
+    "execute_command_job",
     "execute_job",
     "job_spec",
     "load_examples",
@@ -115,5 +125,6 @@ __all__ = [
     "scan_file",
     "spec_from_openai",
     "submit_job",
+    "submit_retrain",
     "train",
 ]

@@ -1,5 +1,6 @@
-"""``lockgate finetune submit|list|status|logs|cancel|worker|run``, and ``lockgate model
-init-tiny`` (a base model to try them on).
+"""``lockgate finetune submit|retrain|list|status|logs|cancel|worker|run``, and ``lockgate
+model init-tiny`` (a base model to try them on). ``retrain`` queues a scikit-learn model's
+retraining (a ``command`` job, docs/retraining.md); the other commands serve both kinds.
 
 The root CLI (``gateway/cli.py``) puts an object with ``registry()`` and
 ``registry_settings`` in the typer context; when it also has ``eval_transport_factory``
@@ -41,7 +42,8 @@ def _registry(ctx: typer.Context) -> Registry:
 
 
 finetune_app = typer.Typer(
-    help="LoRA fine-tuning jobs: submit, watch, cancel, work.", no_args_is_help=True
+    help="LoRA fine-tuning and scikit-learn retraining jobs: submit, watch, cancel, work.",
+    no_args_is_help=True,
 )
 
 Opt = typer.Option
@@ -109,17 +111,72 @@ def submit(
     )
 
 
+@finetune_app.command("retrain")
+def retrain(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The scikit-learn model to add a version to.")],
+    entry: Annotated[
+        list[str],
+        typer.Argument(
+            help="After --: the training entry point's arguments, run without a shell "
+            "(-- python train.py).",
+            show_default=False,
+        ),
+    ],
+    dataset: Annotated[
+        str, Opt("--dataset", help="Training data: registry dataset NAME@VERSION (pinned).")
+    ],
+    suite: Annotated[
+        Path | None, Opt("--suite", help="Eval suite YAML to gate with (pinned by content).")
+    ] = None,
+    label: Annotated[str | None, Opt("--label", help="Label to move when the gates pass.")] = None,
+    idempotency_key: Annotated[str | None, Opt("--idempotency-key")] = None,
+    json_mode: JsonOption = False,
+) -> None:
+    """Queue a retraining job: a worker runs ENTRY on the dataset version, registers the
+    skops file it writes as a new version of MODEL, gates it, and moves --label only on a
+    pass (docs/retraining.md). ENTRY follows --, e.g. lockgate finetune retrain churn
+    --dataset churn-train@2 --suite suite.yaml --label production -- python train.py"""
+    from lockgate.finetune.command import submit_retrain
+
+    job = submit_retrain(
+        _registry(ctx), model, dataset=dataset, entry=entry, label=label, suite=suite,
+        idempotency_key=idempotency_key,
+    )  # fmt: skip
+    emit(
+        job,
+        json_mode,
+        lambda c: c.print(
+            f"queued {job.id}  (retrain {model} on {job.spec['dataset']}; "
+            f"lockgate finetune logs {job.id} --follow)",
+            markup=False,
+        ),
+    )
+
+
+KINDS = ("all", "finetune", "command")
+
+
+def _kind(kind: str) -> str | None:
+    if kind not in KINDS:
+        raise SpecInvalid(f"--kind {kind!r}: use one of {', '.join(KINDS)}", param="kind")
+    return None if kind == "all" else kind
+
+
 @finetune_app.command("list")
 def list_jobs(
-    ctx: typer.Context, limit: Annotated[int, Opt("--limit")] = 20, json_mode: JsonOption = False
+    ctx: typer.Context,
+    limit: Annotated[int, Opt("--limit")] = 20,
+    kind: Annotated[str, Opt("--kind", help="all | finetune | command (retraining)")] = "all",
+    json_mode: JsonOption = False,
 ) -> None:
     """Recent jobs, newest first."""
-    jobs = _registry(ctx).jobs.list("finetune", limit=limit)
+    jobs = _registry(ctx).jobs.list(_kind(kind), limit=limit)
     rows = [
         [
             j.id,
             j.status,
-            j.spec.get("output_model"),
+            j.spec.get("output_model") or j.spec.get("model"),
             j.result.get("model", ""),
             j.attempts,
             when(j.created_at),
@@ -143,6 +200,9 @@ def status(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> No
 
     def human(c: Any) -> None:
         c.print(f"{job.id}  {job.status}  attempts {job.attempts}  worker {job.worker_id or '-'}")
+        if job.kind == "command":
+            _print_command(c, job)
+            return
         c.print(f"base {job.spec.get('base_model')} → {job.spec.get('output_model')}")
         if job.result:
             c.print(
@@ -156,6 +216,29 @@ def status(ctx: typer.Context, job_id: str, json_mode: JsonOption = False) -> No
             c.print(f"error: {job.error}")
 
     emit(job, json_mode, human)
+
+
+def _print_command(c: Any, job: Any) -> None:
+    """A retraining job: what it runs on, what it registered, the gate and the label."""
+    spec, result = job.spec, job.result
+    c.print(f"retrain {spec.get('model')} on {spec.get('dataset')} from "
+            f"{spec.get('parent') or 'no version'}: {' '.join(spec.get('entry') or [])}",
+            markup=False)  # fmt: skip
+    if result:
+        c.print(f"result: {result.get('model')} (run {result.get('run_id')}) metrics "
+                f"{result.get('metrics', {})}", markup=False)  # fmt: skip
+    evaluation = result.get("eval")
+    if isinstance(evaluation, dict):
+        if evaluation.get("verdict") is not None or "error" in evaluation:
+            _print_eval(c, evaluation, None)
+        label = spec.get("label")
+        if evaluation.get("labelled"):
+            c.print(f"label {label!r} moved to {result.get('model')}", markup=False)
+        elif label is not None:
+            refused = evaluation.get("refused") or [evaluation.get("error") or "not a pass"]
+            c.print(f"label {label!r} not moved: " + "; ".join(map(str, refused)), markup=False)
+    if job.error:
+        c.print(f"error: {job.error}", markup=False)
 
 
 def _print_eval(c: Any, evaluation: dict[str, Any], label: str | None) -> None:
@@ -237,6 +320,9 @@ def worker(
     ] = None,
     executor: Annotated[str | None, Opt("--executor", help="Force an executor.")] = None,
     work_dir: Annotated[Path | None, Opt("--work-dir")] = None,
+    kind: Annotated[
+        str, Opt("--kind", help="Jobs to take: all | finetune | command (retraining).")
+    ] = "all",
     kubectl_apply: Annotated[bool, Opt("--kubectl-apply", help="Apply Kubernetes Jobs.")] = False,
     upload_checkpoints: Annotated[
         bool | None,
@@ -251,12 +337,24 @@ def worker(
 ) -> None:
     """Claim and run jobs (requeues jobs whose worker died; resumes from checkpoints).
 
-    Starts from the finetune section of lockgate.yaml; the options given override it."""
+    Starts from the finetune section of lockgate.yaml; the options given override it.
+    Retraining (command) jobs need no fine-tuning stack: with --kind all on a machine
+    without it, the worker takes command jobs only."""
     from lockgate.finetune._torch import require_stack
     from lockgate.finetune.results import gate_and_label
-    from lockgate.finetune.worker import Worker
+    from lockgate.finetune.worker import JOB_KINDS, Worker
+    from lockgate.registry.errors import MissingExtra
 
-    require_stack()
+    wanted = _kind(kind)
+    kinds = JOB_KINDS if wanted is None else (wanted,)
+    if "finetune" in kinds:
+        try:
+            require_stack()
+        except MissingExtra as exc:
+            if wanted is not None:
+                raise
+            typer.echo(f"{exc.message}; taking retraining (command) jobs only", err=True)
+            kinds = ("command",)
     settings = _worker_settings(
         ctx,
         gpus=gpus,
@@ -273,8 +371,8 @@ def worker(
         def hook(registry: Any, spec: Any, version: Any) -> dict[str, Any]:
             return gate_and_label(registry, spec, version, transport_factory=factory)
 
-    w = Worker(_registry(ctx), settings, eval_hook=hook)
-    typer.echo(f"worker {w.worker_id} polling for fine-tuning jobs", err=True)
+    w = Worker(_registry(ctx), settings, eval_hook=hook, kinds=kinds)
+    typer.echo(f"worker {w.worker_id} polling for {' and '.join(kinds)} jobs", err=True)
     handled = w.run(once=once)
     typer.echo(f"worker {w.worker_id}: {handled} job(s) handled", err=True)
 

@@ -7,6 +7,7 @@ finetune:
   poll_interval_s: 5
   heartbeat_interval_s: 10
   stale_after_s: 120                     # requeue a job whose worker is silent this long
+  command_timeout_s: 3600                # a retraining (command) job's entry point, per attempt
   executors:
     image: registry.example.com/lockgate:1.4   # the Kubernetes Job's image
     namespace: ml-jobs
@@ -80,6 +81,18 @@ class WorkerSettings(BaseModel):
         120.0, gt=0, description="Requeue a running job whose worker is silent this long."
     )
     executors: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    command_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Stop a retraining (command) job's entry point after this "
+        "long, per attempt, and fail the job.",
+    )
+    command_log_lines: int = Field(
+        500,
+        ge=0,
+        description="Output lines of a command job's entry point kept as job "
+        "events; the rest are counted.",
+    )
     upload_checkpoints: bool = Field(
         True,
         description="Copy each checkpoint to the artifact store, so that a job requeued to "

@@ -1,5 +1,6 @@
 """The worker: requeue stale jobs, claim one, heartbeat, train through an executor, then
-register the adapter (and gate and label it when the spec names an eval suite).
+register the adapter (and gate and label it when the spec names an eval suite). A worker
+also takes retraining (``command``) jobs, run by :mod:`finetune.command_worker`.
 
 A job whose worker died (no heartbeat for ``stale_after_s`` seconds) is requeued by the next
 worker that polls; whoever claims it reuses its registry run and resumes from the latest
@@ -13,12 +14,14 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lockgate.finetune.base_model import materialize_base_model, resolve_base_model
 from lockgate.finetune.checkpoints import restore_checkpoint
-from lockgate.finetune.errors import FinetuneError
+from lockgate.finetune.command import COMMAND_KIND
+from lockgate.finetune.errors import FinetuneError, SpecInvalid
 from lockgate.finetune.executors import TrainRequest, make_executor
 from lockgate.finetune.inference import quiet_model_libraries
 from lockgate.finetune.reporting import Heartbeat, RegistryHooks
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from lockgate.registry.registry import Registry
 
 log = logging.getLogger("lockgate.finetune")
+JOB_KINDS = (JOB_KIND, COMMAND_KIND)  # what a worker claims: LoRA jobs and retraining jobs
 
 
 def new_worker_id() -> str:
@@ -48,21 +52,40 @@ class Worker:
         *,
         worker_id: str | None = None,
         eval_hook: EvalHook | None = None,
+        kinds: Sequence[str] = JOB_KINDS,
     ) -> None:
         self.registry, self.settings = registry, settings
         self.worker_id = worker_id or new_worker_id()
         self.eval_hook = eval_hook
+        unknown = sorted(set(kinds) - set(JOB_KINDS))
+        if unknown or not kinds:
+            raise SpecInvalid(
+                f"job kinds: {', '.join(unknown) or 'none given'}; use {', '.join(JOB_KINDS)}",
+                param="kind",
+            )
+        self.kinds = tuple(dict.fromkeys(kinds))
+        self._turn = 0  # the kind tried first, in turn: one kind's queue cannot starve another's
 
     def poll_once(self) -> JobInfo | None:
-        """Requeue stale jobs, then claim and run one; None when the queue was empty."""
-        for job_id in self.registry.jobs.requeue_stale(self.settings.stale_after_s, JOB_KIND):
-            log.warning("requeued %s: its worker stopped heartbeating", job_id)
-        job = self.registry.jobs.claim(self.worker_id, JOB_KIND)
-        if job is None:
-            return None
-        return execute_job(
-            self.registry, job, self.worker_id, self.settings, eval_hook=self.eval_hook
-        )
+        """Requeue stale jobs, then claim and run one of the worker's kinds (each claim is
+        atomic per kind; the kind tried first rotates); None when the queues were empty."""
+        for kind in self.kinds:
+            for job_id in self.registry.jobs.requeue_stale(self.settings.stale_after_s, kind):
+                log.warning("requeued %s: its worker stopped heartbeating", job_id)
+        order = self.kinds[self._turn :] + self.kinds[: self._turn]
+        self._turn = (self._turn + 1) % len(self.kinds)
+        for kind in order:
+            job = self.registry.jobs.claim(self.worker_id, kind)
+            if job is None:
+                continue
+            if kind == COMMAND_KIND:
+                from lockgate.finetune.command_worker import execute_command_job
+
+                return execute_command_job(self.registry, job, self.worker_id, self.settings)
+            return execute_job(
+                self.registry, job, self.worker_id, self.settings, eval_hook=self.eval_hook
+            )
+        return None
 
     def run(self, *, once: bool = False, max_jobs: int | None = None) -> int:
         """Loop until stopped (``once``: until the queue is empty). Returns jobs handled."""

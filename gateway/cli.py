@@ -55,10 +55,20 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_app",
         "Dataset-based evaluation runs with statistically sound gates.",
     ),
+    "drift": (
+        "lockgate.evals.drift.cli",
+        "drift_app",
+        "Drift checks of datasets, files, model inputs and LLM traffic.",
+    ),
     "finetune": (
         "lockgate.finetune.cli",
         "finetune_app",
-        "LoRA fine-tuning jobs: submit, watch, cancel, work.",
+        "LoRA fine-tuning and scikit-learn retraining jobs: submit, watch, cancel, work.",
+    ),
+    "monitor": (
+        "lockgate.gateway.monitor.cli",
+        "monitor_app",
+        "Monitoring policies: watch drift, evals, latency, errors and new data; act.",
     ),
 }
 

@@ -17,7 +17,8 @@ environment, the file, the defaults. docs/configuration.md lists every key (gene
 these models by ``gateway/docgen.py``).
 
 The gateway also reads ``OTEL_EXPORTER_OTLP_ENDPOINT`` (when ``gateway.tracing.otlp_endpoint``
-is unset) and the API keys that deployments name by ``api_key_env``, here and only here.
+is unset), the API keys that deployments name by ``api_key_env`` and the webhook signing
+secrets named by ``secret_env``, here and only here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from lockgate.evals.settings import EvalsSettings
 from lockgate.finetune.settings import WorkerSettings
 from lockgate.gateway.settings import GatewaySettings
+from lockgate.gateway.webhooks import WebhookSettings
 from lockgate.registry.settings import (
     DEFAULT_CONFIG_FILE,
     ENV_PREFIX,
@@ -80,6 +82,7 @@ class LockgateSettings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     finetune: WorkerSettings = Field(default_factory=WorkerSettings)
     evals: EvalsSettings = Field(default_factory=EvalsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     _source_file: Path | None = PrivateAttr(default=None)
 
     @property
@@ -135,4 +138,5 @@ def _with_gateway_environment(settings: LockgateSettings) -> LockgateSettings:
     if gateway.tracing.otlp_endpoint is None and endpoint:
         tracing = gateway.tracing.model_copy(update={"otlp_endpoint": endpoint})
         gateway = gateway.model_copy(update={"tracing": tracing})
-    return settings.model_copy(update={"gateway": gateway})
+    webhooks = settings.webhooks.with_secrets(os.environ)  # signing secrets by secret_env
+    return settings.model_copy(update={"gateway": gateway, "webhooks": webhooks})

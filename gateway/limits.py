@@ -24,7 +24,7 @@ Redis server's clock, the one every replica shares.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,6 +71,17 @@ class Decision:
 
 ALLOWED = Decision(True)
 SpendLoader = Callable[[str], Awaitable[float]]
+BudgetHook = Callable[[str, float, float, float], Awaitable[None]]
+"""Told ``(key_id, share, spent_usd, budget_usd)`` once when a call's cost takes a key's spend
+across ``share`` of its budget (the gateway writes a ``budget.threshold`` event)."""
+BUDGET_THRESHOLDS = (0.5, 0.8, 1.0)
+
+
+def crossed_shares(
+    before: float, after: float, budget: float, shares: Sequence[float]
+) -> list[float]:
+    """The shares of ``budget`` that a spend going from ``before`` to ``after`` crossed."""
+    return [s for s in shares if before < s * budget <= after]
 
 
 class Limiter(Protocol):
@@ -117,9 +128,12 @@ class MemoryLimiter:
     """Limits for one process (no Redis configured)."""
 
     def __init__(
-        self, load_spend: SpendLoader, *, stale_after_s: float = 600.0, clock: Clock = SYSTEM_CLOCK
-    ) -> None:
+        self, load_spend: SpendLoader, *, stale_after_s: float = 600.0, clock: Clock = SYSTEM_CLOCK,
+        on_budget: BudgetHook | None = None, budget_thresholds: Sequence[float] = BUDGET_THRESHOLDS,
+    ) -> None:  # fmt: skip
         self._load_spend = load_spend
+        self._on_budget = on_budget
+        self._shares = tuple(budget_thresholds)
         self._stale_after_s = stale_after_s
         self._now = clock.time
         self._requests: dict[str, _Window] = {}
@@ -173,7 +187,13 @@ class MemoryLimiter:
                 window = self._tokens[key] = _Window()
             window.add(int(self._now()), tokens)
         if cost_usd and key in self._spend:
+            before = self._spend[key]
             self._spend[key] += cost_usd
+            if self._on_budget is not None and limits.budget_usd:
+                for share in crossed_shares(
+                    before, self._spend[key], limits.budget_usd, self._shares
+                ):
+                    await self._on_budget(key, share, self._spend[key], limits.budget_usd)
 
     async def close(self) -> None:
         return None
@@ -241,9 +261,9 @@ if tokens > 0 then
 end
 local cost = tonumber(ARGV[3])
 if cost > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
+  return redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
 end
-return 1
+return '-1'
 """
 
 
@@ -257,7 +277,11 @@ class RedisLimiter:
         *,
         prefix: str = "lockgate",
         stale_after_s: float = 600.0,
+        on_budget: BudgetHook | None = None,
+        budget_thresholds: Sequence[float] = BUDGET_THRESHOLDS,
     ) -> None:
+        self._on_budget = on_budget
+        self._shares = tuple(budget_thresholds)
         from lockgate.registry._extras import require
 
         redis_asyncio = require("redis.asyncio", feature="Redis-backed limits", extra="redis")
@@ -296,9 +320,14 @@ class RedisLimiter:
         if limits.unlimited:
             return
         _, tpm_key, inflight, spend = self._keys(limits.key_id)
-        await self._release(
+        spent = await self._release(
             keys=[tpm_key, inflight, spend], args=[slot, int(tokens), repr(float(cost_usd))]
         )
+        after = float(spent.decode() if isinstance(spent, bytes) else spent)
+        if after >= 0 and self._on_budget is not None and limits.budget_usd:
+            # the increment is atomic: exactly one replica sees each crossing
+            for share in crossed_shares(after - cost_usd, after, limits.budget_usd, self._shares):
+                await self._on_budget(limits.key_id, share, after, limits.budget_usd)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -310,4 +339,4 @@ def _arg(value: float | None) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-__all__ = ["Decision", "KeyLimits", "Limiter", "MemoryLimiter", "RedisLimiter"]
+__all__ = ["BudgetHook", "Decision", "KeyLimits", "Limiter", "MemoryLimiter", "RedisLimiter"]

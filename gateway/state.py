@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from lockgate.gateway.config import LockgateSettings
 from lockgate.gateway.costs import CostTable
 from lockgate.gateway.dispatch import Dispatcher
 from lockgate.gateway.errors import SecretScrubber
-from lockgate.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
+from lockgate.gateway.limits import BUDGET_THRESHOLDS, Limiter, MemoryLimiter, RedisLimiter
 from lockgate.gateway.metrics import Metrics
 from lockgate.gateway.predict import Predictor
 from lockgate.gateway.predict_samples import SampleWriter
@@ -27,7 +28,10 @@ from lockgate.gateway.proxy import Proxy
 from lockgate.gateway.routing import Router
 from lockgate.gateway.settings import GatewaySettings
 from lockgate.gateway.tracing import INSTRUMENTATION, build_tracer_provider
+from lockgate.gateway.webhooks import WebhookDispatcher
 from lockgate.registry.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,9 +51,12 @@ class GatewayState:
     breakers: CircuitBreakers
     scrub: SecretScrubber
     predictor: Predictor
+    webhooks: WebhookDispatcher | None = None  # delivers registry events (webhooks section)
 
     async def aclose(self) -> None:
         try:
+            if self.webhooks is not None:
+                await anyio.to_thread.run_sync(self.webhooks.stop)
             await self.proxy.drain()
             await self.predictor.aclose()
             await self.limiter.close()
@@ -96,7 +103,7 @@ def build_state(
         )
         recorder.start()
     auth = Authenticator(gateway, registry)
-    limiter = build_limiter(gateway, registry)
+    limiter = build_limiter(gateway, registry, settings.webhooks.budget_thresholds)
     breakers = CircuitBreakers(gateway.breaker)
     proxy = Proxy(
         settings=gateway,
@@ -114,6 +121,8 @@ def build_state(
         settings, registry, http, providers, router, tracer_provider, metrics, recorder,
         costs, proxy, auth, limiter, breakers, SecretScrubber.of(gateway),
         build_predictor(gateway, registry, tracer_provider, metrics, recorder, auth, limiter),
+        WebhookDispatcher(registry.events, settings.webhooks).start()
+        if settings.webhooks.endpoints else None,
     )  # fmt: skip
 
 
@@ -143,12 +152,28 @@ def build_predictor(
     )  # fmt: skip
 
 
-def build_limiter(gateway: GatewaySettings, registry: Registry) -> Limiter:
-    """Redis when ``gateway.redis_url`` is set (shared by replicas), else in process."""
+def build_limiter(
+    gateway: GatewaySettings,
+    registry: Registry,
+    budget_thresholds: Sequence[float] = BUDGET_THRESHOLDS,
+) -> Limiter:
+    """Redis when ``gateway.redis_url`` is set (shared by replicas), else in process. A key's
+    spend crossing a share of its budget is a ``budget.threshold`` event."""
 
     async def load_spend(key_id: str) -> float:
         return await anyio.to_thread.run_sync(registry.keys.spend, key_id)
 
+    async def on_budget(key_id: str, share: float, spent: float, budget: float) -> None:
+        data = {"key_id": key_id, "share": share, "spent_usd": spent, "budget_usd": budget}
+        try:
+            await anyio.to_thread.run_sync(
+                registry.events.record, "budget.threshold", f"key:{key_id}", data
+            )
+        except Exception:  # boundary: a lost event must not fail the call's release
+            log.warning("could not record budget.threshold of key %s", key_id, exc_info=True)
+
     if gateway.redis_url:
-        return RedisLimiter(gateway.redis_url, load_spend)
-    return MemoryLimiter(load_spend)
+        return RedisLimiter(
+            gateway.redis_url, load_spend, on_budget=on_budget, budget_thresholds=budget_thresholds
+        )
+    return MemoryLimiter(load_spend, on_budget=on_budget, budget_thresholds=budget_thresholds)

@@ -8,10 +8,11 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from lockgate.registry import db
 from lockgate.registry.artifacts import ArtifactStore, FsspecArtifactStore
-from lockgate.registry.errors import DatabaseError, NotFound
+from lockgate.registry.errors import DatabaseError, InvalidInput, NotFound
 from lockgate.registry.records import SubjectType
 from lockgate.registry.settings import RegistrySettings
 from lockgate.registry.tables import (
@@ -170,3 +171,31 @@ class Part:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+
+PRUNE_BATCH = 10_000  # rows per delete statement of prune_rows
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment`` if it carries a zone; registry times are UTC and a naive one is refused."""
+    if moment.tzinfo is None:
+        raise InvalidInput("registry times are UTC: give an aware datetime", param="before")
+    return moment
+
+
+def prune_rows(db: Database, table: Any, where: list[Any], batch: int = PRUNE_BATCH) -> int:
+    """Delete the rows of ``table`` matching ``where``, oldest id first, ``batch`` rows per
+    transaction, so a large backlog never holds one long lock over a table that the gateway
+    writes to while it is pruned. Returns the total deleted."""
+    if batch < 1:
+        raise InvalidInput(f"batch must be at least 1, not {batch}", param="batch")
+    total = 0
+    while True:
+        ids = select(table.id).where(*where).order_by(table.id).limit(batch)
+        with db.write() as session:
+            chosen = list(session.scalars(ids))
+            if chosen:
+                session.execute(delete(table).where(table.id.in_(chosen)))
+        total += len(chosen)
+        if len(chosen) < batch:
+            return total

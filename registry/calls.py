@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert, or_, select
 
-from lockgate.registry._core import Part
+from lockgate.registry._core import PRUNE_BATCH, Part, aware, prune_rows
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.records import _Record
 from lockgate.registry.runs import MIN_ID_PREFIX, resolve_id_prefix
@@ -148,6 +148,13 @@ class Calls(Part):
         with self.db.write() as session:
             session.execute(_INSERT, rows)
         return len(rows)
+
+    def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete the call records created before ``before``; returns how many. Deletes in
+        batches of ``batch`` rows (oldest first, over the ``created_at`` index), each in its
+        own transaction, so a large backlog never holds one long lock over the table that the
+        gateway's exporter writes to."""
+        return prune_rows(self.db, CallRecord, [CallRecord.created_at < aware(before)], batch)
 
     def query(
         self, where: CallFilter | None = None, *, limit: int = 100, before: int | None = None

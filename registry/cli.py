@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
-from lockgate.registry.console import JsonOption, emit, table, when
-from lockgate.registry.errors import InvalidInput
+from lockgate.registry.console import JsonOption, console, emit, table, when
+from lockgate.registry.errors import GateRefused, InvalidInput
 
 if TYPE_CHECKING:
     from lockgate.registry.records import SubjectType
@@ -67,6 +67,12 @@ def _expect(value: str | None) -> tuple[int | None, bool]:
     return int(value), False
 
 
+def _overrode(move: Any) -> str:
+    """What a forced move overrode: its checks that were not a pass."""
+    failed = [f"{c.name} {c.verdict}" for c in move.checks if c.verdict != "pass"]
+    return f" (overrode: {', '.join(failed)})" if move.forced and failed else ""
+
+
 def _history_rows(moves: list[Any]) -> list[list[Any]]:
     return [
         [
@@ -75,10 +81,16 @@ def _history_rows(moves: list[Any]) -> list[list[Any]]:
             m.from_version or "-",
             m.to_version,
             m.actor,
-            ("forced: " if m.forced else "") + m.reason,
+            ("forced: " if m.forced else "") + m.reason + _overrode(m),
         ]
         for m in moves
     ]
+
+
+def print_checks(c: Any, checks: list[Any]) -> None:
+    """Every check of a gate, pass ones too: verdict, then the reason (which names it)."""
+    for check in checks:
+        c.print(f"  {check.verdict:<12} {check.reason}", markup=False)
 
 
 HISTORY_COLUMNS = ["when", "label", "from", "to", "actor", "reason"]
@@ -209,21 +221,31 @@ def _label_cmd(subject: SubjectType) -> Any:
         json_mode: JsonOption = False,
     ) -> None:
         expect_version, expect_absent = _expect(expect)
-        move = _registry(ctx).labels.set(
-            subject,
-            name,
-            label,
-            version,
-            expect_version=expect_version,
-            expect_absent=expect_absent,
-            reason=reason,
-            force=force,
-        )
-        emit(
-            move,
-            json_mode,
-            lambda c: c.print(f"{name}: {label} {move.from_version or '-'} -> {move.to_version}"),
-        )
+        try:
+            move = _registry(ctx).labels.set(
+                subject,
+                name,
+                label,
+                version,
+                expect_version=expect_version,
+                expect_absent=expect_absent,
+                reason=reason,
+                force=force,
+            )
+        except GateRefused as exc:
+            if not json_mode and exc.checks:
+                out = console(stderr=True)
+                out.print(f"gate of {label!r} for {name}@{version}:", markup=False)
+                print_checks(out, exc.checks)
+            raise
+
+        def human(c: Any) -> None:
+            c.print(f"{name}: {label} {move.from_version or '-'} -> {move.to_version}")
+            if move.checks:
+                c.print("forced past its gate:" if move.forced else "gate:")
+                print_checks(c, move.checks)
+
+        emit(move, json_mode, human)
 
     label.__doc__ = f"Point LABEL of a {subject} at VERSION (compare-and-set with --expect)."
     return label
@@ -242,30 +264,96 @@ def _gate_cmd(subject: SubjectType) -> Any:
                 "repeatable. Replaces the label's suites.",
             ),
         ] = None,
+        policy: Annotated[
+            Path | None,
+            typer.Option(
+                "--policy",
+                help="A policy file (YAML): `suites` (suite files), `drift` and `service` "
+                "limits. Replaces the label's whole policy.",
+            ),
+        ] = None,
+        check: Annotated[
+            int | None,
+            typer.Option(
+                "--check",
+                metavar="VERSION",
+                help="Run every check of moving LABEL to VERSION and print each verdict; "
+                "exit 1 unless all pass. Moves nothing.",
+            ),
+        ] = None,
         clear: Annotated[bool, typer.Option("--clear", help="Remove the gate.")] = False,
         json_mode: JsonOption = False,
     ) -> None:
         reg = _registry(ctx)
-        if suite or clear:
+        if policy is not None and (suite or clear):
+            raise InvalidInput("--policy sets the whole policy: give it alone", param="policy")
+        current = [p for p in reg.gates.policies(subject, name) if p.label == label]
+        if policy is not None:
+            pins, limits = reg.gates.read_policy(policy)
+            reg.gates.set_policy(
+                subject, name, label, pins, drift=limits.drift, service=limits.service
+            )
+        elif suite or clear:  # --suite replaces the suites and keeps the limits
             pins = [] if clear else [reg.gates.pin_suite(path) for path in suite or []]
-            reg.gates.set_policy(subject, name, label, pins)
+            kept = current[0] if current and not clear else None
+            reg.gates.set_policy(
+                subject, name, label, pins, drift=kept.drift if kept else None,
+                service=kept.service if kept else None,
+            )  # fmt: skip
         policies = [p for p in reg.gates.policies(subject, name) if p.label == label]
-        suites = policies[0].suites if policies else []
+        shown = policies[0] if policies else None
+        suites = shown.suites if shown else []
+        checks = None if check is None else reg.gates.promotion_checks(subject, name, label, check)
+        needs = [f"suite {s} to pass" for s in suites]
+        if shown is not None and shown.drift is not None:
+            needs.append(_drift_text(shown.drift))
+        if shown is not None and shown.service is not None:
+            needs.append(_service_text(shown.service))
+
+        def human(c: Any) -> None:
+            c.print(f"{name}: moving {label!r} requires " + (", ".join(needs) or "nothing"),
+                    markup=False)  # fmt: skip
+            if checks is not None:
+                c.print(f"checks of moving {label!r} to {name}@{check}:"
+                        + ("" if checks else " none (nothing gates it)"))  # fmt: skip
+                print_checks(c, checks)
+
         emit(
-            {"name": name, "label": label, "suites": [s.to_dict() for s in suites]},
+            {
+                "name": name, "label": label, "suites": [s.to_dict() for s in suites],
+                "drift": shown.drift if shown else None,
+                "service": shown.service if shown else None,
+                **({"checks": checks} if checks is not None else {}),
+            },
             json_mode,
-            lambda c: c.print(
-                f"{name}: moving {label!r} requires "
-                + (", ".join(f"suite {s} to pass" for s in suites) if suites else "nothing"),
-                markup=False,
-            ),
-        )
+            human,
+        )  # fmt: skip
+        if checks and any(c.verdict != "pass" for c in checks):
+            raise typer.Exit(1)
 
     gate.__doc__ = (
-        f"Show or set the eval suites a {subject} version must pass before LABEL moves to it: "
-        "a pass of the pinned suite content on that version, every gate evaluated."
+        f"Show or set what a {subject} version needs before LABEL moves to it: a pass of "
+        "each pinned suite's content on that version, every gate evaluated; drift within "
+        "limits against the label holder's reference; service limits from its call records."
     )
     return gate
+
+
+def _drift_text(drift: dict[str, Any]) -> str:
+    against = drift.get("reference") or "the holder's reference"
+    columns = f" of {', '.join(drift['columns'])}" if drift.get("columns") else ""
+    age = f", a run at most {drift['max_age_s']:g} s old" if drift.get("max_age_s") else ""
+    return f"drift share{columns} <= {drift['max_share_drifted']:g} against {against}{age}"
+
+
+def _service_text(service: dict[str, Any]) -> str:
+    limits = []
+    if service.get("p99_latency_ms") is not None:
+        limits.append(f"p99 latency <= {service['p99_latency_ms']:g} ms")
+    if service.get("max_error_rate") is not None:
+        limits.append(f"error rate <= {service['max_error_rate']:g}")
+    return (f"{' and '.join(limits)} over the last {service['window_s']:g} s "
+            f"(at least {service['min_calls']} calls)")  # fmt: skip
 
 
 def _history_cmd(subject: SubjectType) -> Any:
@@ -595,4 +683,54 @@ def db_current(ctx: typer.Context, json_mode: JsonOption = False) -> None:
         {"current": current, "head": head},
         json_mode,
         lambda c: c.print(f"current {current or 'empty'}, head {head}"),
+    )
+
+
+@db_app.command("prune")
+def db_prune(
+    ctx: typer.Context,
+    calls: Annotated[
+        str | None,
+        typer.Option(
+            "--calls", help="Delete call records older than this (30d, 12h, or an ISO time)."
+        ),
+    ] = None,
+    samples: Annotated[
+        str | None,
+        typer.Option(
+            "--samples", help="Delete :predict samples older than this (14d, or an ISO time)."
+        ),
+    ] = None,
+    json_mode: JsonOption = False,
+) -> None:
+    """Delete call records and prediction samples past their retention (cron-friendly).
+
+    Nothing else is touched: runs, labels, versions and artifacts are the record and stay.
+    Deletes in batches, each its own transaction, so the gateway keeps writing meanwhile."""
+    from datetime import UTC, datetime
+
+    from lockgate.registry.console import parse_moment
+
+    if calls is None and samples is None:
+        raise InvalidInput("name what to prune: --calls 30d and/or --samples 14d", param="calls")
+    reg = _registry(ctx)
+    now = datetime.now(UTC)
+    done: dict[str, Any] = {}
+    for option, value, part in (
+        ("--calls", calls, reg.calls),
+        ("--samples", samples, reg.predictions),
+    ):
+        if value is None:
+            continue
+        before = parse_moment(value, option, now=now, sign=-1, hint="an age like 30d or 12h")
+        done[option.lstrip("-")] = {"before": before.isoformat(), "deleted": part.prune(before)}
+    emit(
+        done,
+        json_mode,
+        lambda c: c.print(
+            "\n".join(
+                f"{k}: {v['deleted']} deleted (before {v['before']})" for k, v in done.items()
+            ),
+            markup=False,
+        ),
     )

@@ -23,6 +23,8 @@ Each error carries ``status_code`` (HTTP), ``code`` (a stable machine-readable s
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LockgateError(Exception):
     """A problem the user can act on; the message says what was wrong and what to do."""
@@ -119,15 +121,17 @@ class Conflict(RegistryError):
 
 
 class GateRefused(RegistryError):
-    """A label move refused by its gate policy; ``reasons`` lists each unmet suite."""
+    """A label move refused by its gate policy; ``reasons`` lists each check that did not
+    pass, ``checks`` every check (``registry.records.GateCheck``), pass ones too."""
 
     status_code = 409
     code = "gate_failed"
     exit_code = 1
 
-    def __init__(self, message: str, reasons: list[str]) -> None:
+    def __init__(self, message: str, reasons: list[str], checks: list[Any] | None = None) -> None:
         super().__init__(message + "".join(f"\n  - {r}" for r in reasons), param="label")
         self.reasons = reasons
+        self.checks = list(checks or [])
 
 
 class ArtifactCorrupted(RegistryError):

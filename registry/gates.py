@@ -18,7 +18,11 @@ succeeded, unsharded eval run of that suite content whose lineage names ``name@V
 * while the label is unset (a first version), relative gates have nothing to compare with and
   may be waived; the absolute gates decide, and at least one must have passed.
 
-A forced move skips the check and is recorded as forced, with its reason.
+Beside suites, a policy may hold drift and service limits (:mod:`registry.gate_limits`).
+Every check gives a :class:`GateCheck` (``pass``, ``fail`` or ``inconclusive``, a reason and
+the evidence run): :func:`promotion_checks` returns them all, :func:`promotion_refusals` the
+reasons of those that are not a pass. A forced move skips the refusal, not the check: the
+verdicts it overrode are recorded with the move, as forced, with its reason.
 """
 
 from __future__ import annotations
@@ -36,9 +40,26 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lockgate.registry._core import SUBJECTS, Part
-from lockgate.registry.artifacts import dir_manifest, manifest_bytes, sha256_file
+from lockgate.registry.artifacts import ArtifactStore, dir_manifest, manifest_bytes, sha256_file
 from lockgate.registry.errors import InvalidInput, NotFound
-from lockgate.registry.records import LATEST, SubjectType, _Record, check_label, check_name
+from lockgate.registry.gate_limits import (
+    DriftLimit,
+    GateLimits,
+    ServiceLimit,
+    dataset_version_digest,
+    drift_check,
+    parse_limits,
+    service_checks,
+    stored_limits,
+)
+from lockgate.registry.records import (
+    LATEST,
+    GateCheck,
+    SubjectType,
+    _Record,
+    check_label,
+    check_name,
+)
 from lockgate.registry.tables import (
     Dataset,
     DatasetVersion,
@@ -77,6 +98,8 @@ class GatePolicyInfo(_Record):
     suites: list[SuitePin]
     updated_by: str
     updated_at: datetime
+    drift: dict[str, Any] | None = None  # DriftLimit's fields
+    service: dict[str, Any] | None = None  # ServiceLimit's fields
 
 
 def suite_content(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,14 +248,18 @@ def evidence_problems(
     return problems
 
 
-def _suite_refusal(
+def _suite_check(
     session: Session, pin: SuitePin, subject_type: SubjectType, name: str, label: str,
     version: int, holder: int | None,
-) -> str | None:  # fmt: skip
+) -> GateCheck:  # fmt: skip
     ref = f"{name}@{version}"
+    check = f"suite {pin.name}"
     if not pin.digest:
-        return (f"suite {pin.name!r} is named without its content; pin it with `lockgate "
-                f"{subject_type} gate {name} {label} --suite path/to/suite.yaml`")  # fmt: skip
+        return GateCheck(
+            check, "inconclusive",
+            f"suite {pin.name!r} is named without its content; pin it with `lockgate "
+            f"{subject_type} gate {name} {label} --suite path/to/suite.yaml`",
+        )  # fmt: skip
     runs = session.scalars(
         select(Run)
         .join(RunLineage, RunLineage.run_id == Run.id)
@@ -251,27 +278,34 @@ def _suite_refusal(
         if whole:
             other = whole[0]
             digest = str(other.params.get("suite_digest") or "none recorded")[:19]
-            return (f"{shown}: no eval run of this suite content on {subject_type} {ref}; "
-                    f"run {other.id} ran a suite of that name with other content ({digest}): "
-                    f"run the pinned suite, or pin the changed file with `lockgate "
-                    f"{subject_type} gate {name} {label} --suite FILE`")  # fmt: skip
-        return (f"{shown}: no eval run on {subject_type} {ref} "
-                "(run `lockgate eval run` on it first)")  # fmt: skip
+            return GateCheck(
+                check, "inconclusive",
+                f"{shown}: no eval run of this suite content on {subject_type} {ref}; "
+                f"run {other.id} ran a suite of that name with other content ({digest}): "
+                f"run the pinned suite, or pin the changed file with `lockgate "
+                f"{subject_type} gate {name} {label} --suite FILE`",
+            )  # fmt: skip
+        return GateCheck(check, "inconclusive", f"{shown}: no eval run on {subject_type} {ref} "
+                         "(run `lockgate eval run` on it first)")  # fmt: skip
     run = matching[0]
     problems = evidence_problems(session, run, subject_type, name, label, holder)
     if problems:
-        return f"suite {pin.name!r} run {run.id}: " + "; ".join(problems)
-    return None
+        verdict = "fail" if run.tags.get("verdict") == "fail" else "inconclusive"
+        return GateCheck(
+            check, verdict, f"suite {pin.name!r} run {run.id}: " + "; ".join(problems), run.id
+        )
+    return GateCheck(check, "pass", f"suite {pin.name!r} run {run.id}: every gate passed", run.id)
 
 
-def promotion_refusals(
+def promotion_checks(
     session: Session, subject_type: SubjectType, name: str, label: str, version: int,
-    required: Sequence[SuitePin] = (),
-) -> list[str]:  # fmt: skip
-    """Why ``label`` may not move to ``name@version`` (empty: it may).
-
-    ``required`` are suites that must pass besides those of the label's policy (a fine-tuning
-    job's own suite)."""
+    required: Sequence[SuitePin] = (), *, now: datetime | None = None,
+    store: ArtifactStore | None = None,
+) -> list[GateCheck]:  # fmt: skip
+    """Every check of moving ``label`` to ``name@version``, in order: the policy's suites and
+    ``required`` ones (a fine-tuning job's own suite), drift, service. Empty when nothing
+    gates the label, or when it points there already. ``now`` ends the service window;
+    ``store`` reads a drift run's ``drift.json`` when the drift limit names columns."""
     policy = session.scalars(
         select(GatePolicy).where(
             GatePolicy.subject_type == subject_type,
@@ -281,17 +315,33 @@ def promotion_refusals(
     ).first()
     pins = _policy_pins(policy) if policy is not None else []
     pins += [p for p in required if p not in pins]
-    if not pins:
+    limits = stored_limits(policy.limits) if policy is not None else GateLimits()
+    if not pins and limits.drift is None and limits.service is None:
         return []
     holder = _label_holder(session, subject_type, name, label)
     if holder == version:
         return []  # it points there already
-    reasons = []
-    for pin in pins:
-        refusal = _suite_refusal(session, pin, subject_type, name, label, version, holder)
-        if refusal is not None:
-            reasons.append(refusal)
-    return reasons
+    now = now or utcnow()
+    checks = [
+        _suite_check(session, pin, subject_type, name, label, version, holder) for pin in pins
+    ]
+    if limits.drift is not None:
+        checks.append(
+            drift_check(session, limits.drift, subject_type, name, version, holder, now, store)
+        )
+    if limits.service is not None:
+        checks += service_checks(session, limits.service, subject_type, name, version, now)
+    return checks
+
+
+def promotion_refusals(
+    session: Session, subject_type: SubjectType, name: str, label: str, version: int,
+    required: Sequence[SuitePin] = (), *, store: ArtifactStore | None = None,
+) -> list[str]:  # fmt: skip
+    """Why ``label`` may not move to ``name@version`` (empty: it may): the reason of every
+    check of :func:`promotion_checks` that is not a pass."""
+    checks = promotion_checks(session, subject_type, name, label, version, required, store=store)
+    return [c.reason for c in checks if c.verdict != "pass"]
 
 
 def _dataset_digest(session: Session, source: str, base_dir: Path, where: str) -> str:
@@ -353,14 +403,45 @@ class Gates(Part):
             digest = _dataset_digest(session, dataset, path.resolve().parent, str(path))
         return SuitePin(name, suite_digest(doc, digest))
 
+    def read_policy(self, path: Path) -> tuple[list[SuitePin], GateLimits]:
+        """A policy file: ``suites`` (suite files, relative to it, each pinned), ``drift``
+        and ``service`` limits; any other key is an error naming it."""
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the policy file {path}: {exc.strerror}",
+                               param="policy") from exc  # fmt: skip
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"{path} is not valid YAML: {exc}", param="policy") from exc
+        if not isinstance(doc, dict):
+            raise InvalidInput(f"{path}: a gate policy is a YAML mapping", param="policy")
+        for key in doc:
+            if key not in POLICY_KEYS:
+                raise InvalidInput(
+                    f"{path}: unknown key {str(key)!r} (a gate policy takes "
+                    f"{', '.join(POLICY_KEYS)})", param=str(key),
+                )  # fmt: skip
+        suites = doc.get("suites") or []
+        if not isinstance(suites, list) or not all(isinstance(x, str) for x in suites):
+            raise InvalidInput(f"{path}: suites is a list of suite files", param="suites")
+        base = path.resolve().parent
+        pins = [self.pin_suite(base / suite) for suite in suites]
+        limits = {k: doc[k] for k in ("drift", "service") if doc.get(k) is not None}
+        return pins, parse_limits(limits, str(path))
+
     def set_policy(
-        self, subject_type: SubjectType, name: str, label: str, suites: Iterable[SuitePin]
-    ) -> GatePolicyInfo | None:
-        """Require the pinned ``suites`` to pass before ``label`` moves; none removes the
-        policy. Pin a suite file with :meth:`pin_suite`."""
+        self, subject_type: SubjectType, name: str, label: str, suites: Iterable[SuitePin],
+        *, drift: DriftLimit | Mapping[str, Any] | None = None,
+        service: ServiceLimit | Mapping[str, Any] | None = None,
+    ) -> GatePolicyInfo | None:  # fmt: skip
+        """Require the pinned ``suites`` to pass, and the ``drift`` and ``service`` limits
+        (:mod:`registry.gate_limits`) to hold, before ``label`` moves; none of them removes
+        the policy. Pin a suite file with :meth:`pin_suite`; ``drift.reference`` is pinned
+        to its dataset version here."""
         check_label(label)
         if label == LATEST:
             raise InvalidInput("'latest' follows every push and cannot be gated", param="label")
+        limits = _limits(drift, service)
         pins: dict[str, SuitePin] = {}
         for pin in suites:
             if not isinstance(pin, SuitePin) or not pin.digest.startswith("sha256:"):
@@ -373,6 +454,7 @@ class Gates(Part):
         stored = [{"name": p.name, "digest": p.digest} for _, p in sorted(pins.items())]
         with self.db.write() as session:
             self.db.subject(session, subject_type, name)
+            stored_limits_ = _pin_reference(session, subject_type, limits).stored()
             row = session.scalars(
                 select(GatePolicy).where(
                     GatePolicy.subject_type == subject_type,
@@ -380,7 +462,7 @@ class Gates(Part):
                     GatePolicy.label == label,
                 )
             ).first()
-            if not stored:
+            if not stored and stored_limits_ is None:
                 if row is not None:
                     session.delete(row)
                 return None
@@ -388,6 +470,7 @@ class Gates(Part):
                 row = GatePolicy(subject_type=subject_type, subject_name=name, label=label)
                 session.add(row)
             row.suites, row.updated_by, row.updated_at = stored, self.db.actor, utcnow()
+            row.limits = stored_limits_
             session.flush()
             return _policy(row)
 
@@ -406,11 +489,63 @@ class Gates(Part):
     ) -> list[str]:  # fmt: skip
         """The reasons a move of ``label`` to ``version`` would be refused (empty: allowed)."""
         with self.db.read() as session:
-            return promotion_refusals(session, subject_type, name, label, version, required)
+            return promotion_refusals(
+                session, subject_type, name, label, version, required, store=self.db.artifacts
+            )
+
+    def promotion_checks(
+        self, subject_type: SubjectType, name: str, label: str, version: int,
+        required: Sequence[SuitePin] = (), *, now: datetime | None = None,
+    ) -> list[GateCheck]:  # fmt: skip
+        """Every check a move of ``label`` to ``version`` would run, with its verdict, reason
+        and evidence run (empty: nothing gates it); the move is allowed when all pass."""
+        with self.db.read() as session:
+            return promotion_checks(
+                session, subject_type, name, label, version, required, now=now,
+                store=self.db.artifacts,
+            )  # fmt: skip
+
+
+POLICY_KEYS = ("suites", "drift", "service")
+
+
+def _limits(
+    drift: DriftLimit | Mapping[str, Any] | None, service: ServiceLimit | Mapping[str, Any] | None
+) -> GateLimits:
+    doc: dict[str, Any] = {}
+    for key, value in (("drift", drift), ("service", service)):
+        if isinstance(value, DriftLimit | ServiceLimit):
+            value = value.model_dump(exclude_none=True)
+        if value is not None:
+            doc[key] = value
+    return parse_limits(doc)
+
+
+def _pin_reference(session: Session, subject_type: SubjectType, limits: GateLimits) -> GateLimits:
+    """The limits with ``drift.reference`` pinned to a dataset version (``NAME@VERSION``)."""
+    drift = limits.drift
+    if drift is None:
+        return limits
+    if drift.reference is None:
+        if subject_type == "prompt":
+            raise InvalidInput(
+                "a prompt records no reference dataset: its drift limit names the data its "
+                "drift runs compare with (drift.reference: NAME@VERSION)",
+                param="drift.reference",
+            )
+        return limits
+    found = dataset_version_digest(session, drift.reference)
+    if found is None:
+        raise NotFound(f"drift.reference: no dataset {drift.reference}", param="drift.reference")
+    pinned = drift.model_copy(update={"reference": found[0]})
+    return limits.model_copy(update={"drift": pinned})
 
 
 def _policy(row: GatePolicy) -> GatePolicyInfo:
+    limits = stored_limits(row.limits)
     return GatePolicyInfo(
         row.subject_type, row.subject_name, row.label, _policy_pins(row), row.updated_by,
         row.updated_at,
+        limits.drift.model_dump(exclude_none=True) if limits.drift is not None else None,
+        limits.service.model_dump(exclude_none=True) if limits.service is not None else None,
     )  # fmt: skip

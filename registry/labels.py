@@ -11,8 +11,16 @@ from sqlalchemy.orm import Session
 
 from lockgate.registry._core import SUBJECTS, Part
 from lockgate.registry.errors import Conflict, GateRefused, InvalidInput, NotFound
-from lockgate.registry.gates import promotion_refusals
-from lockgate.registry.records import LATEST, LabelMove, SubjectSummary, SubjectType, check_label
+from lockgate.registry.events import emit
+from lockgate.registry.gates import promotion_checks
+from lockgate.registry.records import (
+    LATEST,
+    GateCheck,
+    LabelMove,
+    SubjectSummary,
+    SubjectType,
+    check_label,
+)
 from lockgate.registry.tables import Label, LabelEvent, utcnow
 
 if TYPE_CHECKING:
@@ -41,8 +49,9 @@ class Labels(Part):
         When a gate policy covers the label, the move is refused with
         :class:`GateRefused` unless the version has evidence for each of its suites
         (:mod:`registry.gates`); ``require`` adds pinned suites that must pass too (a
-        fine-tuning job's own suite). ``force`` skips the check and is recorded (give a
-        ``reason``).
+        fine-tuning job's own suite). ``force`` overrides a refusal and is recorded (give a
+        ``reason``). The checks run either way; the move and the history keep every check's
+        verdict (``LabelMove.checks``), so a forced move records what it overrode.
         """
         check_label(label)
         if label == LATEST:
@@ -53,16 +62,18 @@ class Labels(Part):
                 self._check_version(session, subject_type, subject.id, name, version)
                 if force and not reason:
                     raise InvalidInput("a forced label move needs a reason", param="reason")
-                if not force:
-                    refusals = promotion_refusals(
-                        session, subject_type, name, label, version, require
+                checks = promotion_checks(
+                    session, subject_type, name, label, version, require,
+                    store=self.db.artifacts,
+                )  # fmt: skip
+                refusals = [c.reason for c in checks if c.verdict != "pass"]
+                if refusals and not force:
+                    raise GateRefused(
+                        f"moving {label!r} of {subject_type} {name!r} to version {version} "
+                        "is refused by its gate policy (force it with a reason to override):",
+                        refusals,
+                        checks=checks,
                     )
-                    if refusals:
-                        raise GateRefused(
-                            f"moving {label!r} of {subject_type} {name!r} to version {version} "
-                            "is refused by its gate policy (force it with a reason to override):",
-                            refusals,
-                        )
                 return self._move(
                     session,
                     subject_type,
@@ -75,7 +86,15 @@ class Labels(Part):
                     reason=reason,
                     actor=actor or self.db.actor,
                     forced=force,
+                    checks=checks,
                 )
+        except GateRefused as refused:  # the move rolled back; the refusal is an event
+            with self.db.write() as session:
+                emit(session, "gate.refused", f"{subject_type}:{name}", {
+                    "label": label, "version": version, "actor": actor or self.db.actor,
+                    "reasons": refused.reasons,
+                })  # fmt: skip
+            raise
         except IntegrityError as exc:  # a concurrent writer created the label first
             raise Conflict(
                 f"label {label!r} of {subject_type} {name!r} was set concurrently; "
@@ -107,6 +126,7 @@ class Labels(Part):
         reason: str,
         actor: str,
         forced: bool = False,
+        checks: Sequence[GateCheck] = (),
     ) -> LabelMove:
         row = session.scalars(
             select(Label)
@@ -154,11 +174,20 @@ class Labels(Part):
             actor=actor,
             reason=reason,
             forced=forced,
+            checks=[c.to_dict() for c in checks] or None,
             created_at=now_ts,
         )
         session.add(event)
+        if label != LATEST:  # `latest` follows every push: not news
+            emit(session, "label.moved", f"{subject_type}:{name}", {
+                "label": label, "from_version": current, "to_version": version, "actor": actor,
+                "reason": reason, "forced": forced,
+            })  # fmt: skip
         session.flush()
-        return LabelMove(subject_type, name, label, current, version, actor, reason, forced, now_ts)
+        return LabelMove(
+            subject_type, name, label, current, version, actor, reason, forced, now_ts,
+            list(checks),
+        )  # fmt: skip
 
     def history(
         self, subject_type: SubjectType, name: str, label: str | None = None
@@ -184,6 +213,7 @@ class Labels(Part):
                     e.reason,
                     e.forced,
                     e.created_at,
+                    _checks(e.checks),
                 )
                 for e in session.scalars(stmt)
             ]
@@ -258,3 +288,13 @@ class Labels(Part):
             )
         )
         return {label: version for label, version in rows}
+
+
+def _checks(stored: Any) -> list[GateCheck]:
+    """The gate checks recorded with a move (none before they were recorded)."""
+    fields = GateCheck.__dataclass_fields__
+    return [
+        GateCheck(**{k: v for k, v in c.items() if k in fields})
+        for c in stored or []
+        if isinstance(c, dict)
+    ]

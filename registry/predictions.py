@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
 
-from lockgate.registry._core import Part
+from lockgate.registry._core import PRUNE_BATCH, Part, aware, prune_rows
 from lockgate.registry.errors import InvalidInput
 from lockgate.registry.records import Ref, _Record
 from lockgate.registry.tables import PredictionSample, utcnow
@@ -65,6 +65,24 @@ class Predictions(Part):
         with self.db.write() as session:
             session.execute(_INSERT, rows)
         return len(rows)
+
+    def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete the samples taken before ``before``; returns how many. One pass per
+        (model, version), so each delete walks the ``(model, version, created_at)`` index."""
+        cutoff = aware(before)
+        with self.db.read() as session:
+            pairs = session.execute(
+                select(PredictionSample.model, PredictionSample.version).distinct()
+            ).all()
+        total = 0
+        for model, version in pairs:
+            where = [
+                PredictionSample.model == model,
+                PredictionSample.version == version,
+                PredictionSample.created_at < cutoff,
+            ]
+            total += prune_rows(self.db, PredictionSample, where, batch)
+        return total
 
     def samples(
         self, model: str | Ref, *, since: datetime | None = None, limit: int = 1000

@@ -116,6 +116,17 @@ class SubjectSummary(_Record):
 
 
 @dataclass(frozen=True)
+class GateCheck(_Record):
+    """One check of a label's gate (:mod:`registry.gates`): a suite, drift or a service
+    limit; ``verdict`` is ``pass``, ``fail`` or ``inconclusive``; ``run_id`` the evidence."""
+
+    name: str
+    verdict: str
+    reason: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
 class LabelMove(_Record):
     subject_type: str
     name: str
@@ -126,6 +137,7 @@ class LabelMove(_Record):
     reason: str
     forced: bool
     created_at: datetime
+    checks: list[GateCheck] = field(default_factory=list)  # the gate's, when one ran
 
 
 @dataclass(frozen=True)

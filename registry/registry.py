@@ -6,6 +6,7 @@ from lockgate.registry._core import Database
 from lockgate.registry.artifacts import ArtifactStore
 from lockgate.registry.calls import Calls
 from lockgate.registry.datasets import Datasets
+from lockgate.registry.events import Events
 from lockgate.registry.files import Files
 from lockgate.registry.gates import Gates
 from lockgate.registry.jobs import Jobs
@@ -36,6 +37,7 @@ class Registry:
     calls       call records from the gateway
     predictions sampled input rows and predictions of served scikit-learn models
     gates       gate policies: which suites must pass before a label moves
+    events      the outbox of registry events (label moved, gate refused, …) for webhooks
     =========== =============================================================
 
     Every part names things one way: ``NAME`` (the latest version), ``NAME@LABEL`` or
@@ -68,6 +70,7 @@ class Registry:
         self.calls = Calls(self.db)
         self.predictions = Predictions(self.db)
         self.gates = Gates(self.db)
+        self.events = Events(self.db)
 
     @property
     def actor(self) -> str:

@@ -17,7 +17,7 @@ from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.records import LineageEdge, MetricPoint, RunInfo
 from lockgate.registry.tables import Run, RunArtifact, RunLineage, RunMetric, utcnow
 
-RUN_KINDS = frozenset({"eval", "finetune", "drift", "other"})
+RUN_KINDS = frozenset({"eval", "finetune", "retrain", "drift", "monitor", "other"})
 RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 LINEAGE_TYPES = frozenset({"dataset", "prompt", "model", "run"})
@@ -237,11 +237,15 @@ class Runs(Part):
             ]
             return _info(run, lineage, artifacts, series)
 
-    def list(self, kind: str | None = None, *, limit: int = 50) -> builtins.list[RunInfo]:
+    def list(
+        self, kind: str | None = None, *, limit: int = 50, name: str | None = None
+    ) -> builtins.list[RunInfo]:
         with self.db.read() as session:
             stmt = select(Run).order_by(Run.created_at.desc()).limit(limit)
             if kind is not None:
                 stmt = stmt.where(Run.kind == kind)
+            if name is not None:
+                stmt = stmt.where(Run.name == name)
             return [_info(r) for r in session.scalars(stmt)]
 
     def _run(self, session: Any, run_id: str) -> Run:

@@ -4,11 +4,13 @@ A column's *kind* follows Evidently 0.7's ``infer_column_type``: floats are ``nu
 integers are ``numeric`` with more than 10 distinct values, else ``categorical``; strings are
 ``categorical``, or ``text`` when more than half the non-missing rows are distinct; booleans
 and pandas ``category`` columns are ``categorical``; an ``object`` column is a string column
-when its first and last non-missing values are strings, else it is left out, as are dates
-and times. The *family* (:func:`family`) is what the type alone says; the distinct counts
-settle the kind once the column is profiled. Where Evidently leaves a column out as
-``Unknown`` only for the spelling of its type (unsigned and nullable ``Int64``/``Float64``
-integers and floats, nullable ``boolean``), lockgate checks it like its plain counterpart.
+when its first and last non-missing values are strings, an ``embedding`` column when they are
+vectors (lists, tuples, numpy arrays; also a pyarrow list column or a 2-D numpy array), else
+it is left out, as are dates and times. The *family* (:func:`family`) is what the type alone
+says; the distinct counts settle the kind once the column is profiled. Where Evidently leaves
+a column out as ``Unknown`` only for the spelling of its type (unsigned and nullable
+``Int64``/``Float64`` integers and floats, nullable ``boolean``), lockgate checks it like its
+plain counterpart.
 
 Cleaning follows Evidently too: NaN, ±inf and missing values (``None``, ``pd.NA``) are
 dropped before anything is counted, and the number dropped is kept.
@@ -28,12 +30,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-Kind = Literal["numeric", "categorical", "text"]
-Family = Literal["float", "int", "string", "categorical", "other"]
+Kind = Literal["numeric", "categorical", "text", "embedding"]
+Family = Literal["float", "int", "string", "categorical", "embedding", "other"]
 Category = str | int | float | bool
 Floats = npt.NDArray[np.float64]
 
-KINDS: tuple[Kind, ...] = ("numeric", "categorical", "text")
+KINDS: tuple[Kind, ...] = ("numeric", "categorical", "text", "embedding")
 INTEGER_CARDINALITY_LIMIT = 10  # integer columns with at most this many values are categorical
 TEXT_DISTINCT_SHARE = 0.5  # string columns with a larger share of distinct values are text
 
@@ -70,6 +72,12 @@ def column(data: Any, name: str) -> Any:
 
 def family(values: Any) -> Family:
     """What a column's type says of its kind (see the module docstring); ``other``: left out."""
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        return "embedding"
+    if isinstance(values, list | tuple):  # numpy would read a list of vectors as a matrix
+        first = next((v for v in values if v is not None and not _is_scalar_nan(v)), None)
+        if isinstance(first, list | tuple | np.ndarray):
+            return "embedding"
     kind_char = _dtype_kind(values)
     if kind_char == "f":
         return "float"
@@ -78,7 +86,11 @@ def family(values: Any) -> Family:
     if kind_char == "S":
         return "string"
     if kind_char == "O":
-        return "string" if _ends_are_strings(values) else "other"
+        if _ends_are_strings(values):
+            return "string"
+        return "embedding" if _ends_are_vectors(values) else "other"
+    if kind_char == "L":
+        return "embedding"
     if kind_char in "bC":
         return "categorical"
     return "other"
@@ -94,6 +106,8 @@ def kind_of(family: Family, n: int, n_distinct: int) -> Kind | None:
         return "text" if n_distinct > n * TEXT_DISTINCT_SHARE else "categorical"
     if family == "categorical":
         return "categorical"
+    if family == "embedding":
+        return "embedding"
     return None
 
 
@@ -184,6 +198,10 @@ def _dtype_kind(values: Any) -> str:
             return "C"
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             return "S"
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return "L"
+        if pa.types.is_fixed_size_list(kind):
+            return "L"
         return "M" if pa.types.is_temporal(kind) else "?"
     dtype = getattr(values, "dtype", None)
     if dtype is None:
@@ -211,6 +229,24 @@ def _ends_are_strings(values: Any) -> bool:
         )
     present = [v for v in _as_list(values) if v is not None and v == v]
     return bool(present) and isinstance(present[0], str) and isinstance(present[-1], str)
+
+
+def _ends_are_vectors(values: Any) -> bool:
+    present = values.dropna() if hasattr(values, "dropna") else None
+    if present is not None:
+        if len(present) == 0:
+            return False
+        ends = [present.iloc[0], present.iloc[-1]]
+    else:
+        cells = [v for v in _as_list(values) if v is not None and not _is_scalar_nan(v)]
+        if not cells:
+            return False
+        ends = [cells[0], cells[-1]]
+    return all(isinstance(end, list | tuple | np.ndarray) for end in ends)
+
+
+def _is_scalar_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _as_list(values: Any) -> Sequence[Any]:

@@ -16,7 +16,11 @@ The document: ``{"format": "lockgate.drift.profile", "format_version": 1, "n_row
 a category is kept: ``1`` and ``"1"`` differ); a numeric one ``mean``, ``m2``, ``minimum``,
 ``maximum``, ``integer`` and the arrays ``values``, ``distinct``, ``distinct_counts``,
 ``sketch_values``, ``sketch_weights`` (``null`` when absent) with ``sketch_size`` and
-``sketch_compactions``. Non-finite numbers are written as ``null``. A reader refuses another
+``sketch_compactions``; a text one ``sample`` (the sampled strings), ``sample_size`` and
+``seed``; an embedding one ``dim``, ``sample_size``, ``seed`` and the array ``sample``
+(rows x ``dim`` numbers, row-major; ``sample_rows``). Text and embedding columns are an
+addition within version 1: a reader that predates them refuses them as an unknown kind.
+Non-finite numbers are written as ``null``. A reader refuses another
 ``format`` or a ``format_version`` it does not know (:class:`ProfileInvalid`).
 """
 
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lockgate.evals.drift.embeddings import EmbeddingProfile
 from lockgate.evals.drift.errors import ProfileInvalid
 from lockgate.evals.drift.profile import (
     CategoricalProfile,
@@ -39,6 +44,7 @@ from lockgate.evals.drift.profile import (
     Profile,
 )
 from lockgate.evals.drift.sketch import QuantileSketch
+from lockgate.evals.drift.text import TextProfile
 
 FORMAT = "lockgate.drift.profile"
 FORMAT_VERSION = 1
@@ -116,6 +122,14 @@ def _column(name: str, column: ColumnProfile, put: Callable[[Array], Any]) -> di
     if isinstance(column, CategoricalProfile):
         out["counts"] = [[key, count] for key, count in column.counts.items()]
         return out
+    if isinstance(column, TextProfile):
+        out.update(sample=list(column.sample), sample_size=column.sample_size, seed=column.seed)
+        return out
+    if isinstance(column, EmbeddingProfile):
+        out.update(dim=column.dim, sample_size=column.sample_size, seed=column.seed)
+        out["sample_rows"] = int(column.sample.shape[0])
+        out["sample"] = put(np.ascontiguousarray(column.sample, dtype=np.float64).reshape(-1))
+        return out
     sketch = column.sketch
     arrays: dict[str, Array | None] = {
         "values": column.values,
@@ -155,6 +169,26 @@ def _read_column(c: Mapping[str, Any], read: Callable[[Any, str], Array]) -> Col
     if c["kind"] == "categorical":
         counts = {_key(key): int(count) for key, count in c["counts"]}
         return CategoricalProfile(int(c["n"]), int(c["n_dropped"]), counts)
+    if c["kind"] == "text":
+        sample = tuple(c["sample"])
+        if not all(isinstance(text, str) for text in sample):
+            raise ValueError("a text sample holds a value that is not a string")
+        return TextProfile(
+            int(c["n"]), int(c["n_dropped"]), sample, int(c["sample_size"]), int(c["seed"])
+        )
+    if c["kind"] == "embedding":
+        dim, rows = int(c["dim"]), int(c["sample_rows"])
+        flat = read(c["sample"], "<f8")
+        if flat.size != dim * rows:
+            raise ValueError(f"an embedding sample of {flat.size} numbers is not {rows} x {dim}")
+        return EmbeddingProfile(
+            int(c["n"]),
+            int(c["n_dropped"]),
+            dim,
+            flat.reshape(rows, dim),
+            int(c["sample_size"]),
+            int(c["seed"]),
+        )
     if c["kind"] != "numeric":
         raise ValueError(f"unknown column kind {c['kind']!r}")
     arrays = {

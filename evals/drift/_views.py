@@ -39,6 +39,8 @@ def counts_of(profile: ColumnProfile) -> dict[Key, int]:
     """Count per value (numeric) or category; raises when a sketch no longer has them."""
     if isinstance(profile, CategoricalProfile):
         return dict(profile.counts)
+    if not isinstance(profile, NumericProfile):
+        raise ProfileTooCoarse(f"a {profile.kind} column has no counts per value")
     if profile.distinct is not None and profile.distinct_counts is not None:
         return dict(zip(profile.distinct.tolist(), profile.distinct_counts.tolist(), strict=True))
     if profile.values is not None:

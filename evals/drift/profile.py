@@ -10,6 +10,17 @@ A :class:`Profile` maps column names to column profiles:
 * :class:`CategoricalProfile`: row count, rows dropped, and the count of every category.
   Every category is kept, as in Evidently (chi-square needs them all); a column of unique
   identifiers therefore makes a profile as large as the column.
+* :class:`~lockgate.evals.drift.text.TextProfile` and
+  :class:`~lockgate.evals.drift.embeddings.EmbeddingProfile`: rows present and dropped and a
+  seeded sample of at most ``sample_size`` rows (5,000; ``_sample.py``): texts and vectors
+  have no histogram, so the domain classifier and MMD run on the sample.
+
+**Kinds of string and vector columns**: a string column is ``text`` when more than half of
+its present rows are distinct (Evidently's rule) *and* at least half of its sampled values
+hold a blank; more than half distinct without blanks looks like identifiers and is left out
+(``skipped`` says so). A column of vectors is ``embedding``. ``kinds={"c": "text"}`` or
+``{"c": "embedding"}`` (``DriftOptions(text_columns=..., embedding_columns=...)`` in a check)
+names the kind instead.
 
 Merging (:meth:`Profile.merge`, :class:`ProfileBuilder` over batches) is exact for counts,
 moments, extremes, small distinct sets and sorted values; when the merged rows of a numeric
@@ -32,12 +43,16 @@ import numpy.typing as npt
 
 from lockgate.evals.drift import _frames
 from lockgate.evals.drift._frames import Category, Kind
+from lockgate.evals.drift._sample import DEFAULT_SAMPLE_SIZE, DEFAULT_SEED
+from lockgate.evals.drift.embeddings import EmbeddingProfile, embedding_profile
 from lockgate.evals.drift.errors import DriftInputInvalid
 from lockgate.evals.drift.sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, SketchBuilder
+from lockgate.evals.drift.text import MAX_TEXT_CHARS, RawTexts, TextProfile, text_profile
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
+TEXT_BLANK_SHARE = 0.5  # a mostly distinct string column is text when this share has blanks
 SMALL_DISTINCT = 20  # Evidently bins a numeric column by its values up to 20 distinct ones
 DEFAULT_EXACT_LIMIT = 2_000_000  # rows per numeric column kept whole in a reference profile
 
@@ -159,7 +174,7 @@ class CategoricalProfile:
         return CategoricalProfile(self.n + other.n, self.n_dropped + other.n_dropped, counts)
 
 
-ColumnProfile = NumericProfile | CategoricalProfile
+ColumnProfile = NumericProfile | CategoricalProfile | TextProfile | EmbeddingProfile
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,10 @@ class Profile:
                 merged[name] = mine.merge(theirs, exact_limit=exact_limit, sketch_size=sketch_size)
             elif isinstance(mine, CategoricalProfile) and isinstance(theirs, CategoricalProfile):
                 merged[name] = mine.merge(theirs)
+            elif isinstance(mine, TextProfile) and isinstance(theirs, TextProfile):  # noqa: SIM114 (mypy narrows each pair)
+                merged[name] = mine.merge(theirs, name=name)
+            elif isinstance(mine, EmbeddingProfile) and isinstance(theirs, EmbeddingProfile):
+                merged[name] = mine.merge(theirs, name=name)
             else:
                 raise DriftInputInvalid(
                     f"column {name!r} is {mine.kind} in one profile and {theirs.kind} in the other"
@@ -228,8 +247,22 @@ def profile_column(
     *,
     exact_limit: int | None = DEFAULT_EXACT_LIMIT,
     sketch_size: int = DEFAULT_SKETCH_SIZE,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = DEFAULT_SEED,
+    max_text_chars: int = MAX_TEXT_CHARS,
+    name: str = "?",
 ) -> ColumnProfile:
-    """The profile of one raw column (a pandas Series, pyarrow array, numpy array, list)."""
+    """The profile of one raw column (a pandas Series, pyarrow array, numpy array, list).
+
+    ``sample_size``, ``seed`` and ``max_text_chars`` apply to text and embedding columns;
+    ``name`` is for error messages.
+    """
+    if kind == "text":
+        return text_profile(
+            values, name=name, sample_size=sample_size, seed=seed, max_chars=max_text_chars
+        )
+    if kind == "embedding":
+        return embedding_profile(values, name=name, sample_size=sample_size, seed=seed)
     if kind == "numeric":
         try:
             finite, dropped = _frames.numeric_values(values)
@@ -250,14 +283,26 @@ def build_profile(
     kinds: Mapping[str, Kind] | None = None,
     exact_limit: int | None = DEFAULT_EXACT_LIMIT,
     sketch_size: int = DEFAULT_SKETCH_SIZE,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = DEFAULT_SEED,
+    max_text_chars: int = MAX_TEXT_CHARS,
 ) -> Profile:
     """The profile of a table (pandas, pyarrow or a mapping of arrays).
 
     ``columns`` picks columns (default: all but dates and times); ``kinds`` overrides the
-    kind inferred from a column's type (e.g. ``{"zip": "categorical"}`` for integer codes).
+    kind inferred from a column's type (e.g. ``{"zip": "categorical"}`` for integer codes,
+    ``{"notes": "text"}``, ``{"vec": "embedding"}``). Text and embedding columns keep a
+    sample of ``sample_size`` rows drawn with ``seed``; a sampled text longer than
+    ``max_text_chars`` is an error.
     """
     builder = ProfileBuilder(
-        columns=columns, kinds=kinds, exact_limit=exact_limit, sketch_size=sketch_size
+        columns=columns,
+        kinds=kinds,
+        exact_limit=exact_limit,
+        sketch_size=sketch_size,
+        sample_size=sample_size,
+        seed=seed,
+        max_text_chars=max_text_chars,
     )
     builder.add(data)
     return builder.build()
@@ -277,9 +322,14 @@ class ProfileBuilder:
     kinds: Mapping[str, Kind] | None = None
     exact_limit: int | None = DEFAULT_EXACT_LIMIT
     sketch_size: int = DEFAULT_SKETCH_SIZE
+    sample_size: int = DEFAULT_SAMPLE_SIZE
+    seed: int = DEFAULT_SEED
+    max_text_chars: int = MAX_TEXT_CHARS
     _families: dict[str, _frames.Family] = field(default_factory=dict)
     _numeric: dict[str, _NumericColumn] = field(default_factory=dict)
     _categorical: dict[str, CategoricalProfile] = field(default_factory=dict)
+    _texts: dict[str, RawTexts] = field(default_factory=dict)
+    _embeddings: dict[str, EmbeddingProfile] = field(default_factory=dict)
     _skipped: dict[str, str] = field(default_factory=dict)
     _rows: int = 0
 
@@ -292,9 +342,27 @@ class ProfileBuilder:
         if missing:
             raise DriftInputInvalid(f"a batch lacks the columns {missing}", param="columns")
         self._rows += _frames.row_count(batch)
+        forced = self.kinds or {}
         for name, family in self._families.items():
+            values = _frames.column(batch, name)
+            if family == "embedding":
+                vectors = embedding_profile(
+                    values, name=name, sample_size=self.sample_size, seed=self.seed
+                )
+                held_vectors = self._embeddings.get(name)
+                self._embeddings[name] = (
+                    vectors if held_vectors is None else held_vectors.merge(vectors, name=name)
+                )
+                continue
+            if family == "string":  # text or categorical: settled at build()
+                texts = self._texts.setdefault(
+                    name, RawTexts(seed=self.seed, size=self.sample_size)
+                )
+                texts.add(values)
+                if forced.get(name) == "text":
+                    continue
             kind: Kind = "numeric" if family in ("float", "int") else "categorical"
-            part = profile_column(_frames.column(batch, name), kind, exact_limit=None)
+            part = profile_column(values, kind, exact_limit=None)
             if isinstance(part, CategoricalProfile):
                 held = self._categorical.get(name)
                 self._categorical[name] = part if held is None else held.merge(part)
@@ -302,6 +370,7 @@ class ProfileBuilder:
                 column = self._numeric.setdefault(
                     name, _NumericColumn(self.exact_limit, self.sketch_size)
                 )
+                assert isinstance(part, NumericProfile)
                 column.add(part)
 
     def build(self) -> Profile:
@@ -310,19 +379,29 @@ class ProfileBuilder:
         columns: dict[str, ColumnProfile] = {}
         skipped = dict(self._skipped)
         for name, family in self._families.items():
+            forced = (self.kinds or {}).get(name)
+            if family == "embedding":
+                columns[name] = self._embeddings[name]
+                continue
+            if forced == "text":
+                columns[name] = self._texts[name].profile(name, self.max_text_chars)
+                continue
             profile: ColumnProfile = (
                 self._numeric[name].build() if name in self._numeric else self._categorical[name]
             )
-            forced = (self.kinds or {}).get(name)
-            kind = forced or _frames.kind_of(family, profile.n, profile.n_distinct or 2**62)
+            n_distinct = getattr(profile, "n_distinct", None)
+            kind = forced or _frames.kind_of(family, profile.n, n_distinct or 2**62)
             if kind == "categorical" and isinstance(profile, NumericProfile):
                 profile = _as_categorical(profile)
             if kind == "text":
-                skipped[name] = (
-                    "a text column (more than half of its values distinct): "
-                    "drift tests for text are not available yet"
-                )
-                continue
+                texts = self._texts[name]
+                if texts.blank_share() < TEXT_BLANK_SHARE:
+                    skipped[name] = (
+                        "more than half of its values distinct and mostly without blanks "
+                        "(identifiers?); name it in text_columns to check it as text"
+                    )
+                    continue
+                profile = texts.profile(name, self.max_text_chars)
             columns[name] = profile
         return Profile(columns, self._rows, skipped)
 
@@ -376,11 +455,23 @@ def _families(
                 f"the data has no column {name!r} (columns: {', '.join(names)})", param="columns"
             )
         forced = overrides.get(name)
-        if forced == "text":
-            skipped[name] = "a text column: drift tests for text are not available yet"
-            continue
         family = _frames.family(_frames.column(data, name))
-        if forced is not None:
+        if forced == "text":
+            if family not in ("string", "other"):
+                raise DriftInputInvalid(
+                    f"column {name!r} is named a text column but holds {family} values",
+                    param=name,
+                )
+            family = "string"
+        elif forced == "embedding":
+            if family not in ("embedding", "other"):
+                raise DriftInputInvalid(
+                    f"column {name!r} is named an embedding column but holds {family} values, "
+                    "not vectors",
+                    param=name,
+                )
+            family = "embedding"
+        elif forced is not None:
             family = "float" if forced == "numeric" else "categorical"
         if family == "other":
             skipped[name] = "dates, times and objects other than strings are not checked"

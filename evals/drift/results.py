@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,15 @@ class ColumnDrift:
     ``chi2_homogeneity`` and ``z`` (drift when small), the distance for the others (drift when
     large). ``statistic`` is the test's statistic (KS ``D``, chi-square, ``z``, or the
     distance itself); ``p_value`` is ``None`` for distances.
+
+    Text and embedding columns (``kind`` ``"text"`` or ``"embedding"``): ``score`` is the
+    domain classifier's ROC AUC (drift when above ``threshold``, or above ``cutoff`` for the
+    ``perc_*`` tests, whose ``threshold`` is a percentile level), or MMD's permutation
+    p-value with ``statistic`` = ``MMD²_u``. ``cutoff``: the ``threshold``-th percentile of
+    the random-classifier AUCs, when the score was compared with that. ``words_current`` /
+    ``words_reference``: the words the text classifier weighs most towards each side.
+    ``details``: method figures (``rows_used``, ``permutations``, ``bandwidth``, ``note``).
+    ``exact`` is False when a side was sampled.
     """
 
     column: str
@@ -28,6 +38,10 @@ class ColumnDrift:
     n_reference: int
     n_current: int
     exact: bool = True  # False when the reference was a sketch (see docs/drift.md)
+    cutoff: float | None = None
+    words_current: tuple[str, ...] = ()
+    words_reference: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +56,10 @@ class ColumnDrift:
             "n_reference": self.n_reference,
             "n_current": self.n_current,
             "exact": self.exact,
+            "cutoff": None if self.cutoff is None else _json_float(self.cutoff),
+            "words_current": list(self.words_current),
+            "words_reference": list(self.words_reference),
+            "details": dict(self.details),
         }
 
 

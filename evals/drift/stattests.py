@@ -44,34 +44,57 @@ than 20 distinct values is cut into Sturges bins over all ``n + m`` values of bo
 any other column is counted per value over the union of both sides. *Filling zeros*: a zero
 share becomes ``min(nonzero) / 10^6`` when that minimum is at most ``10^-4``, else ``10^-4``.
 
-A new test is one :func:`register_test` call; text and embedding tests will register with
-their own kinds.
+**Text and embedding tests** (formulas in ``text.py`` and ``embeddings.py``; each draws its
+randomness from ``DriftOptions.seed``, 42 by default, as Evidently's ``random_state``):
+
+``abs_text_content_drift``   ROC AUC of the TF-IDF domain classifier; drift when
+               ``AUC > threshold`` (0.55).
+``perc_text_content_drift``  the same AUC; drift when it exceeds the ``threshold``-th
+               percentile (0.95) of 1,000 random-classifier AUCs (``ColumnDrift.cutoff``).
+``abs_embedding_classifier`` / ``perc_embedding_classifier``  the same two rules for a linear
+               classifier on the vectors (100 random classifiers for the percentile).
+``mmd``        ``MMD²_u`` with an RBF kernel (median heuristic) and its permutation p-value;
+               drift when ``p < threshold`` (0.05). :func:`mmd_variant` registers another
+               number of permutations or rows.
+
+A new test is one :func:`register_test` call.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from lockgate.evals.drift import _views
+from lockgate.evals.drift import embeddings as _emb
+from lockgate.evals.drift import text as _text
 from lockgate.evals.drift._frames import Kind
-from lockgate.evals.drift.errors import UnknownDriftTest
+from lockgate.evals.drift.errors import DriftInputInvalid, UnknownDriftTest
 from lockgate.evals.drift.profile import CategoricalProfile, ColumnProfile, NumericProfile
 from lockgate.registry._extras import require
 
 Floats = npt.NDArray[np.float64]
-Direction = Literal["p_value_at_most", "p_value_below", "distance_at_least"]
+Direction = Literal[
+    "p_value_at_most", "p_value_below", "distance_at_least", "above", "above_null_percentile"
+]
+DEFAULT_SEED = 42  # Evidently's random_state for the domain classifiers
 
 
 @dataclass(frozen=True)
 class Score:
+    """A test's outcome. ``null``: the statistic's draws under no drift, for tests whose
+    threshold is a percentile of them; ``details``: JSON-ready figures for the report
+    (``words_current``/``words_reference`` fill the ColumnDrift fields of those names)."""
+
     statistic: float
     p_value: float | None = None
+    null: Floats | None = field(default=None, compare=False)
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,12 +107,26 @@ class DriftTest:
     default_threshold: float
     direction: Direction
     compute: Callable[[ColumnProfile, ColumnProfile], Score]
+    # tests that draw random numbers take the check's seed (DriftOptions.seed) through this
+    randomized: Callable[[ColumnProfile, ColumnProfile, int], Score] | None = None
+
+    def score(self, reference: ColumnProfile, current: ColumnProfile, *, seed: int) -> Score:
+        if self.randomized is not None:
+            return self.randomized(reference, current, seed)
+        return self.compute(reference, current)
 
     def value(self, score: Score) -> float:
-        """What is compared with the threshold: the p-value, or the distance."""
-        if self.direction == "distance_at_least":
+        """What is compared with the threshold: the p-value, or the distance (or AUC)."""
+        if self.direction in ("distance_at_least", "above", "above_null_percentile"):
             return score.statistic
         return math.nan if score.p_value is None else score.p_value
+
+    def cutoff(self, score: Score, threshold: float) -> float | None:
+        """What the value is compared with when it is not the threshold itself: the
+        ``threshold``-th percentile of ``score.null``."""
+        if self.direction != "above_null_percentile" or score.null is None:
+            return None
+        return float(np.percentile(score.null, 100 * threshold))
 
     def drifted(self, score: Score, threshold: float) -> bool:
         value = self.value(score)
@@ -99,6 +136,11 @@ class DriftTest:
             return value <= threshold
         if self.direction == "p_value_below":
             return value < threshold
+        if self.direction == "above":
+            return value > threshold
+        if self.direction == "above_null_percentile":
+            cutoff = self.cutoff(score, threshold)
+            return cutoff is not None and value > cutoff
         return value >= threshold
 
 
@@ -191,6 +233,7 @@ def binned_shares(
     reference: ColumnProfile, current: ColumnProfile, *, fill_zeros: bool
 ) -> tuple[Floats, Floats]:
     """Both sides' shares per bin or value (see the module docstring)."""
+    assert isinstance(reference, NumericProfile | CategoricalProfile)
     ref_n_distinct = reference.n_distinct
     if isinstance(reference, NumericProfile) and (ref_n_distinct is None or ref_n_distinct > 20):
         cur = _numeric(current)
@@ -265,9 +308,100 @@ def _union_distinct_count(ref: NumericProfile, cur: NumericProfile) -> int:
     return ref.n + (cur.n_distinct or cur.n)
 
 
+def _texts(profile: ColumnProfile) -> tuple[str, ...]:
+    assert isinstance(profile, _text.TextProfile)
+    return profile.sample
+
+
+def _vectors(reference: ColumnProfile, current: ColumnProfile) -> tuple[Floats, Floats]:
+    assert isinstance(reference, _emb.EmbeddingProfile)
+    assert isinstance(current, _emb.EmbeddingProfile)
+    _emb.check_dims(reference, current)
+    return reference.sample, current.sample
+
+
+def _classifier_details(outcome: _text.ClassifierOutcome) -> dict[str, Any]:
+    details: dict[str, Any] = {"rows_used": list(outcome.rows_used)}
+    if outcome.words_current or outcome.words_reference:
+        details["words_current"] = list(outcome.words_current)
+        details["words_reference"] = list(outcome.words_reference)
+    if outcome.note:
+        details["note"] = outcome.note
+    return details
+
+
+def _text_drift(percentile: bool) -> Callable[[ColumnProfile, ColumnProfile, int], Score]:
+    def run(reference: ColumnProfile, current: ColumnProfile, seed: int) -> Score:
+        outcome = _text.text_classifier(_texts(reference), _texts(current), seed=seed)
+        null = None
+        if percentile:
+            seeds = np.random.RandomState(seed).randint(
+                0, _text.RANDOM_DRAWS * 10, size=_text.RANDOM_DRAWS
+            )
+            null = _text.random_aucs(outcome.y_test, seeds)
+        return Score(outcome.auc, None, null, _classifier_details(outcome))
+
+    return run
+
+
+def _embedding_drift(percentile: bool) -> Callable[[ColumnProfile, ColumnProfile, int], Score]:
+    def run(reference: ColumnProfile, current: ColumnProfile, seed: int) -> Score:
+        ref, cur = _vectors(reference, current)
+        outcome = _emb.embedding_classifier(ref, cur, seed=seed)
+        null = None
+        if percentile:
+            null = _text.random_aucs(outcome.y_test, range(_emb.BOOTSTRAP_DRAWS))
+        return Score(outcome.auc, None, null, _classifier_details(outcome))
+
+    return run
+
+
+def mmd_variant(
+    name: str = "mmd",
+    *,
+    permutations: int = _emb.MMD_PERMUTATIONS,
+    max_rows: int = _emb.MMD_MAX_ROWS,
+    threshold: float = 0.05,
+) -> DriftTest:
+    """An MMD test with its own permutations and rows per side; ``register_test`` it under a
+    new name (e.g. ``register_test(mmd_variant("mmd_quick", permutations=100))``)."""
+    if permutations < 1 or max_rows < 2:
+        raise DriftInputInvalid("an MMD test needs permutations >= 1 and max_rows >= 2")
+
+    def run(reference: ColumnProfile, current: ColumnProfile, seed: int) -> Score:
+        ref, cur = _vectors(reference, current)
+        outcome = _emb.mmd_test(ref, cur, permutations=permutations, max_rows=max_rows, seed=seed)
+        details = {
+            "rows_used": list(outcome.rows_used),
+            "permutations": outcome.permutations,
+            "bandwidth": outcome.bandwidth,
+        }
+        return Score(outcome.mmd2, outcome.p_value, None, details)
+
+    return DriftTest(
+        name, "MMD p_value", _EMB, threshold, "p_value_below",
+        lambda r, c: run(r, c, DEFAULT_SEED), run,
+    )  # fmt: skip
+
+
+def _seeded(
+    name: str,
+    display: str,
+    kinds: frozenset[Kind],
+    threshold: float,
+    direction: Direction,
+    run: Callable[[ColumnProfile, ColumnProfile, int], Score],
+) -> DriftTest:
+    return DriftTest(
+        name, display, kinds, threshold, direction, lambda r, c: run(r, c, DEFAULT_SEED), run
+    )
+
+
 _NUM: frozenset[Kind] = frozenset({"numeric"})
 _CAT: frozenset[Kind] = frozenset({"categorical"})
 _BOTH: frozenset[Kind] = frozenset({"numeric", "categorical"})
+_TEXT: frozenset[Kind] = frozenset({"text"})
+_EMB: frozenset[Kind] = frozenset({"embedding"})
 
 for _test in (
     DriftTest("ks", "K-S p_value", _NUM, 0.05, "p_value_at_most", _ks),
@@ -300,5 +434,14 @@ for _test in (
     DriftTest("psi", "PSI", _BOTH, 0.1, "distance_at_least", _psi),
     DriftTest("kl_div", "Kullback-Leibler divergence", _BOTH, 0.1, "distance_at_least", _kl_div),
     DriftTest("hellinger", "Hellinger distance", _BOTH, 0.1, "distance_at_least", _hellinger),
-):
+    _seeded("abs_text_content_drift", "Absolute text content drift", _TEXT, 0.55, "above",
+            _text_drift(percentile=False)),
+    _seeded("perc_text_content_drift", "Percentile text content drift", _TEXT, 0.95,
+            "above_null_percentile", _text_drift(percentile=True)),
+    _seeded("abs_embedding_classifier", "Embedding classifier ROC AUC", _EMB, 0.55, "above",
+            _embedding_drift(percentile=False)),
+    _seeded("perc_embedding_classifier", "Percentile embedding classifier", _EMB, 0.95,
+            "above_null_percentile", _embedding_drift(percentile=True)),
+    mmd_variant(),
+):  # fmt: skip
     register_test(_test)

@@ -22,11 +22,21 @@ from starlette.requests import Request
 from lockgate.gateway.api.deps import READ, WRITE, StateDep, Writer, read_json
 from lockgate.gateway.auth import Principal
 from lockgate.gateway.state import GatewayState
-from lockgate.registry.errors import LockgateError
+from lockgate.registry.errors import LockgateError, NotFound
 from lockgate.registry.jobs import JobEventInfo, JobInfo
 
 router = APIRouter(tags=["fine-tuning"])
 KIND = "finetune"
+
+
+def _finetune_job(state: GatewayState, job_id: str) -> JobInfo:
+    """The fine-tuning job ``job_id``. Other jobs of the queue (``command`` retraining jobs,
+    which run the operator's own programs) are not part of this API: their id answers 404,
+    exactly as an unknown id does, so their output and their existence stay private."""
+    job = state.registry.jobs.get(job_id)
+    if job.kind != KIND:
+        raise NotFound(f"no job with id {job_id!r}", param="job_id")
+    return job
 
 
 def job_object(job: JobInfo) -> dict[str, Any]:
@@ -158,11 +168,12 @@ def list_jobs(
 
 @router.get("/v1/fine_tuning/jobs/{job_id}", dependencies=[READ])
 def get_job(state: StateDep, job_id: str) -> dict[str, Any]:
-    return job_object(state.registry.jobs.get(job_id))
+    return job_object(_finetune_job(state, job_id))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", dependencies=[WRITE])
 def cancel_job(state: StateDep, job_id: str) -> dict[str, Any]:
+    _finetune_job(state, job_id)
     return job_object(state.registry.jobs.cancel(job_id))
 
 
@@ -174,6 +185,7 @@ def list_events(
     after: str | None = None,
 ) -> dict[str, Any]:
     """Newest first, as OpenAI lists them; ``after`` pages towards older events."""
+    _finetune_job(state, job_id)
     events = list(reversed(state.registry.jobs.events(job_id, limit=100_000)))
     if after is not None:
         ids = [f"ftevent-{e.id}" for e in events]
@@ -191,7 +203,7 @@ def list_checkpoints(
     ``work_dir`` only (``--local-checkpoints``) are not listed: they cannot be served."""
     from lockgate.finetune.inference import checkpoint_model
 
-    job = state.registry.jobs.get(job_id)
+    job = _finetune_job(state, job_id)
     events = state.registry.jobs.events(job_id, limit=100_000)
     metrics: dict[int, dict[str, Any]] = {}
     for event in events:

@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python tests/benchmarks/drift_vs_evidently.py [--sizes 500,1000,1001,20000]
+    .venv/bin/python tests/benchmarks/drift_vs_evidently.py --layout wide --sizes 1000000
 
 Evidently 0.7.x is installed, if missing, into its own virtual environment
 (``/tmp/evidently-venv``; pandas below 3, which Evidently 0.7.23 needs). This script then runs
@@ -35,12 +36,25 @@ P_AT_MOST = {"K-S p_value"}
 P_BELOW = {"chi-square p_value", "Z-test p_value"}
 
 
-def make_data(n: int, seed: int, *, shifted: bool) -> Any:
+def make_data(n: int, seed: int, *, shifted: bool, layout: str = "branches") -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     shift = 1.0 if shifted else 0.0
     cols: dict[str, Any] = {}
+    if layout == "wide":  # the shape: 20 numeric and 5 categorical columns
+        for i in range(20):
+            values = rng.normal(0.2 * shift if i % 4 == 0 else 0.0, 1.0 + i / 10, n)
+            values[rng.random(n) < 0.01] = np.nan
+            cols[f"num_{i:02d}"] = values
+        for i in range(5):
+            names = np.array([f"c{i}_{k}" for k in range(3 + i)], dtype=object)
+            probs = np.full(len(names), 1.0 / len(names))
+            if shifted and i % 2 == 0:
+                probs = probs * np.linspace(0.6, 1.4, len(names))
+                probs /= probs.sum()
+            cols[f"cat_{i}"] = rng.choice(names, n, p=probs)
+        return pd.DataFrame(cols)
     for i in range(6):
         loc = 0.25 * shift if i % 2 == 0 else 0.0
         values = rng.normal(loc, 1.0 + i, n)
@@ -56,12 +70,14 @@ def make_data(n: int, seed: int, *, shifted: bool) -> Any:
     return pd.DataFrame(cols)
 
 
-def evidently_worker(n: int, seed: int) -> None:
+def evidently_worker(n: int, seed: int, layout: str) -> None:
+    import resource
+
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    reference = make_data(n, seed, shifted=False)
-    current = make_data(n, seed + 1, shifted=True)
+    reference = make_data(n, seed, shifted=False, layout=layout)
+    current = make_data(n, seed + 1, shifted=True, layout=layout)
     start = time.perf_counter()
     snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference)
     seconds = time.perf_counter() - start
@@ -77,7 +93,8 @@ def evidently_worker(n: int, seed: int) -> None:
             else:
                 drifted = value >= threshold
             columns[config["column"]] = {"method": method, "score": value, "drifted": bool(drifted)}
-    print(json.dumps({"seconds": seconds, "columns": columns}))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "columns": columns}))
 
 
 def ensure_evidently() -> Path:
@@ -95,15 +112,16 @@ def ensure_evidently() -> Path:
     return python
 
 
-def compare(n: int, seed: int, python: Path) -> bool:
+def compare(n: int, seed: int, python: Path, layout: str) -> bool:
     from lockgate.evals.drift import check_drift
 
-    reference = make_data(n, seed, shifted=False)
-    current = make_data(n, seed + 1, shifted=True)
+    reference = make_data(n, seed, shifted=False, layout=layout)
+    current = make_data(n, seed + 1, shifted=True, layout=layout)
     start = time.perf_counter()
     report = check_drift(reference, current)
     ours_s = time.perf_counter() - start
-    worker = [str(python), __file__, "--evidently-worker", str(n), str(seed)]
+    del reference, current  # the worker builds its own copy; free ours before it runs
+    worker = [str(python), __file__, "--evidently-worker", str(n), str(seed), "--layout", layout]
     done = subprocess.run(worker, capture_output=True, text=True, check=True)
     theirs = json.loads(done.stdout.strip().splitlines()[-1])
     equal = True
@@ -124,7 +142,8 @@ def compare(n: int, seed: int, python: Path) -> bool:
     ratio = theirs["seconds"] / ours_s if ours_s else float("inf")
     print(
         f"verdicts equal: {equal}; lockgate {ours_s:.3f} s, Evidently {theirs['seconds']:.3f} s "
-        f"({ratio:.0f}x); dataset drift: lockgate {report.drifted} ({report.share_drifted:.2f})"
+        f"({ratio:.0f}x); dataset drift: lockgate {report.drifted} ({report.share_drifted:.2f}); "
+        f"Evidently peak RSS {theirs.get('peak_mb', float('nan')):.0f} MB"
     )
     return equal
 
@@ -133,14 +152,18 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="500,1000,1001,20000,200000")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--layout", choices=["branches", "wide"], default="branches",
+        help="branches: 11 columns covering every default test; wide: 20 numeric + 5 categorical",
+    )  # fmt: skip
     parser.add_argument("--evidently-worker", nargs=2, type=int, metavar=("N", "SEED"))
     args = parser.parse_args()
     if args.evidently_worker:
-        evidently_worker(*args.evidently_worker)
+        evidently_worker(*args.evidently_worker, args.layout)
         return 0
     python = ensure_evidently()
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = [compare(n, args.seed, python) for n in sizes]
+    results = [compare(n, args.seed, python, args.layout) for n in sizes]
     return 0 if all(results) else 1
 
 

@@ -1,0 +1,234 @@
+"""LLM traffic drift: the gateway's call records of one window against an earlier one.
+
+:func:`traffic_frame` reads the call records (:mod:`registry.calls`) of a model and/or a
+prompt between two times into one row per call with the columns :data:`COLUMNS`:
+
+================  ==========================================================  ===========
+column            from the call record                                        kind
+================  ==========================================================  ===========
+input_tokens      prompt tokens                                               numeric
+output_tokens     completion tokens                                           numeric
+latency_ms        the whole call                                              numeric
+ttft_ms           time to the first token (streamed calls only)               numeric
+error             1 when the status is 400 or more or an error was recorded   categorical
+cost_usd          the priced cost                                             numeric
+================  ==========================================================  ===========
+
+Finish reasons and judge scores are not in the call records, so they are not checked. A
+column without a value in either window (``ttft_ms`` when no call streamed, ``cost_usd``
+without prices) is listed in the report's ``skipped``, not tested.
+
+:func:`run_traffic_drift` compares the ``current`` window (``24h``: the last 24 hours)
+with the ``reference`` window just before it (``7d``: the 7 days before those 24 hours),
+with the default test per column (:mod:`evals.drift.check`), and records a ``drift`` run as
+:func:`evals.drift.runs.run_drift_check` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lockgate.evals.drift.check import DriftOptions, check_drift
+from lockgate.evals.drift.errors import DriftInputInvalid
+from lockgate.evals.drift.profile import Profile, build_profile
+from lockgate.evals.drift.runs import DriftRun, record_drift_run, resolve_subject
+from lockgate.registry._extras import require
+from lockgate.registry.errors import InvalidInput
+from lockgate.registry.records import Ref
+
+if TYPE_CHECKING:
+    from lockgate.evals.drift._frames import Kind
+    from lockgate.registry.calls import CallFilter, CallInfo
+    from lockgate.registry.registry import Registry
+
+COLUMNS: dict[str, Kind] = {
+    "input_tokens": "numeric",
+    "output_tokens": "numeric",
+    "latency_ms": "numeric",
+    "ttft_ms": "numeric",
+    "error": "categorical",
+    "cost_usd": "numeric",
+}
+MAX_CALLS = 200_000  # per window, the newest
+_PAGE = 1000
+
+
+def traffic_frame(
+    registry: Registry,
+    *,
+    model: str | None,
+    prompt: str | None,
+    start: datetime,
+    end: datetime,
+    max_calls: int = MAX_CALLS,
+) -> Any:
+    """The call records from ``start`` (inclusive) to ``end`` (exclusive) whose model or
+    route is ``model`` and whose prompt is ``prompt`` (``NAME`` or ``NAME@VERSION``), newest
+    ``max_calls`` at most, as a pandas DataFrame of :data:`COLUMNS` (missing values NaN)."""
+    pd = require("pandas", feature="traffic drift", extra="evals")
+    calls = _calls(registry, model, prompt, start, end, max_calls)
+    calls.sort(key=lambda c: c.id)
+
+    def floats(name: str) -> Any:
+        values = [getattr(c, name) for c in calls]
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+    error = [int(c.status_code >= 400 or c.error_type is not None) for c in calls]
+    return pd.DataFrame(
+        {
+            "input_tokens": floats("input_tokens"),
+            "output_tokens": floats("output_tokens"),
+            "latency_ms": floats("latency_ms"),
+            "ttft_ms": floats("ttft_ms"),
+            "error": np.array(error, dtype=np.int64),
+            "cost_usd": floats("cost_usd"),
+        }
+    )
+
+
+def _filters(registry: Registry, model: str | None, prompt: str | None) -> list[CallFilter]:
+    from lockgate.registry.calls import CallFilter
+
+    name, version = None, None
+    if prompt is not None:
+        ref = Ref.parse(prompt)
+        name = ref.name
+        if ref.version is not None:
+            version = ref.version
+        elif ref.label is not None:
+            version = registry.prompts.get(ref).version
+    base = CallFilter(prompt_name=name, prompt_version=version)
+    if model is None:
+        return [base]
+    # the model as the gateway resolved it, or as the client asked for it (the route)
+    return [replace(base, model=model), replace(base, route=model)]
+
+
+def _calls(
+    registry: Registry,
+    model: str | None,
+    prompt: str | None,
+    start: datetime,
+    end: datetime,
+    max_calls: int,
+) -> list[CallInfo]:
+    found: dict[int, CallInfo] = {}
+    for where in _filters(registry, model, prompt):
+        where = replace(where, since=start, until=end)
+        before: int | None = None
+        taken = 0
+        while taken < max_calls:
+            page = registry.calls.query(where, limit=min(_PAGE, max_calls - taken), before=before)
+            for call in page.calls:
+                found[call.id] = call
+            taken += len(page.calls)
+            if page.next_before is None:
+                break
+            before = page.next_before
+    newest = sorted(found.values(), key=lambda c: -c.id)
+    return newest[:max_calls]
+
+
+def windows(
+    current: str, reference: str, now: datetime
+) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
+    """(current start, end), (reference start, end): the current window ends ``now``, the
+    reference window ends where the current one starts."""
+    spans = []
+    for option, text in (("--current", current), ("--reference", reference)):
+        span = _duration(option, text)
+        spans.append(span)
+    current_start = now - spans[0]
+    return (current_start, now), (current_start - spans[1], current_start)
+
+
+def _duration(option: str, text: str) -> timedelta:
+    from lockgate.registry.console import parse_moment
+
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    hint = "a window like 24h, 7d or 90m"
+    span = epoch - parse_moment(text, option, now=epoch, sign=-1, hint=hint)
+    if text.strip()[-1:] not in tuple("smhdw") or span <= timedelta(0):  # an ISO time, 0h
+        raise InvalidInput(f"{option} {text!r}: give {hint}", param=option[2:])
+    return span
+
+
+def run_traffic_drift(
+    registry: Registry,
+    *,
+    model: str | None = None,
+    prompt: str | None = None,
+    current: str = "24h",
+    reference: str = "7d",
+    options: DriftOptions | None = None,
+    html: bool = True,
+    now: datetime | None = None,
+) -> DriftRun:
+    """Check the ``current`` window's traffic against the ``reference`` window before it and
+    record a ``drift`` run (subject ``prompt:NAME@VERSION`` when the prompt names one)."""
+    if model is None and prompt is None:
+        raise DriftInputInvalid("name a model (--model), a prompt (--prompt) or both")
+    options = options or DriftOptions()
+    now = now or datetime.now(UTC)
+    (cur_start, cur_end), (ref_start, ref_end) = windows(current, reference, now)
+    scope = ",".join(
+        f"{key}={value}" for key, value in (("model", model), ("prompt", prompt)) if value
+    )
+    frames = []
+    for what, start, end in (("reference", ref_start, ref_end), ("current", cur_start, cur_end)):
+        frame = traffic_frame(registry, model=model, prompt=prompt, start=start, end=end)
+        if len(frame) == 0:
+            raise DriftInputInvalid(
+                f"no call records for {scope} in the {what} window "
+                f"{start.isoformat()} .. {end.isoformat()}",
+                param=what,
+            )
+        frames.append(frame)
+    kinds = dict(COLUMNS)
+    ref_profile = build_profile(frames[0], kinds=kinds)
+    cur_profile = build_profile(frames[1], kinds=kinds, exact_limit=None)
+    report = check_drift(ref_profile, cur_profile, _usable(options, ref_profile, cur_profile))
+    report = replace(
+        report,
+        skipped={**report.skipped, **_empty(ref_profile, cur_profile, options)},
+    )
+    subject = ""
+    if prompt is not None and "@" in prompt:
+        subject = resolve_subject(registry, f"prompt:{prompt}")
+    ref_name = f"calls:{scope}:{ref_start.isoformat()}..{ref_end.isoformat()}"
+    cur_name = f"calls:{scope}:{cur_start.isoformat()}..{cur_end.isoformat()}"
+    return record_drift_run(
+        registry, report, reference=ref_name, current=cur_name, reference_digest=None,
+        subject=subject, lineage=[], reference_profile=ref_profile, stored_profile=None,
+        current_profile=cur_profile if html else None,
+    )  # fmt: skip
+
+
+def _wanted(options: DriftOptions) -> list[str]:
+    return list(options.columns) if options.columns is not None else list(COLUMNS)
+
+
+def _empty(reference: Profile, current: Profile, options: DriftOptions) -> dict[str, str]:
+    out = {}
+    for name in _wanted(options):
+        if name not in COLUMNS:
+            continue
+        sides = [w for w, p in (("reference", reference), ("current", current))
+                 if p.columns[name].n == 0]  # fmt: skip
+        if sides:
+            out[name] = f"no values in the {' and '.join(sides)} window"
+    return out
+
+
+def _usable(options: DriftOptions, reference: Profile, current: Profile) -> DriftOptions:
+    unknown = [name for name in _wanted(options) if name not in COLUMNS]
+    if unknown:
+        raise DriftInputInvalid(
+            f"traffic has no columns {unknown} (it has: {', '.join(COLUMNS)})", param="columns"
+        )
+    empty = _empty(reference, current, options)
+    return replace(options, columns=[n for n in _wanted(options) if n not in empty])
