@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lockgate.finetune.command import CommandResult, CommandSpec, command_spec
 from lockgate.finetune.command_process import child_environment, run_entry_point
-from lockgate.finetune.errors import FinetuneError, TrainingFailed
-from lockgate.finetune.reporting import Heartbeat
+from lockgate.finetune.errors import TrainingFailed
+from lockgate.finetune.reporting import Heartbeat, fail_job
 from lockgate.registry.errors import Conflict, GateRefused, LockgateError, NotFound
 from lockgate.registry.records import LineageEdge
 
@@ -328,15 +328,7 @@ def execute_command_job(
         log.warning("job %s is no longer ours", job.id)
         return registry.jobs.get(job.id)
     except Exception as exc:  # the boundary: any failure ends the job as failed, with why
-        text = exc.message if isinstance(exc, LockgateError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, FinetuneError | LockgateError):
-            log.exception("job %s failed", job.id)
-        if run_id is not None:
-            registry.runs.set_status(run_id, "failed", error=text)
-        try:
-            return registry.jobs.set_status(job.id, "failed", worker_id=worker_id, error=text)
-        except Conflict:
-            return registry.jobs.get(job.id)
+        return fail_job(registry, job.id, worker_id, run_id, exc)
     finally:
         heartbeat.stop()
         if folder.exists():

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from lockgate.registry.errors import Conflict, DatabaseError
+from lockgate.registry.errors import Conflict, DatabaseError, LockgateError
 
 if TYPE_CHECKING:
+    from lockgate.registry.jobs import JobInfo
     from lockgate.registry.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -118,3 +119,22 @@ class Heartbeat(threading.Thread):
         self._done.set()
         if self.is_alive():
             self.join(timeout=5)
+
+
+def fail_job(
+    registry: Registry, job_id: str, worker_id: str, run_id: str | None, exc: Exception
+) -> JobInfo:
+    """End a job (and its run) as failed because of ``exc``, the one boundary every worker
+    path shares: a lockgate error keeps its message, anything else is logged with its
+    traceback and named by its type. A job another worker has taken meanwhile is left to it."""
+    from lockgate.finetune.errors import FinetuneError
+
+    text = exc.message if isinstance(exc, LockgateError) else f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, FinetuneError | LockgateError):
+        log.exception("job %s failed", job_id)
+    if run_id is not None:
+        registry.runs.set_status(run_id, "failed", error=text)
+    try:
+        return registry.jobs.set_status(job_id, "failed", worker_id=worker_id, error=text)
+    except Conflict:
+        return registry.jobs.get(job_id)

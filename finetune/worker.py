@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 from lockgate.finetune.base_model import materialize_base_model, resolve_base_model
 from lockgate.finetune.checkpoints import restore_checkpoint
 from lockgate.finetune.command import COMMAND_KIND
-from lockgate.finetune.errors import FinetuneError, SpecInvalid
+from lockgate.finetune.errors import SpecInvalid
 from lockgate.finetune.executors import TrainRequest, make_executor
 from lockgate.finetune.inference import quiet_model_libraries
-from lockgate.finetune.reporting import Heartbeat, RegistryHooks
+from lockgate.finetune.reporting import Heartbeat, RegistryHooks, fail_job
 from lockgate.finetune.results import EvalHook, finish_job
 from lockgate.finetune.settings import WorkerSettings as WorkerSettings  # also exported here
 from lockgate.finetune.submit import JOB_KIND, job_spec
 from lockgate.finetune.trainer import TrainingStopped, TrainInputs
-from lockgate.registry.errors import Conflict, LockgateError
+from lockgate.registry.errors import Conflict
 from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
@@ -220,14 +220,6 @@ def execute_job(
         log.warning("job %s is no longer ours", job.id)
         return registry.jobs.get(job.id)
     except Exception as exc:  # the boundary: any failure ends the job as failed, with why
-        text = exc.message if isinstance(exc, LockgateError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, FinetuneError | LockgateError):
-            log.exception("job %s failed", job.id)
-        if run_id is not None:
-            registry.runs.set_status(run_id, "failed", error=text)
-        try:
-            return registry.jobs.set_status(job.id, "failed", worker_id=worker_id, error=text)
-        except Conflict:
-            return registry.jobs.get(job.id)
+        return fail_job(registry, job.id, worker_id, run_id, exc)
     finally:
         heartbeat.stop()

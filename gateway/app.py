@@ -18,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from lockgate.gateway.api import files, fine_tuning, health, metrics, models, predict
+from lockgate.gateway.api import files, fine_tuning, health, metrics, models, predict, rest
 from lockgate.gateway.auth import is_loopback
 from lockgate.gateway.config import LockgateSettings
 from lockgate.gateway.errors import GatewayError, LoopbackOnly, UnsupportedMediaType
 from lockgate.gateway.providers import Operation
 from lockgate.gateway.schemas import install_openapi
 from lockgate.gateway.state import build_state
+from lockgate.gateway.ui import routes as ui_routes
 from lockgate.registry.errors import LockgateError
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,9 @@ class ProxyRoute(APIRoute):
         await (await proxy_answer(request, self.operation))(scope, receive, send)
 
 
-# bodies other than JSON: the multipart upload
+# bodies other than JSON: the multipart upload, and the UI's forms (gateway/ui checks them)
 NOT_JSON_PATHS = frozenset({"/v1/files"})
+NOT_JSON_PREFIX = "/ui/"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -142,7 +144,11 @@ def refusal(scope: Scope, path: str, is_open: bool) -> GatewayError | None:
     sent with a Content-Type must be JSON (but for an upload: 415), and in open mode the
     ``Host`` must be a loopback name (DNS rebinding) and an ``Origin``, if any, a loopback
     origin (a page elsewhere: cross-site request forgery). One pass over the headers."""
-    check_type = scope["method"] in _WITH_BODY and path not in NOT_JSON_PATHS
+    check_type = (
+        scope["method"] in _WITH_BODY
+        and path not in NOT_JSON_PATHS
+        and not path.startswith(NOT_JSON_PREFIX)
+    )
     if not (check_type or is_open):
         return None
     host = origin = content_type = None
@@ -255,6 +261,8 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     for module in (models, predict, files, fine_tuning, health, metrics):
         app.include_router(module.router)
+    app.include_router(rest.build_router())
+    ui_routes.mount(app, settings)  # /ui, unless ui.enabled is false
     install_openapi(app)
     return app
 

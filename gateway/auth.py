@@ -133,6 +133,7 @@ class Authenticator:
         self._cache = _Cache(settings.key_cache_ttl_s)
         self._keys_exist = self._mode == "required" or self._admin is not None
         self._keys_checked = 0.0 if not self._keys_exist else float("inf")
+        self._by_id: dict[str, tuple[float, Principal | None]] = {}  # apart from secrets
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         if self._mode == "disabled" or not await self._required():
@@ -156,6 +157,27 @@ class Authenticator:
             raise AuthenticationFailed(f"API key {principal.name!r} was revoked")
         if principal.expires_at is not None and principal.expires_at <= self._time():
             raise AuthenticationFailed(f"API key {principal.name!r} has expired")
+        return principal
+
+    async def principal_of(self, key_id: str) -> Principal | None:
+        """The key with id ``key_id``, still valid, as a principal; None once it is revoked,
+        expired or gone (the admin key: while one is configured). For sessions that hold a
+        key's id, never its secret (the UI); trusted for ``key_cache_ttl_s`` like a secret."""
+        if key_id == ADMIN_KEY_ID:
+            return ADMIN if self._admin is not None else None
+        now = self._monotonic()
+        hit = self._by_id.get(key_id)
+        if hit is None or hit[0] <= now:
+            info = await anyio.to_thread.run_sync(self._registry.keys.get, key_id)
+            if len(self._by_id) >= MAX_CACHED_KEYS:
+                _evict(self._by_id, now)
+            found = None if info is None else principal_for(info)
+            hit = self._by_id[key_id] = (now + self._cache.ttl, found)
+        principal = hit[1]
+        if principal is None or principal.revoked:
+            return None
+        if principal.expires_at is not None and principal.expires_at <= self._time():
+            return None
         return principal
 
     @property

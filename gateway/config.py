@@ -18,7 +18,8 @@ these models by ``gateway/docgen.py``).
 
 The gateway also reads ``OTEL_EXPORTER_OTLP_ENDPOINT`` (when ``gateway.tracing.otlp_endpoint``
 is unset), the API keys that deployments name by ``api_key_env`` and the webhook signing
-secrets named by ``secret_env``, here and only here.
+secrets named by ``secret_env`` and the UI's session secret (``ui.session_secret_env``),
+here and only here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from lockgate.evals.settings import EvalsSettings
 from lockgate.finetune.settings import WorkerSettings
 from lockgate.gateway.settings import GatewaySettings
+from lockgate.gateway.ui.settings import UISettings
 from lockgate.gateway.webhooks import WebhookSettings
 from lockgate.registry.settings import (
     DEFAULT_CONFIG_FILE,
@@ -83,6 +85,7 @@ class LockgateSettings(BaseSettings):
     finetune: WorkerSettings = Field(default_factory=WorkerSettings)
     evals: EvalsSettings = Field(default_factory=EvalsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    ui: UISettings = Field(default_factory=UISettings)
     _source_file: Path | None = PrivateAttr(default=None)
 
     @property
@@ -139,4 +142,5 @@ def _with_gateway_environment(settings: LockgateSettings) -> LockgateSettings:
         tracing = gateway.tracing.model_copy(update={"otlp_endpoint": endpoint})
         gateway = gateway.model_copy(update={"tracing": tracing})
     webhooks = settings.webhooks.with_secrets(os.environ)  # signing secrets by secret_env
-    return settings.model_copy(update={"gateway": gateway, "webhooks": webhooks})
+    ui = settings.ui.with_secrets(os.environ)  # the session secret by session_secret_env
+    return settings.model_copy(update={"gateway": gateway, "webhooks": webhooks, "ui": ui})

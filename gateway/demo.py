@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockgate.gateway.demo_classic import classic_step, traffic_drift_step
 from lockgate.registry.console import console, table, when
 
 SUPPORT_V1 = "You are a support agent. Answer the customer's question: {{ question }}"
@@ -358,7 +359,14 @@ def _serve_trained(demo: Demo) -> None:
                 _chat(demo, client, f"model={model} {question!r}", body)
 
 
-STEPS: list[Callable[[Demo], None]] = [registry_step, gateway_step, eval_step, finetune_step]
+STEPS: list[Callable[[Demo], None]] = [
+    registry_step,
+    gateway_step,
+    eval_step,
+    finetune_step,
+    traffic_drift_step,
+    classic_step,
+]
 
 
 DEMO_MARKER = ".lockgate-demo"
@@ -447,9 +455,14 @@ def _run(root: Path) -> None:
         config = root / "lockgate.yaml"
         config.write_text(yaml.safe_dump({
             "registry": {"data_dir": str(root)},
-            "gateway": {"routes": {"support-bot": {"deployments": [
-                {"provider": "openai", "model": "lockgate-demo-faq", "api_base": model.url + "/v1"}
-            ]}}},
+            "gateway": {
+                "routes": {"support-bot": {"deployments": [
+                    {"provider": "openai", "model": "lockgate-demo-faq",
+                     "api_base": model.url + "/v1"}
+                ]}},
+                # every :predict request is sampled, so the classic step's drift check has rows
+                "predict": {"sample_rate": 1.0},
+            },
         }, sort_keys=False))  # fmt: skip
         settings = _demo_settings(config, root)
         registry = Registry(settings.registry, actor="demo")

@@ -43,7 +43,8 @@ def keys_create(
         typer.Option(
             "--scopes",
             help="inference, registry:read, registry:write, registry:label (moving labels, a "
-            "job's gate-and-label step included), admin (default inference).",
+            "job's gate-and-label step included), registry:approve (approving a move of a "
+            "protected label), admin (default inference).",
         ),
     ] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import typer
 
 from lockgate.registry.console import JsonOption, console, emit, table, when
-from lockgate.registry.errors import GateRefused, InvalidInput
+from lockgate.registry.errors import ApprovalPending, GateRefused, InvalidInput
 
 if TYPE_CHECKING:
     from lockgate.registry.records import SubjectType
@@ -238,6 +238,14 @@ def _label_cmd(subject: SubjectType) -> Any:
                 out.print(f"gate of {label!r} for {name}@{version}:", markup=False)
                 print_checks(out, exc.checks)
             raise
+        except ApprovalPending as pending:  # a protected label: it has not moved (exit 1)
+            message, request = pending.message, pending.request
+            emit(
+                {"status": "pending_approval", "message": message, "request": request},
+                json_mode,
+                lambda c: c.print(message, markup=False),
+            )
+            raise typer.Exit(pending.exit_code) from None
 
         def human(c: Any) -> None:
             c.print(f"{name}: {label} {move.from_version or '-'} -> {move.to_version}")
@@ -376,7 +384,108 @@ def _history_cmd(subject: SubjectType) -> Any:
     return history
 
 
+def _protect_cmd(subject: SubjectType) -> Any:
+    def protect(
+        ctx: typer.Context,
+        name: str,
+        label: str,
+        approvers: Annotated[
+            int,
+            typer.Option(help="Approvers each move needs, besides its requester (0: unprotect)."),
+        ] = 1,
+        json_mode: JsonOption = False,
+    ) -> None:
+        info = _registry(ctx).labels.protect(subject, name, label, approvers)
+        emit(
+            {"name": name, "label": label, "approvals_needed": approvers, "protection": info},
+            json_mode,
+            lambda c: c.print(
+                f"{name}: moving {label!r} needs {approvers} approver(s)"
+                if approvers else f"{name}: {label!r} is no longer protected",
+                markup=False,
+            ),
+        )  # fmt: skip
+
+    protect.__doc__ = (
+        f"Require approvers for every move of a {subject}'s LABEL, besides its gate: a move "
+        "then waits as a request until approved (`approve`), over the CLI, API and UI alike."
+    )
+    return protect
+
+
+def _request_lines(requests: list[Any]) -> list[list[Any]]:
+    return [
+        [r.id, r.label, r.from_version or "-", r.to_version, r.requested_by, r.status,
+         f"{len(r.approvals)}/{r.approvals_needed}", ("forced: " if r.forced else "") + r.reason]
+        for r in requests
+    ]  # fmt: skip
+
+
+def _requests_cmd(subject: SubjectType) -> Any:
+    def requests(
+        ctx: typer.Context,
+        name: str,
+        label: Annotated[str | None, typer.Option(help="Only this label.")] = None,
+        all_states: Annotated[
+            bool, typer.Option("--all", help="Decided requests too, not only pending ones.")
+        ] = False,
+        json_mode: JsonOption = False,
+    ) -> None:
+        found = _registry(ctx).labels.requests(
+            subject, name, label, None if all_states else "pending"
+        )
+        columns = ["id", "label", "from", "to", "requested by", "status", "approvals", "reason"]
+        emit(found, json_mode, lambda c: c.print(
+            table(f"label move requests of {name}", columns, _request_lines(found))))  # fmt: skip
+
+    requests.__doc__ = f"Requests to move a {subject}'s protected labels (pending ones by default)."
+    return requests
+
+
+def _decide_cmd(subject: SubjectType, verb: str) -> Any:
+    def decide(
+        ctx: typer.Context,
+        name: str,
+        label: str,
+        request_id: int,
+        reason: Annotated[str, typer.Option(help="Why (kept with the request).")] = "",
+        json_mode: JsonOption = False,
+    ) -> None:
+        labels = _registry(ctx).labels
+        if verb == "approve":
+            try:
+                done = labels.approve(subject, name, label, request_id)
+            except GateRefused as exc:
+                if not json_mode and exc.checks:
+                    print_checks(console(stderr=True), exc.checks)
+                raise
+        else:
+            done = labels.reject(subject, name, label, request_id, reason=reason)
+
+        def human(c: Any) -> None:
+            if done.status == "approved":
+                c.print(f"{name}: {label} {done.from_version or '-'} -> {done.to_version} "
+                        f"(request {done.id} approved)", markup=False)  # fmt: skip
+            else:
+                c.print(f"request {done.id}: {done.status} ({len(done.approvals)}/"
+                        f"{done.approvals_needed} approvals)", markup=False)  # fmt: skip
+
+        emit(done, json_mode, human)
+
+    decide.__doc__ = (
+        f"Approve REQUEST_ID, a pending move of a {subject}'s protected LABEL (not your own); "
+        "with enough approvals the label moves, through its gate."
+        if verb == "approve"
+        else f"Reject REQUEST_ID, a pending move of a {subject}'s protected LABEL."
+    )
+    return decide
+
+
 prompt_app.command("label")(_label_cmd("prompt"))
+prompt_app.command("protect")(_protect_cmd("prompt"))
+prompt_app.command("requests")(_requests_cmd("prompt"))
+prompt_app.command("approve")(_decide_cmd("prompt", "approve"))
+prompt_app.command("reject")(_decide_cmd("prompt", "reject"))
 prompt_app.command("gate")(_gate_cmd("prompt"))
 prompt_app.command("history")(_history_cmd("prompt"))
 
@@ -518,6 +627,10 @@ def model_download(ctx: typer.Context, ref: str, dest: Path, json_mode: JsonOpti
 
 
 model_app.command("label")(_label_cmd("model"))
+model_app.command("protect")(_protect_cmd("model"))
+model_app.command("requests")(_requests_cmd("model"))
+model_app.command("approve")(_decide_cmd("model", "approve"))
+model_app.command("reject")(_decide_cmd("model", "reject"))
 model_app.command("gate")(_gate_cmd("model"))
 model_app.command("history")(_history_cmd("model"))
 

@@ -181,6 +181,24 @@ class Datasets(Part):
             return self.db.artifacts.fetch_dir(info.digest, dest)
         return self.db.artifacts.fetch_file(info.digest, dest / Path(info.source).name)
 
+    def versions(self, name: str) -> builtins.list[DatasetVersionInfo]:
+        """Every version of dataset ``name``, oldest first."""
+        with self.db.read() as session:
+            dataset = self.db.dataset(session, name)
+            rows = session.scalars(
+                select(DatasetVersion)
+                .where(DatasetVersion.dataset_id == dataset.id)
+                .order_by(DatasetVersion.version)
+            )
+            return [_info(name, row) for row in rows]
+
+    def artifact_kind(self, ref: str | Ref) -> tuple[DatasetVersionInfo, str]:
+        """A version and how its bytes are stored: ``file`` or ``dir`` (a folder dataset)."""
+        info = self.get(ref)
+        with self.db.read() as session:
+            artifact = session.get(Artifact, info.digest)
+        return info, "dir" if artifact is not None and artifact.kind == "dir" else "file"
+
     def list(self) -> builtins.list[DatasetVersionInfo]:
         """The latest version of every dataset."""
         with self.db.read() as session:

@@ -16,7 +16,7 @@ from lockgate.registry.errors import DatabaseError, MissingExtra
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; checked against the scripts by a test, so opening a registry need
 # not load Alembic just to learn that the schema is current.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 # Execution option: on SQLite, a write transaction starts with BEGIN IMMEDIATE so that
 # concurrent writers queue on the database lock instead of failing on upgrade.
 WRITE = "lockgate_write"

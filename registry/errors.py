@@ -11,8 +11,13 @@ Hierarchy::
         │   ├── VariablesMismatch       missing or unknown template variables
         │   ├── TemplateLimitExceeded   rendering went past its output, loop or time bounds
         │   └── DatasetFormatError      a malformed data file; carries the row/line number
+        ├── NotAllowed             (403) an approver approving their own label move request
         ├── Conflict               (409) a compare-and-set label move lost
         ├── GateRefused            (409, exit 1) a label move whose eval gates did not pass
+        ├── ApprovalPending        (202, exit 1) a move of a protected label now waits for an
+        │                          approver (not a failure over HTTP: the request was made)
+        ├── PreconditionFailed     (412) an ``If-Match`` naming a state that is no longer current
+        ├── PreconditionRequired   (428) a compare-and-set change sent without ``If-Match``
         ├── ArtifactCorrupted      (500) stored bytes no longer match their sha256
         └── DatabaseError          (503) database unreachable or schema behind the code
 
@@ -120,6 +125,35 @@ class Conflict(RegistryError):
     code = "conflict"
 
 
+class NotAllowed(RegistryError):
+    status_code = 403
+    code = "not_allowed"
+    error_type = "permission_error"
+
+
+class PreconditionFailed(RegistryError):
+    status_code = 412
+    code = "precondition_failed"
+
+
+class PreconditionRequired(RegistryError):
+    status_code = 428
+    code = "precondition_required"
+
+
+class ApprovalPending(RegistryError):
+    """A move of a protected label was asked for: it waits for an approver. ``request`` is
+    the pending request (``registry.approvals.LabelRequestInfo``); the label has not moved."""
+
+    status_code = 202
+    code = "approval_pending"
+    exit_code = 1
+
+    def __init__(self, message: str, request: Any) -> None:
+        super().__init__(message, param="label")
+        self.request = request
+
+
 class GateRefused(RegistryError):
     """A label move refused by its gate policy; ``reasons`` lists each check that did not
     pass, ``checks`` every check (``registry.records.GateCheck``), pass ones too."""
@@ -132,6 +166,14 @@ class GateRefused(RegistryError):
         super().__init__(message + "".join(f"\n  - {r}" for r in reasons), param="label")
         self.reasons = reasons
         self.checks = list(checks or [])
+
+    def to_dict(self) -> dict[str, object]:
+        """The error shape, with every check's verdict (pass ones too) under ``checks``."""
+        out = super().to_dict()
+        error = out["error"]
+        assert isinstance(error, dict)
+        error["checks"] = [c.to_dict() if hasattr(c, "to_dict") else c for c in self.checks]
+        return out
 
 
 class ArtifactCorrupted(RegistryError):

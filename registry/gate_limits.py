@@ -274,8 +274,8 @@ def drift_check(
 
 @dataclass(frozen=True)
 class ServiceFigures:
-    """A version's calls in a window, client errors left out: how many, how many were
-    5xx, and the nearest-rank p99 latency (None without calls)."""
+    """Calls in a window: how many, how many were errors, and the nearest-rank p99 latency
+    (None without calls); see :func:`window_figures` for what counts."""
 
     calls: int
     errors: int
@@ -302,16 +302,21 @@ def version_calls(subject_type: SubjectType, name: str, version: int) -> Any:
     )
 
 
-def service_figures(
-    session: Session, subject_type: SubjectType, name: str, version: int, since: datetime,
-    until: datetime,
+def window_figures(
+    session: Session, condition: Any, since: datetime, until: datetime, *,
+    client_errors: bool = False,
 ) -> ServiceFigures:  # fmt: skip
-    where = [
-        version_calls(subject_type, name, version),
-        CallRecord.created_at >= since, CallRecord.created_at < until,
-        or_(CallRecord.status_code < 400, CallRecord.status_code >= 500),
-    ]  # fmt: skip
-    errors = func.sum(case((CallRecord.status_code >= 500, 1), else_=0))
+    """The figures of the call records matching ``condition`` in ``[since, until)``: the one
+    definition that gates (:func:`service_checks`) and monitoring policies' latency and error
+    signals share. By default 4xx answers are the client's doing and left out altogether
+    (neither calls nor errors) and an error is a 5xx; with ``client_errors`` every call
+    counts and an error is any status of 400 or more. p99 is the nearest rank over the calls
+    counted, computed in the database."""
+    where = [condition, CallRecord.created_at >= since, CallRecord.created_at < until]
+    if not client_errors:
+        where.append(or_(CallRecord.status_code < 400, CallRecord.status_code >= 500))
+    floor = 400 if client_errors else 500
+    errors = func.sum(case((CallRecord.status_code >= floor, 1), else_=0))
     calls, failed = session.execute(select(func.count(), errors).where(*where)).one()
     calls = int(calls or 0)
     if calls == 0:
@@ -324,6 +329,14 @@ def service_figures(
         .limit(1)
     )
     return ServiceFigures(calls, int(failed or 0), None if p99 is None else float(p99))
+
+
+def service_figures(
+    session: Session, subject_type: SubjectType, name: str, version: int, since: datetime,
+    until: datetime,
+) -> ServiceFigures:  # fmt: skip
+    """A prompt or model version's figures in a window (:func:`window_figures`)."""
+    return window_figures(session, version_calls(subject_type, name, version), since, until)
 
 
 def service_checks(

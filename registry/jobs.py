@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lockgate.registry._core import Part
@@ -144,11 +144,32 @@ class Jobs(Part):
                 raise NotFound(f"no job with id {job_id!r}", param="job_id")
             return _job(row)
 
-    def list(self, kind: str | None = None, *, limit: int = 50) -> builtins.list[JobInfo]:
+    def list(
+        self,
+        kind: str | None = None,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        after: str | None = None,
+    ) -> builtins.list[JobInfo]:
+        """Jobs newest first (ties by id). ``after`` (a job id from the previous page)
+        continues after that job: keyset paging, so jobs created meanwhile do not shift it."""
         with self.db.read() as session:
             stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
             if kind is not None:
                 stmt = stmt.where(Job.kind == kind)
+            if status is not None:
+                stmt = stmt.where(Job.status == status)
+            if after is not None:
+                last = session.get(Job, after)
+                if last is None:
+                    raise NotFound(f"no job with id {after!r}", param="job_id")
+                stmt = stmt.where(
+                    or_(
+                        Job.created_at < last.created_at,
+                        (Job.created_at == last.created_at) & (Job.id > last.id),
+                    )
+                )
             return [_job(r) for r in session.scalars(stmt)]
 
     def set_status(

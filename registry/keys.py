@@ -23,8 +23,11 @@ from lockgate.registry.records import _Record
 from lockgate.registry.tables import ApiKey, CallRecord, utcnow
 
 # registry:label moves labels (a job's gate-and-label step included); registry:write alone
-# does not. admin holds every scope.
-SCOPES = frozenset({"inference", "registry:read", "registry:write", "registry:label", "admin"})
+# does not. registry:approve approves a move of a protected label (registry/approvals.py).
+# admin holds every scope.
+SCOPES = frozenset(
+    {"inference", "registry:read", "registry:write", "registry:label", "registry:approve", "admin"}
+)
 KEY_PREFIX = "lg-"
 SHOWN_PREFIX = 10
 
@@ -84,8 +87,10 @@ class Keys(Part):
         budget_usd: float | None = None,
         expires_at: datetime | None = None,
         secret: str | None = None,
+        created_by: str | None = None,
     ) -> KeyInfo:
-        """Create a key; the returned ``secret`` is the only time the key is visible."""
+        """Create a key; the returned ``secret`` is the only time the key is visible.
+        ``created_by`` (default: this registry's actor) names who asked, e.g. an admin key."""
         if not name or len(name) > 200:
             raise InvalidInput("a key needs a name of at most 200 characters", param="name")
         scope_list = sorted(set(scopes))
@@ -109,7 +114,7 @@ class Keys(Part):
             key_hash=hash_key(key), scopes=scope_list,
             models=None if models is None else sorted(set(models)), rpm=rpm, tpm=tpm,
             max_parallel=max_parallel, budget_usd=budget_usd, expires_at=expires_at,
-            created_by=self.db.actor, created_at=utcnow(),
+            created_by=(created_by or self.db.actor)[:200], created_at=utcnow(),
         )  # fmt: skip
         with self.db.write() as session:
             session.add(row)
@@ -119,6 +124,13 @@ class Keys(Part):
         """The key with this secret (revoked and expired ones included), or None."""
         with self.db.read() as session:
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+            return None if row is None else _info(row)
+
+    def get(self, key_id: str) -> KeyInfo | None:
+        """The key with this id (revoked and expired ones included), or None; for sessions
+        that hold a key's id, never its secret (the UI)."""
+        with self.db.read() as session:
+            row = session.get(ApiKey, key_id)
             return None if row is None else _info(row)
 
     def exist(self) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -10,7 +12,26 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lockgate.registry._core import SUBJECTS, Part
-from lockgate.registry.errors import Conflict, GateRefused, InvalidInput, NotFound
+from lockgate.registry.approvals import (
+    REQUEST_STATES,
+    LabelProtectionInfo,
+    LabelRequestInfo,
+    approvers_text,
+    check_approvals,
+    current_version,
+    protection_info,
+    protection_row,
+    request_info,
+    request_row,
+)
+from lockgate.registry.errors import (
+    ApprovalPending,
+    Conflict,
+    GateRefused,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+)
 from lockgate.registry.events import emit
 from lockgate.registry.gates import promotion_checks
 from lockgate.registry.records import (
@@ -19,12 +40,25 @@ from lockgate.registry.records import (
     LabelMove,
     SubjectSummary,
     SubjectType,
+    _Record,
     check_label,
 )
-from lockgate.registry.tables import Label, LabelEvent, utcnow
+from lockgate.registry.tables import Label, LabelEvent, LabelProtection, LabelRequest, utcnow
 
 if TYPE_CHECKING:
     from lockgate.registry.gates import SuitePin
+
+
+@dataclass(frozen=True)
+class SubjectListing(_Record):
+    """A prompt or model in a list: its latest version (0: none), who made it and when."""
+
+    name: str
+    latest_version: int
+    latest_author: str | None
+    latest_at: datetime | None
+    labels: dict[str, int]
+    created_at: datetime
 
 
 class Labels(Part):
@@ -52,47 +86,47 @@ class Labels(Part):
         fine-tuning job's own suite). ``force`` overrides a refusal and is recorded (give a
         ``reason``). The checks run either way; the move and the history keep every check's
         verdict (``LabelMove.checks``), so a forced move records what it overrode.
+
+        A protected label (:meth:`protect`) does not move here: the move is recorded as a
+        request for approval and :class:`ApprovalPending` is raised with it
+        (:mod:`registry.approvals`; :meth:`approve` moves it).
         """
         check_label(label)
         if label == LATEST:
             raise InvalidInput("the label 'latest' is maintained by lockgate", param="label")
+        actor = actor or self.db.actor
+        pending: LabelRequestInfo | None = None
         try:
             with self.db.write() as session:
                 subject = self.db.subject(session, subject_type, name, lock=True)
                 self._check_version(session, subject_type, subject.id, name, version)
                 if force and not reason:
                     raise InvalidInput("a forced label move needs a reason", param="reason")
-                checks = promotion_checks(
-                    session, subject_type, name, label, version, require,
-                    store=self.db.artifacts,
+                checks = self._gate(session, subject_type, name, label, version, require, force)
+                protection = protection_row(session, subject_type, subject.id, label)
+                if protection is None:
+                    return self._move(
+                        session, subject_type, subject.id, name, label, version,
+                        expect_version=expect_version, expect_absent=expect_absent,
+                        reason=reason, actor=actor, forced=force, checks=checks,
+                    )  # fmt: skip
+                current = current_version(session, subject_type, subject.id, label)
+                _expect(subject_type, name, label, current, expect_version, expect_absent)
+                row = LabelRequest(
+                    subject_type=subject_type, subject_id=subject.id, label=label,
+                    from_version=current, to_version=version, reason=reason, forced=force,
+                    requested_by=actor[:200], status="pending", approvals=[],
+                    checks=[c.to_dict() for c in checks] or None, created_at=utcnow(),
                 )  # fmt: skip
-                refusals = [c.reason for c in checks if c.verdict != "pass"]
-                if refusals and not force:
-                    raise GateRefused(
-                        f"moving {label!r} of {subject_type} {name!r} to version {version} "
-                        "is refused by its gate policy (force it with a reason to override):",
-                        refusals,
-                        checks=checks,
-                    )
-                return self._move(
-                    session,
-                    subject_type,
-                    subject.id,
-                    name,
-                    label,
-                    version,
-                    expect_version=expect_version,
-                    expect_absent=expect_absent,
-                    reason=reason,
-                    actor=actor or self.db.actor,
-                    forced=force,
-                    checks=checks,
-                )
+                session.add(row)
+                session.flush()
+                pending = request_info(row, name, protection.approvals)
         except GateRefused as refused:  # the move rolled back; the refusal is an event
             with self.db.write() as session:
                 emit(session, "gate.refused", f"{subject_type}:{name}", {
-                    "label": label, "version": version, "actor": actor or self.db.actor,
+                    "label": label, "version": version, "actor": actor,
                     "reasons": refused.reasons,
+                    "checks": [check.to_dict() for check in refused.checks],
                 })  # fmt: skip
             raise
         except IntegrityError as exc:  # a concurrent writer created the label first
@@ -101,6 +135,190 @@ class Labels(Part):
                 "read it again and retry",
                 param="label",
             ) from exc
+        assert pending is not None
+        raise ApprovalPending(
+            f"{label!r} of {subject_type} {name!r} is protected: moving it to version "
+            f"{version} waits for {pending.approvals_needed} approver(s) (request "
+            f"{pending.id}); an approver runs `lockgate {subject_type} approve {name} {label} "
+            f"{pending.id}`",
+            pending,
+        )
+
+    def _gate(
+        self, session: Session, subject_type: SubjectType, name: str, label: str, version: int,
+        require: Sequence[SuitePin], force: bool,
+    ) -> list[GateCheck]:  # fmt: skip
+        """Every check of the label's gate; :class:`GateRefused` unless all pass or forced."""
+        checks = promotion_checks(
+            session, subject_type, name, label, version, require, store=self.db.artifacts,
+        )  # fmt: skip
+        refusals = [c.reason for c in checks if c.verdict != "pass"]
+        if refusals and not force:
+            raise GateRefused(
+                f"moving {label!r} of {subject_type} {name!r} to version {version} "
+                "is refused by its gate policy (force it with a reason to override):",
+                refusals,
+                checks=checks,
+            )
+        return checks
+
+    # ------------------------------------------------------------------ protected labels
+    def protect(
+        self, subject_type: SubjectType, name: str, label: str, approvals: int = 1,
+        *, actor: str | None = None,
+    ) -> LabelProtectionInfo | None:  # fmt: skip
+        """Require ``approvals`` approvers (each a principal other than the requester) for
+        every move of ``label``, besides its gate; 0 removes the protection (None)."""
+        check_label(label)
+        if label == LATEST:
+            raise InvalidInput("'latest' follows every push and cannot be protected",
+                               param="label")  # fmt: skip
+        check_approvals(approvals)
+        with self.db.write() as session:
+            subject = self.db.subject(session, subject_type, name, lock=True)
+            row = protection_row(session, subject_type, subject.id, label)
+            if approvals == 0:
+                if row is not None:
+                    session.delete(row)
+                return None
+            if row is None:
+                row = LabelProtection(subject_type=subject_type, subject_id=subject.id,
+                                      label=label)  # fmt: skip
+                session.add(row)
+            row.approvals, row.updated_at = approvals, utcnow()
+            row.updated_by = (actor or self.db.actor)[:200]
+            session.flush()
+            return protection_info(row, name)
+
+    def protections(self, subject_type: SubjectType, name: str) -> list[LabelProtectionInfo]:
+        with self.db.read() as session:
+            subject = self.db.subject(session, subject_type, name)
+            rows = session.scalars(
+                select(LabelProtection)
+                .where(
+                    LabelProtection.subject_type == subject_type,
+                    LabelProtection.subject_id == subject.id,
+                )
+                .order_by(LabelProtection.label)
+            )
+            return [protection_info(r, name) for r in rows]
+
+    def requests(
+        self, subject_type: SubjectType, name: str, label: str | None = None,
+        status: str | None = "pending",
+    ) -> list[LabelRequestInfo]:  # fmt: skip
+        """Move requests of protected labels, newest first (``status=None``: all)."""
+        if status is not None and status not in REQUEST_STATES:
+            raise InvalidInput(f"status is one of {', '.join(REQUEST_STATES)}", param="status")
+        with self.db.read() as session:
+            subject = self.db.subject(session, subject_type, name)
+            needed = {
+                p.label: p.approvals
+                for p in session.scalars(
+                    select(LabelProtection).where(
+                        LabelProtection.subject_type == subject_type,
+                        LabelProtection.subject_id == subject.id,
+                    )
+                )
+            }
+            stmt = select(LabelRequest).where(
+                LabelRequest.subject_type == subject_type, LabelRequest.subject_id == subject.id
+            )
+            if label is not None:
+                stmt = stmt.where(LabelRequest.label == label)
+            if status is not None:
+                stmt = stmt.where(LabelRequest.status == status)
+            rows = session.scalars(stmt.order_by(LabelRequest.id.desc()))
+            return [request_info(r, name, needed.get(r.label, 1)) for r in rows]
+
+    def request(
+        self, subject_type: SubjectType, name: str, label: str, request_id: int
+    ) -> LabelRequestInfo:
+        with self.db.read() as session:
+            subject = self.db.subject(session, subject_type, name)
+            row = request_row(session, subject_type, subject.id, name, label, request_id)
+            protection = protection_row(session, subject_type, subject.id, label)
+            return request_info(row, name, protection.approvals if protection else 1)
+
+    def approve(
+        self, subject_type: SubjectType, name: str, label: str, request_id: int,
+        *, actor: str | None = None,
+    ) -> LabelRequestInfo:  # fmt: skip
+        """Approve a pending request as ``actor`` (not its requester, nor an approver
+        already counted). With enough approvals the label moves, through its gate and only
+        if it still points where it did when the move was requested; the returned request
+        is then ``approved``. A refused gate raises :class:`GateRefused` and the approval is
+        not kept; a label moved meanwhile makes the request ``stale`` (:class:`Conflict`)."""
+        actor = (actor or self.db.actor)[:200]
+        try:
+            with self.db.write() as session:
+                subject = self.db.subject(session, subject_type, name, lock=True)
+                row = request_row(
+                    session, subject_type, subject.id, name, label, request_id, lock=True
+                )
+                if row.status != "pending":
+                    raise Conflict(f"request {request_id} is {row.status}, not pending",
+                                   param="request_id")  # fmt: skip
+                if actor == row.requested_by:
+                    raise NotAllowed(
+                        f"{actor} requested this move and cannot approve it: another "
+                        "approver must", param="request_id",
+                    )  # fmt: skip
+                approvals = list(row.approvals or [])
+                if any(a.get("actor") == actor for a in approvals):
+                    raise Conflict(f"{actor} has approved request {request_id} already",
+                                   param="request_id")  # fmt: skip
+                protection = protection_row(session, subject_type, subject.id, label)
+                needed = protection.approvals if protection is not None else 1
+                approvals.append({"actor": actor, "at": utcnow().isoformat()})
+                row.approvals = approvals
+                if len(approvals) >= needed:
+                    checks = self._gate(session, subject_type, name, label, row.to_version,
+                                        (), row.forced)  # fmt: skip
+                    self._move(
+                        session, subject_type, subject.id, name, label, row.to_version,
+                        expect_version=row.from_version,
+                        expect_absent=row.from_version is None,
+                        reason=f"{row.reason} (request {row.id}, approved by "
+                        f"{approvers_text(approvals)})".lstrip(),
+                        actor=row.requested_by, forced=row.forced, checks=checks,
+                    )  # fmt: skip
+                    row.status, row.decided_by, row.decided_at = "approved", actor, utcnow()
+                session.flush()
+                return request_info(row, name, needed)
+        except Conflict as exc:
+            if exc.param == "label":  # the label moved since the request: it is stale now
+                self._decide(subject_type, name, label, request_id, "stale", actor, exc.message)
+            raise
+        except IntegrityError as exc:
+            self._decide(subject_type, name, label, request_id, "stale", actor, "set concurrently")
+            raise Conflict(f"label {label!r} of {subject_type} {name!r} was set concurrently",
+                           param="label") from exc  # fmt: skip
+
+    def reject(
+        self, subject_type: SubjectType, name: str, label: str, request_id: int,
+        *, actor: str | None = None, reason: str = "",
+    ) -> LabelRequestInfo:  # fmt: skip
+        """Turn a pending request down (an approver, or its requester withdrawing it)."""
+        return self._decide(subject_type, name, label, request_id, "rejected",
+                            (actor or self.db.actor)[:200], reason)  # fmt: skip
+
+    def _decide(
+        self, subject_type: SubjectType, name: str, label: str, request_id: int, status: str,
+        actor: str, decision: str,
+    ) -> LabelRequestInfo:  # fmt: skip
+        with self.db.write() as session:
+            subject = self.db.subject(session, subject_type, name, lock=True)
+            row = request_row(session, subject_type, subject.id, name, label, request_id,
+                              lock=True)  # fmt: skip
+            if row.status != "pending":
+                raise Conflict(f"request {request_id} is {row.status}, not pending",
+                               param="request_id")  # fmt: skip
+            row.status, row.decided_by, row.decided_at = status, actor, utcnow()
+            row.decision = decision
+            protection = protection_row(session, subject_type, subject.id, label)
+            session.flush()
+            return request_info(row, name, protection.approvals if protection else 1)
 
     def _check_version(
         self, session: Session, subject_type: SubjectType, subject_id: int, name: str, version: int
@@ -138,19 +356,7 @@ class Labels(Part):
             .with_for_update()
         ).one_or_none()
         current = row.version if row is not None else None
-        if expect_absent and current is not None:
-            raise Conflict(
-                f"label {label!r} of {subject_type} {name!r} already points to version "
-                f"{current}, expected it to be unset",
-                param="label",
-            )
-        if expect_version is not None and current != expect_version:
-            now = "is unset" if current is None else f"points to version {current}"
-            raise Conflict(
-                f"label {label!r} of {subject_type} {name!r} {now}, expected version "
-                f"{expect_version}: someone moved it; read it again and retry",
-                param="label",
-            )
+        _expect(subject_type, name, label, current, expect_version, expect_absent)
         now_ts = utcnow()
         if row is None:
             session.add(
@@ -266,6 +472,50 @@ class Labels(Part):
                 for s in session.scalars(select(table).order_by(table.name))
             ]  # fmt: skip
 
+    def listing(
+        self, subject_type: SubjectType, query: str | None = None, *, offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[SubjectListing], bool]:  # fmt: skip
+        """One page of prompts (or models) by name, those whose name contains ``query``
+        (literally, case-insensitively), each with its latest version's author and time and
+        its labels; and whether more follow. Three queries whatever the page's size."""
+        table, version_table, fk = SUBJECTS[subject_type]
+        stmt = select(table.id, table.name, table.created_at).order_by(table.name)
+        if query:
+            escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(func.lower(table.name).like(f"%{escaped}%", escape="\\"))
+        with self.db.read() as session:
+            rows = session.execute(stmt.offset(offset).limit(limit + 1)).all()
+            more, rows = len(rows) > limit, rows[:limit]
+            ids = [r.id for r in rows]
+            latest = (
+                select(fk.label("sid"), func.max(version_table.version).label("v"))
+                .where(fk.in_(ids))
+                .group_by(fk)
+                .subquery()
+            )
+            heads = {
+                sid: (v, author, at)
+                for sid, v, author, at in session.execute(
+                    select(
+                        fk, version_table.version, version_table.author, version_table.created_at
+                    ).join(latest, (latest.c.sid == fk) & (latest.c.v == version_table.version))
+                )
+            }
+            labels: dict[int, dict[str, int]] = {}
+            for sid, label, version in session.execute(
+                select(Label.subject_id, Label.name, Label.version).where(
+                    Label.subject_type == subject_type, Label.subject_id.in_(ids)
+                )
+            ):
+                labels.setdefault(sid, {})[label] = version
+        out = []
+        for r in rows:
+            version, author, at = heads.get(r.id, (0, None, None))
+            held = dict(sorted(labels.get(r.id, {}).items()))
+            out.append(SubjectListing(r.name, version, author, at, held, r.created_at))
+        return out, more
+
     def versions_with_labels(
         self, subject_type: SubjectType, name: str
     ) -> list[tuple[Any, list[str]]]:
@@ -298,3 +548,23 @@ def _checks(stored: Any) -> list[GateCheck]:
         for c in stored or []
         if isinstance(c, dict)
     ]
+
+
+def _expect(
+    subject_type: str, name: str, label: str, current: int | None, expect_version: int | None,
+    expect_absent: bool,
+) -> None:  # fmt: skip
+    """:class:`Conflict` unless the label is where the caller expects it (compare-and-set)."""
+    if expect_absent and current is not None:
+        raise Conflict(
+            f"label {label!r} of {subject_type} {name!r} already points to version "
+            f"{current}, expected it to be unset",
+            param="label",
+        )
+    if expect_version is not None and current != expect_version:
+        now = "is unset" if current is None else f"points to version {current}"
+        raise Conflict(
+            f"label {label!r} of {subject_type} {name!r} {now}, expected version "
+            f"{expect_version}: someone moved it; read it again and retry",
+            param="label",
+        )

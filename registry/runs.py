@@ -15,7 +15,14 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from lockgate.registry._core import Part
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.records import LineageEdge, MetricPoint, RunInfo
-from lockgate.registry.tables import Run, RunArtifact, RunLineage, RunMetric, utcnow
+from lockgate.registry.tables import (
+    Artifact,
+    Run,
+    RunArtifact,
+    RunLineage,
+    RunMetric,
+    utcnow,
+)
 
 RUN_KINDS = frozenset({"eval", "finetune", "retrain", "drift", "monitor", "other"})
 RUN_STATES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
@@ -217,7 +224,9 @@ class Runs(Part):
         with self.db.read() as session:
             return str(resolve_id_prefix(session, Run.id, run_id_or_prefix, what="run"))
 
-    def get(self, run_id: str) -> RunInfo:
+    def get(self, run_id: str, *, series: bool = True) -> RunInfo:
+        """One run with its lineage and artifacts, and (unless ``series=False``) every point
+        of its step-wise metrics (:meth:`series` reads one key's)."""
         with self.db.read() as session:
             run = self._run(session, run_id)
             lineage = [
@@ -227,25 +236,102 @@ class Runs(Part):
                 )
             ]
             artifacts = _artifacts(session, run_id)
-            series = [
+            points = [
                 MetricPoint(m.key, m.step, m.value, m.created_at)
                 for m in session.scalars(
                     select(RunMetric)
                     .where(RunMetric.run_id == run_id, RunMetric.step.is_not(None))
                     .order_by(RunMetric.key, RunMetric.step)
                 )
+            ] if series else []  # fmt: skip
+            return _info(run, lineage, artifacts, points)
+
+    def series_keys(self, run_id: str) -> builtins.list[str]:
+        """The keys of the run's step-wise metrics, sorted."""
+        with self.db.read() as session:
+            self._run(session, run_id)
+            stmt = (
+                select(RunMetric.key)
+                .where(RunMetric.run_id == run_id, RunMetric.step.is_not(None))
+                .distinct()
+                .order_by(RunMetric.key)
+            )
+            return list(session.scalars(stmt))
+
+    def series(self, run_id: str, key: str) -> builtins.list[MetricPoint]:
+        """The step-wise points of one metric, by step (a key the run lacks: no points)."""
+        with self.db.read() as session:
+            self._run(session, run_id)
+            stmt = (
+                select(RunMetric)
+                .where(
+                    RunMetric.run_id == run_id, RunMetric.key == key, RunMetric.step.is_not(None)
+                )
+                .order_by(RunMetric.step, RunMetric.id)
+            )
+            return [
+                MetricPoint(m.key, m.step, m.value, m.created_at) for m in session.scalars(stmt)
             ]
-            return _info(run, lineage, artifacts, series)
+
+    def artifact(self, run_id: str, name: str) -> tuple[str, str | None]:
+        """(digest, kind) of the run's artifact ``name``: a key of its artifact map, never a
+        path. ``kind`` is ``file`` or ``dir`` (None for an artifact the store never recorded).
+        Raises :class:`NotFound` for a name the run does not have."""
+        with self.db.read() as session:
+            self._run(session, run_id)
+            digest = session.scalar(
+                select(RunArtifact.digest).where(
+                    RunArtifact.run_id == run_id, RunArtifact.name == name
+                )
+            )
+            if digest is None:
+                raise NotFound(f"run {run_id} has no artifact named {name!r}", param="name")
+            stored = session.get(Artifact, digest)
+            return digest, None if stored is None else stored.kind
+
+    def linked(
+        self, subject_type: str, subject_ref: str, *, limit: int = 200
+    ) -> builtins.list[tuple[RunInfo, str]]:
+        """The runs with a lineage edge to ``subject_type``/``subject_ref`` (``NAME@VERSION``
+        or a run id), newest first, each with the edge's role (``input``: the run read it;
+        ``output``: the run produced it). Summaries: no lineage, artifacts or series."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Run, RunLineage.role)
+                .join(RunLineage, RunLineage.run_id == Run.id)
+                .where(
+                    RunLineage.subject_type == subject_type,
+                    RunLineage.subject_ref == subject_ref,
+                )
+                .order_by(Run.created_at.desc(), Run.id.desc())
+                .limit(limit)
+            ).all()
+            return [(_info(run), role) for run, role in rows]
 
     def list(
-        self, kind: str | None = None, *, limit: int = 50, name: str | None = None
+        self,
+        kind: str | None = None,
+        *,
+        limit: int = 50,
+        name: str | None = None,
+        after: str | None = None,
     ) -> builtins.list[RunInfo]:
+        """Runs newest first (ties by id). ``after`` (a run id from the previous page)
+        continues after that run: keyset paging, so runs created meanwhile do not shift it."""
         with self.db.read() as session:
-            stmt = select(Run).order_by(Run.created_at.desc()).limit(limit)
+            stmt = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
             if kind is not None:
                 stmt = stmt.where(Run.kind == kind)
             if name is not None:
                 stmt = stmt.where(Run.name == name)
+            if after is not None:
+                last = self._run(session, after)
+                stmt = stmt.where(
+                    or_(
+                        Run.created_at < last.created_at,
+                        (Run.created_at == last.created_at) & (Run.id < last.id),
+                    )
+                )
             return [_info(r) for r in session.scalars(stmt)]
 
     def _run(self, session: Any, run_id: str) -> Run:

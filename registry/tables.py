@@ -149,6 +149,50 @@ class LabelEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LabelProtection(Base):
+    """A label that moves only when ``approvals`` approvers approve a request
+    (``registry/approvals.py``), besides its gate."""
+
+    __tablename__ = "label_protections"
+    __table_args__ = (
+        UniqueConstraint("subject_type", "subject_id", "label", name="uq_label_protections"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(64))
+    approvals: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LabelRequest(Base):
+    """A move of a protected label, waiting for (or decided by) its approvers."""
+
+    __tablename__ = "label_requests"
+    __table_args__ = (
+        Index("ix_label_requests_subject", "subject_type", "subject_id", "label", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # when requested
+    to_version: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # pending | approved | rejected | stale
+    approvals: Mapped[Any] = mapped_column(JSONType)  # [{"actor", "at"}]
+    checks: Mapped[Any] = mapped_column(JSONType, nullable=True)  # the gate's, when requested
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class Artifact(Base):
     __tablename__ = "artifacts"
 

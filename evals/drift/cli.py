@@ -109,17 +109,31 @@ def traffic_command(
         str,
         typer.Option("--reference", help="The reference window, ending where --current starts."),
     ] = "7d",
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Where --current ends: an ISO 8601 time or an age like 2h (default: now), "
+            "to look at a past incident.",
+        ),
+    ] = None,
     columns: ColumnsOpt = None,
     html: HtmlOpt = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check LLM traffic (tokens, latency, errors, cost) of a window against the one before."""
+    from datetime import UTC, datetime
+
     from lockgate.evals.drift.check import DriftOptions
     from lockgate.evals.drift.traffic import run_traffic_drift
+    from lockgate.registry.console import parse_moment
 
+    now = datetime.now(UTC)
+    if until is not None:
+        now = parse_moment(until, "--until", now=now, sign=-1, hint="an age like 2h")
     run = run_traffic_drift(
         _registry(ctx), model=model, prompt=prompt, current=current, reference=reference,
-        options=DriftOptions(columns=_columns(columns)),
+        options=DriftOptions(columns=_columns(columns)), now=now,
     )  # fmt: skip
     _finish(run, html, as_json)
 

@@ -8,7 +8,6 @@ business, not theirs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from lockgate.gateway.monitor.policy import (
     Target,
 )
 from lockgate.registry.errors import NotFound
+from lockgate.registry.gate_limits import ServiceFigures, window_figures
 from lockgate.registry.records import LineageEdge
 from lockgate.registry.registry import Registry
 from lockgate.registry.tables import CallRecord, Dataset, DatasetVersion
@@ -199,49 +199,39 @@ def _call_condition(ctx: SignalContext) -> Any:
     )
 
 
-def _calls(ctx: SignalContext) -> list[tuple[float, int]]:
-    stmt = select(CallRecord.latency_ms, CallRecord.status_code).where(
-        _call_condition(ctx),
-        CallRecord.created_at >= ctx.window_start,
-        CallRecord.created_at < ctx.now,
-    )
+def _figures(ctx: SignalContext, *, client_errors: bool = False) -> ServiceFigures:
+    """The target's calls in the window, as gates count them (:func:`window_figures`)."""
     with ctx.registry.db.read() as session:
-        return [(float(lat), int(status)) for lat, status in session.execute(stmt)]
-
-
-def p99(values: list[float]) -> float:
-    """The 99th percentile, nearest rank (the smallest value with 99% at or below it)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+        return window_figures(
+            session, _call_condition(ctx), ctx.window_start, ctx.now, client_errors=client_errors
+        )
 
 
 def measure_latency(ctx: SignalContext, signal: LatencySignal) -> Measurement:
-    calls = _calls(ctx)
-    if not calls:
+    figures = _figures(ctx)
+    if figures.p99_latency_ms is None:
         return Measurement(False, 0, None, "no calls in the window")
-    value = p99([lat for lat, _ in calls])
+    value = figures.p99_latency_ms
     breached = value > signal.above_ms
     return Measurement(
-        breached, len(calls), value,
-        f"p99 latency {value:.0f} ms over {len(calls)} calls "
+        breached, figures.calls, value,
+        f"p99 latency {value:.0f} ms over {figures.calls} calls "
         f"({'above' if breached else 'within'} {signal.above_ms:g} ms)",
-        {"p99_latency_ms": value, "calls": float(len(calls))},
+        {"p99_latency_ms": value, "calls": float(figures.calls)},
     )  # fmt: skip
 
 
 def measure_error_rate(ctx: SignalContext, signal: ErrorRateSignal) -> Measurement:
-    calls = _calls(ctx)
-    if not calls:
+    figures = _figures(ctx, client_errors=signal.client_errors)
+    if figures.calls == 0:
         return Measurement(False, 0, None, "no calls in the window")
-    floor = 400 if signal.client_errors else 500
-    errors = sum(1 for _, status in calls if status >= floor)
-    rate = errors / len(calls)
+    rate, errors, calls = figures.error_rate, figures.errors, figures.calls
     breached = rate > signal.above
     return Measurement(
-        breached, len(calls), rate,
-        f"error rate {rate:.3f} ({errors} of {len(calls)} calls; "
+        breached, calls, rate,
+        f"error rate {rate:.3f} ({errors} of {calls} calls; "
         f"{'above' if breached else 'within'} {signal.above:g})",
-        {"error_rate": rate, "errors": float(errors), "calls": float(len(calls))},
+        {"error_rate": rate, "errors": float(errors), "calls": float(calls)},
     )  # fmt: skip
 
 

@@ -16,7 +16,6 @@ import yaml
 
 from lockgate.gateway.monitor import PolicyInvalid, load_policy, parse_policy, run_policy
 from lockgate.gateway.monitor.errors import SignalUnavailable
-from lockgate.gateway.monitor.signals import p99
 from lockgate.registry import Registry
 from lockgate.registry.calls import NewCall
 from lockgate.registry.predictions import NewSample
@@ -89,11 +88,6 @@ def test_policy_file_is_data_only(tmp_path: Path) -> None:
     assert policy.name == "churn-drift" and str(policy.target) == "model:churn@production"
     assert policy.actions[0].suite == tmp_path / "suites/churn.yaml"  # type: ignore[union-attr]
 
-
-def test_p99_is_the_nearest_rank() -> None:
-    assert p99([float(i) for i in range(1, 101)]) == 99.0
-    assert p99([5.0]) == 5.0
-    assert p99([float(i) for i in range(1, 1001)]) == 990.0
 
 
 # --- persistence, cooldown, min_samples ------------------------------------------------

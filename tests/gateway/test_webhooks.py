@@ -272,6 +272,9 @@ def test_gate_refusal_is_an_event_and_a_lost_move_is_not(registry: Registry) -> 
     assert refused.subject == "prompt:qa"
     assert refused.payload["label"] == "production" and refused.payload["version"] == 2
     assert refused.payload["reasons"]
+    [check] = refused.payload["checks"]  # every check of the gate, as the label history has
+    assert check["name"].startswith("suite") and check["verdict"] in ("fail", "inconclusive")
+    assert check["reason"] in refused.payload["reasons"][0]
     registry.labels.set("prompt", "qa", "production", 1, force=True, reason="hotfix")
     with pytest.raises(Conflict):  # a compare-and-set that loses writes nothing, event included
         registry.labels.set("prompt", "qa", "production", 2, expect_version=2, force=True,
