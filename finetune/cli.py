@@ -242,13 +242,16 @@ def _print_command(c: Any, job: Any) -> None:
 
 
 def _print_eval(c: Any, evaluation: dict[str, Any], label: str | None) -> None:
-    """The eval gate of a finished job: its verdict and why, and whether the label moved."""
+    """The eval gate of a finished job: its verdict and why, and whether ``label`` moved
+    (nothing about a label when it is None)."""
     from lockgate.finetune.results import eval_lines
 
     first, *gates = eval_lines(evaluation)
     c.print(first, markup=False)
     for line in gates:
         c.print(f"  {line}", markup=False)
+    if label is None:  # the caller says what became of the label
+        return
     if evaluation.get("labelled"):
         c.print(f"label {label!r} moved to {evaluation.get('model')}", markup=False)
     elif label is not None:

@@ -36,7 +36,13 @@ from lockgate.finetune.command import CommandResult, CommandSpec, command_spec
 from lockgate.finetune.command_process import child_environment, run_entry_point
 from lockgate.finetune.errors import TrainingFailed
 from lockgate.finetune.reporting import Heartbeat, fail_job
-from lockgate.registry.errors import Conflict, GateRefused, LockgateError, NotFound
+from lockgate.registry.errors import (
+    ApprovalPending,
+    Conflict,
+    GateRefused,
+    LockgateError,
+    NotFound,
+)
 from lockgate.registry.records import LineageEdge
 
 if TYPE_CHECKING:
@@ -191,6 +197,9 @@ def gate_retrained(
         checks = [c.to_dict() if hasattr(c, "to_dict") else str(c) for c in exc.checks]
         if checks:  # every check's verdict, the passing ones too
             outcome["checks"] = checks
+    except ApprovalPending as pending:  # a protected label: the gate passed, a human decides
+        outcome["approval_request"] = pending.request.id
+        outcome["refused"] = [pending.message]
     else:
         outcome["labelled"] = label
     return outcome

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lockgate.finetune.spec import JobSpec
 from lockgate.finetune.trainer import TrainInputs, TrainResult
-from lockgate.registry.errors import GateRefused, LockgateError, NotFound
+from lockgate.registry.errors import ApprovalPending, GateRefused, LockgateError, NotFound
 from lockgate.registry.jobs import FinetuneResult
 from lockgate.registry.records import LineageEdge
 
@@ -229,6 +229,9 @@ def gate_and_label(
         )  # fmt: skip
     except GateRefused as exc:
         outcome["refused"] = list(exc.reasons)
+    except ApprovalPending as pending:  # a protected label: the gate passed, a human decides
+        outcome["approval_request"] = pending.request.id
+        outcome["refused"] = [pending.message]
     else:
         outcome["labelled"] = label
     return outcome

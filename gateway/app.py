@@ -11,9 +11,11 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from opentelemetry.sdk.trace.export import SpanExporter
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -55,6 +57,18 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     body = {"error": {"message": message, "type": "invalid_request_error", "param": param,
                       "code": "validation_error"}}  # fmt: skip
     return _error_response(400, body)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A path no route matches (404) or a method it does not take (405): the gateway's error
+    shape under ``/v1`` and ``/api``; Starlette's own answer elsewhere (the UI's pages)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if not request.url.path.startswith(("/v1/", "/api/")):
+        return await http_exception_handler(request, exc)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = {"error": {"message": str(exc.detail), "type": "invalid_request_error",
+                      "param": None, "code": codes.get(exc.status_code, "http_error")}}  # fmt: skip
+    return _error_response(exc.status_code, body, headers=dict(exc.headers or {}))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -258,6 +272,7 @@ def create_app(
     app = GatewayApp(title="lockgate gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.add_exception_handler(LockgateError, _lockgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     for module in (models, predict, files, fine_tuning, health, metrics):
         app.include_router(module.router)

@@ -39,7 +39,9 @@ OFF_TOPIC = [
     "an API; which endpoints exist for stock levels, how are they authenticated, and are there "
     "rate limits we should plan around during the Christmas peak?",
 ]
-GAP_S = 2.0  # at least this long between the reference traffic and the shifted traffic
+GAP_S = 3.0  # at least this long between the reference traffic and the shifted traffic
+MARGIN_S = 1.5  # a window reaches this far before the shifted traffic (< GAP_S), so a command
+# that starts late (a loaded machine) still finds the shifted calls in it
 
 
 def _prompt_calls(client: Any, questions: list[str]) -> int:
@@ -54,8 +56,9 @@ def _prompt_calls(client: Any, questions: list[str]) -> int:
 
 
 def _window(since: float) -> str:
-    """A window, ending now, that reaches back just past ``since`` (a time.time())."""
-    return f"{math.ceil(time.time() - since + 0.5)}s"
+    """A window, ending now, that reaches back MARGIN_S to 1 s further past ``since`` (a
+    time.time()), and so not as far as the traffic sent GAP_S before ``since``."""
+    return f"{math.ceil(time.time() - since + MARGIN_S)}s"
 
 
 def traffic_drift_step(demo: Demo) -> None:

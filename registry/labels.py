@@ -268,6 +268,9 @@ class Labels(Part):
                 if any(a.get("actor") == actor for a in approvals):
                     raise Conflict(f"{actor} has approved request {request_id} already",
                                    param="request_id")  # fmt: skip
+                current = current_version(session, subject_type, subject.id, label)
+                _expect(subject_type, name, label, current, row.from_version,
+                        row.from_version is None)  # fmt: skip
                 protection = protection_row(session, subject_type, subject.id, label)
                 needed = protection.approvals if protection is not None else 1
                 approvals.append({"actor": actor, "at": utcnow().isoformat()})

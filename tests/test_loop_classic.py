@@ -194,6 +194,9 @@ def test_a_shift_is_detected_the_model_retrained_gated_and_served(
     folder.lockgate("finetune", "worker", "--once", "--kind", "command", timeout=600)
     job = folder.json("finetune", "status", jobs[0]["id"])
     assert job["status"] == "succeeded", job
+    said = " ".join(folder.lockgate("finetune", "status", jobs[0]["id"]).split())
+    assert "eval 'churn-accuracy' on churn@2: pass" in said, said
+    assert "label 'production' moved to churn@2" in said and "None" not in said, said
 
     shown = folder.json("model", "show", "churn@production")
     assert shown["version"] == 2, (shown, job)

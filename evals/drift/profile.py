@@ -34,9 +34,11 @@ or the sketch.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +50,9 @@ from lockgate.evals.drift.embeddings import EmbeddingProfile, embedding_profile
 from lockgate.evals.drift.errors import DriftInputInvalid
 from lockgate.evals.drift.sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, SketchBuilder
 from lockgate.evals.drift.text import MAX_TEXT_CHARS, RawTexts, TextProfile, text_profile
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -308,6 +313,16 @@ def build_profile(
     return builder.build()
 
 
+def _map_columns(work: Callable[[T], R], items: Sequence[T], workers: int | None) -> list[R]:
+    """``work`` over ``items`` in order, on up to ``workers`` threads (default: the CPU
+    count, at most 4): per-column summaries are numpy sorts and counts, which release the GIL."""
+    count = min(workers or min(4, os.cpu_count() or 1), len(items))
+    if count <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(work, items))
+
+
 @dataclass
 class ProfileBuilder:
     """Builds a profile from batches, for references larger than memory.
@@ -316,6 +331,7 @@ class ProfileBuilder:
     pass ``exact_limit``; from then on each batch is sketched and the sketches merged as a
     binary counter merges bits (:class:`~lockgate.evals.drift.sketch.SketchBuilder`). Kinds that
     depend on distinct counts (integers, strings; see ``_frames``) are settled at :meth:`build`.
+    ``workers``: threads summarising a batch's columns (default: the CPU count, at most 4).
     """
 
     columns: list[str] | None = None
@@ -325,6 +341,7 @@ class ProfileBuilder:
     sample_size: int = DEFAULT_SAMPLE_SIZE
     seed: int = DEFAULT_SEED
     max_text_chars: int = MAX_TEXT_CHARS
+    workers: int | None = None
     _families: dict[str, _frames.Family] = field(default_factory=dict)
     _numeric: dict[str, _NumericColumn] = field(default_factory=dict)
     _categorical: dict[str, CategoricalProfile] = field(default_factory=dict)
@@ -343,6 +360,7 @@ class ProfileBuilder:
             raise DriftInputInvalid(f"a batch lacks the columns {missing}", param="columns")
         self._rows += _frames.row_count(batch)
         forced = self.kinds or {}
+        summarised: list[tuple[str, Any, Kind]] = []
         for name, family in self._families.items():
             values = _frames.column(batch, name)
             if family == "embedding":
@@ -362,7 +380,11 @@ class ProfileBuilder:
                 if forced.get(name) == "text":
                     continue
             kind: Kind = "numeric" if family in ("float", "int") else "categorical"
-            part = profile_column(values, kind, exact_limit=None)
+            summarised.append((name, values, kind))
+        # the columns' summaries (a sort each, which releases the GIL) on threads, merged here
+        parts = _map_columns(lambda item: profile_column(item[1], item[2], exact_limit=None),
+                             summarised, self.workers)  # fmt: skip
+        for (name, _, _), part in zip(summarised, parts, strict=True):
             if isinstance(part, CategoricalProfile):
                 held = self._categorical.get(name)
                 self._categorical[name] = part if held is None else held.merge(part)

@@ -362,11 +362,13 @@ def mount(app: FastAPI, settings: LockgateSettings) -> None:
     """Serve the UI at /ui on ``app`` (unless ``ui.enabled`` is false)."""
     if not settings.ui.enabled:
         return
-    from lockgate.gateway.ui import prompts
+    from lockgate.gateway.ui import calls, jobs, models, monitoring, prompts
 
     app.state.ui = UI(settings)
     app.add_exception_handler(UIError, _ui_error)
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.include_router(router)
     app.include_router(prompts.router)
+    for pages in (calls, models, jobs, monitoring):  # read-only pages
+        app.include_router(pages.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="ui-static")

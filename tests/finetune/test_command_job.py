@@ -175,6 +175,27 @@ def test_a_failed_gate_keeps_the_label_and_records_why(
     assert "not promoted" in messages(registry, job.id)[-1]
 
 
+def test_a_protected_label_waits_for_an_approver_after_a_passing_gate(
+    registry: Registry, churn: dict[str, Path], tmp_path: Path
+) -> None:
+    """The approval rule binds jobs as it binds the API and the CLI: the gate passes, the
+    version is registered, and the move becomes a request an approver decides on."""
+    registry.labels.protect("model", "churn", "production", 1)
+    job = submit_retrain(registry, "churn", dataset="churn-train@2", entry=entry(churn["script"]),
+                         label="production", suite=churn["suite"])  # fmt: skip
+    work(registry, tmp_path)
+    done = registry.jobs.get(job.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["promoted"] is False and done.result["eval"]["verdict"] == "pass"
+    [request] = registry.labels.requests("model", "churn", "production")
+    assert request.to_version == 2 and done.result["eval"]["approval_request"] == request.id
+    assert registry.models.get("churn@production").version == 1
+    said = [m for m in messages(registry, job.id) if "not moved" in m]
+    assert said and "waits for 1 approver" in said[0] and "eval failed" not in " ".join(said)
+    registry.labels.approve("model", "churn", "production", request.id, actor="reviewer")
+    assert registry.models.get("churn@production").version == 2
+
+
 def test_an_edited_suite_is_not_the_pinned_one(
     registry: Registry, churn: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -153,8 +153,8 @@ def test_scopes_read_write_label_approve_admin(c: Clients) -> None:
 def test_a_key_is_checked_before_the_body_is_read(c: Clients) -> None:
     name = _prompt(c.gw.registry)
     junk = b"{" * (BODY_CAP * 2)
-    got = c["reader"].put(f"/prompts/{name}/labels/production", content=junk,
-                          headers={"if-match": '"none"', "content-type": "application/json"})  # fmt: skip
+    headers = {"if-match": '"none"', "content-type": "application/json"}
+    got = c["reader"].put(f"/prompts/{name}/labels/production", content=junk, headers=headers)
     assert error(got, 403)
 
 
@@ -227,7 +227,7 @@ def test_gate_policies_over_http_name_only_pinned_suites(c: Clients, tmp_path: P
     listed = c["reader"].get(f"/prompts/{name}/gates").json()["data"]
     assert [p["label"] for p in listed] == ["production", "staging"]
     checks = c["reader"].get(f"{url}/checks", params={"version": 2}).json()["checks"]
-    assert [x["name"] for x in checks][0] == "suite qa-accuracy" and len(checks) == 2
+    assert checks[0]["name"] == "suite qa-accuracy" and len(checks) == 2
     cleared = c["admin"].put(url, json={})
     assert cleared.status_code == 200 and cleared.json()["policy"] is None
 
@@ -238,9 +238,9 @@ def test_gate_policies_over_http_name_only_pinned_suites(c: Clients, tmp_path: P
 def test_a_protected_label_moves_only_when_another_principal_approves(c: Clients) -> None:
     reg, name = c.gw.registry, _prompt(c.gw.registry)
     base = f"/prompts/{name}/labels/production"
-    assert c["admin"].put(f"{base}/protection", json={"approvals": 2}).json()[
-        "approvals_needed"
-    ] == 2
+    assert (
+        c["admin"].put(f"{base}/protection", json={"approvals": 2}).json()["approvals_needed"] == 2
+    )
     asked = _move(c["releaser"], name, "production", '"none"', version=2, reason="ship it")
     assert asked.status_code == 202, asked.text
     request = asked.json()["request"]
@@ -279,8 +279,8 @@ def test_a_protected_label_moves_only_when_another_principal_approves(c: Clients
     assert "read it again" in stale["message"]
     assert c["reader"].get(f"{base}/requests/{c2}").json()["status"] == "stale"
     assert reg.labels.of("prompt", name)["production"] == 3
-    states = {r["id"]: r["status"] for r in
-              c["reader"].get(f"{base}/requests", params={"status": "all"}).json()["data"]}  # fmt: skip
+    every = c["reader"].get(f"{base}/requests", params={"status": "all"}).json()["data"]
+    states = {r["id"]: r["status"] for r in every}
     assert states == {rid: "approved", a: "approved", b: "rejected", c2: "stale"}
     # a stale If-Match is refused before any request is made
     assert error(_move(c["labeller"], name, "production", '"v2"', version=1), 412)
@@ -305,9 +305,7 @@ def test_an_approved_move_still_goes_through_the_gate(c: Clients) -> None:
     assert reg.labels.of("prompt", name)["production"] == 1
 
 
-def test_the_approval_rule_binds_the_cli(
-    c: Clients, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_approval_rule_binds_the_cli(c: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from lockgate.gateway.cli import app
@@ -354,9 +352,10 @@ def test_model_labels_share_the_rules(c: Clients) -> None:
     assert moved.status_code == 200 and moved.headers["etag"] == '"v1"'
     assert error(c["labeller"].put(base, json={"version": 1},
                                    headers={"if-match": '"none"'}), 412)  # fmt: skip
-    assert c["reader"].get("/models/org/bot/labels/production/history").json()["data"][0][
-        "to_version"
-    ] == 1
+    assert (
+        c["reader"].get("/models/org/bot/labels/production/history").json()["data"][0]["to_version"]
+        == 1
+    )
     assert c["reader"].get("/models/org/bot/gates").json()["data"] == []
 
 
@@ -384,6 +383,8 @@ def test_hostile_input_is_a_400_never_a_500(c: Clients) -> None:
         got = c["reader"].get(path)
         assert got.status_code in (400, 404), (path, got.text)
         assert set(got.json()) == {"error"}
+    assert error(c["reader"].get("/prompts/a%0Ab/labels/production"), 404)  # no route at all
+    assert error(c["reader"].delete(base), 405)["code"] == "method_not_allowed"
     assert error(c["reader"].get(f"{base}/requests", params={"status": "everything"}), 400)
     assert error(c["approver"].post(f"{base}/requests/999999/approve"), 404)
     assert c.gw.registry.labels.of("prompt", name).get("production") is None
