@@ -218,11 +218,16 @@ def demo(
     data_dir: Annotated[
         Path, typer.Option(help="Where the demo's embedded registry goes (wiped first).")
     ] = Path(".demo"),
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Then serve the gateway and the UI on --port until Ctrl-C."),
+    ] = False,
+    port: Annotated[int, typer.Option(help="The port --serve listens on (loopback).")] = 4000,
 ) -> None:
     """Run lockgate's whole loop on the embedded defaults: no API keys, no network."""
     from lockgate.gateway.demo import run_demo
 
-    run_demo(data_dir.resolve())
+    run_demo(data_dir.resolve(), serve=serve, port=port)
 
 
 @app.command("serve")

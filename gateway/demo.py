@@ -436,14 +436,18 @@ def _demo_settings(config: Path, root: Path) -> Any:
     return settings
 
 
-def run_demo(root: Path) -> None:
-    """Run the demo in ``root`` (wiped first: it must be new, empty or an earlier demo's)."""
+def run_demo(root: Path, *, serve: bool = False, port: int = 4000) -> None:
+    """Run the demo in ``root`` (wiped first: it must be new, empty or an earlier demo's).
+
+    It ends by creating a key to sign in to the UI with and printing it with the UI's
+    address; with ``serve`` it then serves the gateway and the UI on ``port`` (loopback)
+    until interrupted, with the demo's stand-in model still answering the playground."""
     _fresh_folder(root)
     with _sandboxed_environment():
-        _run(root)
+        _run(root, serve=serve, port=port)
 
 
-def _run(root: Path) -> None:
+def _run(root: Path, *, serve: bool, port: int) -> None:
     import yaml
 
     from lockgate.gateway.background import ServerThread
@@ -455,6 +459,7 @@ def _run(root: Path) -> None:
         config = root / "lockgate.yaml"
         config.write_text(yaml.safe_dump({
             "registry": {"data_dir": str(root)},
+            "server": {"port": port},
             "gateway": {
                 "routes": {"support-bot": {"deployments": [
                     {"provider": "openai", "model": "lockgate-demo-faq",
@@ -473,9 +478,35 @@ def _run(root: Path) -> None:
             demo = Demo(root, out, registry, config, settings, model.url)
             for step in STEPS:
                 step(demo)
+            secret = _ui_key(demo)
         finally:
             registry.close()
-    out.rule()
-    out.print(
-        f"Explore it: lockgate --config {root / 'lockgate.yaml'} prompt show support@production"
-    )
+        out.rule()
+        url = f"http://127.0.0.1:{port}/ui"
+        out.print(
+            f"Explore it: lockgate --config {config} prompt show support@production\n"
+            f"The UI: {url} — sign in with the key {secret}\n"
+            "(the registry now has keys, so the gateway asks every caller for one)",
+            markup=False, highlight=False,
+        )  # fmt: skip
+        if not serve:
+            out.print(
+                f"Serve it: lockgate demo --serve (or lockgate --config {config} serve; the "
+                "stand-in model answers only while `lockgate demo --serve` runs)",
+                markup=False, highlight=False,
+            )  # fmt: skip
+            return
+        from lockgate.gateway.serve import serve as run_server
+
+        out.print(f"serving {url} until Ctrl-C", markup=False, highlight=False)
+        run_server(_demo_settings(config, root), config_path=config, host="127.0.0.1", port=port)
+
+
+def _ui_key(demo: Demo) -> str:
+    """A key to sign in to the UI with: it may read, write, move labels and approve (not
+    admin). Made last, as it closes open mode for everything the demo started."""
+    scopes = ["inference", "registry:read", "registry:write", "registry:label",
+              "registry:approve"]  # fmt: skip
+    made = demo.registry.keys.create("demo-ui", scopes=scopes, created_by="demo")
+    secret: str = made.secret
+    return secret

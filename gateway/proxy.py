@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from lockgate.gateway.auth import Authenticator
+from lockgate.gateway.auth import Authenticator, Principal
 from lockgate.gateway.body import parse_body, read_body
 from lockgate.gateway.call_records import CallRecorder
 from lockgate.gateway.costs import CostTable
@@ -52,6 +52,7 @@ T = TypeVar("T")
 LIMIT_CODES = {"rpm": "rpm_limit", "tpm": "tpm_limit", "parallel": "parallel_limit",
                "budget": "budget_exceeded"}  # fmt: skip
 MAX_REQUEST_ID = 64  # as the call record keeps it
+SCOPE_PRINCIPAL = "lockgate.principal"  # an in-process caller's principal (gateway/ui)
 
 
 class ClientGone(Exception):
@@ -126,7 +127,13 @@ class Proxy:
             raise
 
     async def _forward(self, request: Request, call: Call) -> Response:
-        call.principal = principal = await self._auth.authenticate(request.headers)
+        # a caller already authenticated in process (the UI's playground: a signed-in
+        # session's key) puts its principal in the ASGI scope, which no client can set
+        given_principal = request.scope.get(SCOPE_PRINCIPAL)
+        call.principal = principal = (
+            given_principal if isinstance(given_principal, Principal)
+            else await self._auth.authenticate(request.headers)
+        )  # fmt: skip
         if principal.key_id is not None:
             call.attributes["lockgate.key.id"] = principal.key_id
         principal.require_scope("inference")

@@ -55,6 +55,11 @@ class RelayResponse(StreamingResponse):
         self._call, self._opened, self._scan, self._finish = call, opened, scan, finish
         super().__init__(self._relay, media_type="text/event-stream", headers=headers)
 
+    @property
+    def call(self) -> Call:
+        """The call this response relays (its figures are final once the stream ends)."""
+        return self._call
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)

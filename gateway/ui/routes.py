@@ -369,6 +369,10 @@ def mount(app: FastAPI, settings: LockgateSettings) -> None:
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.include_router(router)
     app.include_router(prompts.router)
+    from lockgate.gateway.ui import evidence, labels, playground
+
+    for prompt_pages in (labels, playground, evidence):  # label control, playground, evidence
+        app.include_router(prompt_pages.router)
     for pages in (calls, models, jobs, monitoring):  # read-only pages
         app.include_router(pages.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"), name="ui-static")

@@ -89,7 +89,6 @@ def test_policy_file_is_data_only(tmp_path: Path) -> None:
     assert policy.actions[0].suite == tmp_path / "suites/churn.yaml"  # type: ignore[union-attr]
 
 
-
 # --- persistence, cooldown, min_samples ------------------------------------------------
 
 
