@@ -52,8 +52,9 @@ def unset_key_warnings(gateway: GatewaySettings) -> list[str]:
 
 
 def startup_report(settings: LockgateSettings) -> list[str]:
-    """The lines ``serve`` writes before binding: the configuration file, the routes, and a
-    warning per route whose key variable is unset."""
+    """The lines ``serve`` writes before binding: the configuration file, the routes, a
+    warning per route whose key variable is unset, and whether UI sessions outlive the
+    process."""
     source = settings.source_file
     lines = [
         _log_line("INFO", f"configuration file: {source}")
@@ -72,6 +73,11 @@ def startup_report(settings: LockgateSettings) -> list[str]:
             _log_line("INFO", "routes: none configured (registry: and prompt: models only)")
         )
     lines += [_log_line("WARNING", w) for w in unset_key_warnings(settings.gateway)]
+    if settings.ui.enabled and not settings.ui.session_secret_env:
+        lines.append(_log_line("INFO", (
+            "ui: no ui.session_secret_env, so UI sessions are signed with a random secret of "
+            "this process: they do not survive a restart and are not shared between workers"
+        )))  # fmt: skip
     return lines
 
 

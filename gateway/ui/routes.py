@@ -108,12 +108,8 @@ class UI:
                 "remove ui.session_secret_env"
             )
         else:
+            # `lockgate serve` says so at start-up (serve.startup_report), once per server
             secret = secrets.token_urlsafe(32)
-            log.warning(
-                "ui: no ui.session_secret_env, so UI sessions are signed with a random "
-                "secret of this process: they do not survive a restart and are not shared "
-                "between workers"
-            )
         self.signer = SessionSigner(secret.encode(), ui.session_ttl_s)
         self.clock = clock
         self.templates = Environment(

@@ -118,10 +118,10 @@ def list_job_events(
 ) -> dict[str, Any]:
     """The job's events in the order they happened (training steps with their loss,
     checkpoints, its program's output lines, status changes)."""
-    _visible(state, principal, job_id)
     after = decode_key_cursor(cursor)
     if after is not None and (not after.isdigit() or len(after) > 18):
         raise forged_cursor(cursor or "")
+    _visible(state, principal, job_id)
     start = int(after) if after is not None else 0
     events = state.registry.jobs.events(job_id, after=start, limit=limit + 1)
     chosen = events[:limit]
