@@ -88,6 +88,17 @@ def decode_key_cursor(cursor: str | None) -> str | None:
     return value
 
 
+def key_page(fetched: Sequence[Any], limit: int, render: Callable[[Any], Any]) -> dict[str, Any]:
+    """A keyset page from ``fetched`` (up to ``limit + 1`` items in order, each with an
+    ``id``): the first ``limit`` rendered, and a cursor after the last when there is more."""
+    chosen = fetched[:limit]
+    more = len(fetched) > limit
+    return {
+        "data": [render(item) for item in chosen],
+        "next_cursor": encode_key_cursor(chosen[-1].id) if more else None,
+    }
+
+
 def forged_cursor(cursor: str) -> InvalidInput:
     return InvalidInput(f"cursor {cursor!r} is not one this API gave out", param="cursor")
 

@@ -19,9 +19,9 @@ from lockgate.gateway.api.rest.common import (
     Cursor,
     Limit,
     decode_key_cursor,
-    encode_key_cursor,
     forged_cursor,
     jsonable,
+    key_page,
     page,
 )
 from lockgate.registry.errors import InvalidInput
@@ -77,11 +77,7 @@ def list_events(
         types=type or None, subject=subject, after_id=int(after) if after else None,
         limit=limit + 1,
     )  # fmt: skip
-    chosen = events[:limit]
-    return {
-        "data": [event_object(e) for e in chosen],
-        "next_cursor": encode_key_cursor(chosen[-1].id) if len(events) > limit else None,
-    }
+    return key_page(events, limit, event_object)
 
 
 @router.get(

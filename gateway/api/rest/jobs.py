@@ -22,9 +22,9 @@ from lockgate.gateway.api.rest.common import (
     Cursor,
     Limit,
     decode_key_cursor,
-    encode_key_cursor,
     forged_cursor,
     jsonable,
+    key_page,
 )
 from lockgate.gateway.auth import Principal
 from lockgate.registry.errors import InvalidInput, NotAllowed, NotFound
@@ -92,11 +92,7 @@ def list_jobs(
         jobs = state.registry.jobs.list(kind, status=status, limit=limit + 1, after=after)
     except NotFound:
         raise forged_cursor(cursor or "") from None
-    chosen = jobs[:limit]
-    return {
-        "data": [job_object(j) for j in chosen],
-        "next_cursor": encode_key_cursor(chosen[-1].id) if len(jobs) > limit else None,
-    }
+    return key_page(jobs, limit, job_object)
 
 
 @router.get(
@@ -124,11 +120,7 @@ def list_job_events(
     _visible(state, principal, job_id)
     start = int(after) if after is not None else 0
     events = state.registry.jobs.events(job_id, after=start, limit=limit + 1)
-    chosen = events[:limit]
-    return {
-        "data": [event_object(e) for e in chosen],
-        "next_cursor": encode_key_cursor(chosen[-1].id) if len(events) > limit else None,
-    }
+    return key_page(events, limit, event_object)
 
 
 @router.post(

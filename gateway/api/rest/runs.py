@@ -21,9 +21,9 @@ from lockgate.gateway.api.rest.common import (
     Cursor,
     Limit,
     decode_key_cursor,
-    encode_key_cursor,
     forged_cursor,
     jsonable,
+    key_page,
 )
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.records import RunInfo
@@ -79,12 +79,7 @@ def list_runs_page(
         runs = registry.runs.list(kind, name=name, limit=limit + 1, after=after)
     except NotFound:
         raise forged_cursor(cursor or "") from None
-    more = len(runs) > limit
-    chosen = runs[:limit]
-    return {
-        "data": [render(r) for r in chosen],
-        "next_cursor": encode_key_cursor(chosen[-1].id) if more else None,
-    }
+    return key_page(runs, limit, render)
 
 
 def get_run_of_kind(registry: Registry, run_id: str, kind: str | None = None) -> RunInfo:
