@@ -89,17 +89,9 @@ class Served:
         return err
 
 
-def start_serve(folder: Path, registry_settings: RegistrySettings, keys: Keys) -> Served:
-    config = folder / "lockgate.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "registry": {"data_dir": str(registry_settings.data_dir)},
-                "gateway": {"key_cache_ttl_s": 0.2},
-                "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
-            }
-        )
-    )
+def launch(folder: Path, config: Path) -> tuple[str, subprocess.Popen[str]]:
+    """``lockgate serve --config CONFIG`` on a free loopback port with the UI's session
+    secret set, once it answers ``/healthz``: (its URL, the process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     env[SECRET_VAR] = SESSION_SECRET
     port = _free_port()
@@ -116,10 +108,24 @@ def start_serve(folder: Path, registry_settings: RegistrySettings, keys: Keys) -
             pytest.fail(f"lockgate serve exited {process.returncode}: {err}")
         try:
             httpx.get(url + "/healthz", timeout=1).raise_for_status()
-            break
+            return url, process
         except httpx.HTTPError:
             assert time.monotonic() < deadline, "lockgate serve did not start"
             time.sleep(0.2)
+
+
+def start_serve(folder: Path, registry_settings: RegistrySettings, keys: Keys) -> Served:
+    config = folder / "lockgate.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "registry": {"data_dir": str(registry_settings.data_dir)},
+                "gateway": {"key_cache_ttl_s": 0.2},
+                "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
+            }
+        )
+    )
+    url, process = launch(folder, config)
     return Served(url, process, Registry(registry_settings, actor="tester"), keys, config)
 
 

@@ -7,11 +7,8 @@ Every page visited is screenshot and checked by axe-core (:func:`check_page`).""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +24,7 @@ from lockgate.registry import LineageEdge, Registry, RegistrySettings
 from lockgate.registry.calls import NewCall
 from lockgate.registry.gates import SuitePin, suite_digest
 from tests.gateway.upstream import Upstream
-from tests.ui.conftest import SECRET_VAR, SESSION_SECRET, _free_port, check_page
+from tests.ui.conftest import SECRET_VAR, check_page, launch
 
 NAME = "shop/answer"
 SUITE = SuitePin("shop-accuracy", suite_digest({"name": "shop-accuracy"}, "sha256:data"))
@@ -131,25 +128,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
                     "call_records": {"flush_interval_s": 0.05}},
         "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
     }))  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
-    env[SECRET_VAR] = SESSION_SECRET
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lockgate.gateway.cli", "serve", "--config", str(config),
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=folder, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"lockgate serve exited {process.returncode}: {process.communicate()[1]}")
-        try:
-            httpx.get(url + "/healthz", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, "lockgate serve did not start"
-            time.sleep(0.2)
+    url, process = launch(folder, config)
     registry = Registry(settings, actor="tester")
     yield Site(url, registry, keys)
     registry.close()
