@@ -13,6 +13,7 @@ axe-core 4.12, MPL-2.0): no serious or critical violation.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -89,6 +90,32 @@ class Served:
         return err
 
 
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class HasUrl(Protocol):
+    url: str
+
+
+def sign_in(page: Any, site: HasUrl, key: str) -> None:
+    """Sign in through the sign-in form in the browser, as a user does."""
+    page.goto(site.url + "/ui/sign-in")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/prompts"))
+
+
+def registry_folder(
+    factory: pytest.TempPathFactory, name: str, template: Path
+) -> tuple[Path, RegistrySettings]:
+    """A new folder holding an empty registry (a copy of the migrated SQLite template)."""
+    folder = factory.mktemp(name)
+    data = folder / "data"
+    data.mkdir()
+    shutil.copy(template, data / "registry.db")
+    return folder, RegistrySettings(data_dir=data)
+
+
 def launch(folder: Path, config: Path) -> tuple[str, subprocess.Popen[str]]:
     """``lockgate serve --config CONFIG`` on a free loopback port with the UI's session
     secret set, once it answers ``/healthz``: (its URL, the process)."""
@@ -132,11 +159,7 @@ def start_serve(folder: Path, registry_settings: RegistrySettings, keys: Keys) -
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Served]:
     """A served gateway with keys (read+write, read-only, inference-only) and two prompts."""
-    folder = tmp_path_factory.mktemp("ui")
-    data = folder / "data"
-    data.mkdir()
-    shutil.copy(sqlite_template, data / "registry.db")
-    settings = RegistrySettings(data_dir=data)
+    folder, settings = registry_folder(tmp_path_factory, "ui", sqlite_template)
     seed = Registry(settings, actor="seed")
     try:
         writer = seed.keys.create("writer", scopes=["registry:read", "registry:write"])

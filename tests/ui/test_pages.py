@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -18,14 +17,21 @@ import httpx
 import pytest
 
 from lockgate.gateway.ui import charts
-from lockgate.registry import Registry, RegistrySettings
+from lockgate.registry import Registry
 from lockgate.registry.calls import NewCall
 from lockgate.registry.records import LineageEdge
-from tests.ui.conftest import Keys, Served, check_page, start_serve
+from tests.ui.conftest import (
+    CSRF,
+    Keys,
+    Served,
+    check_page,
+    registry_folder,
+    sign_in,
+    start_serve,
+)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 N_CALLS = 130
 
 
@@ -152,11 +158,7 @@ def _seed(registry: Registry, folder: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Seeded]:
-    folder = tmp_path_factory.mktemp("ui-pages")
-    data = folder / "data"
-    data.mkdir()
-    shutil.copy(sqlite_template, data / "registry.db")
-    settings = RegistrySettings(data_dir=data)
+    folder, settings = registry_folder(tmp_path_factory, "ui-pages", sqlite_template)
     seed = Registry(settings, actor="seed")
     try:
         writer = seed.keys.create("writer", scopes=["registry:read", "registry:write"])
@@ -181,13 +183,6 @@ def _signed_in(served: Served, key: str) -> httpx.Client:
     answer = client.post("/ui/sign-in", data={"csrf": token.group(1), "key": key})
     assert answer.status_code == 303, answer.text
     return client
-
-
-def sign_in(page: Any, served: Served, key: str) -> None:
-    page.goto(served.url + "/ui/sign-in")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/prompts"))
 
 
 # -- in the browser ----------------------------------------------------------------------

@@ -17,9 +17,7 @@ from lockgate.gateway.config import ConfigError, LockgateSettings
 from lockgate.gateway.ui.sessions import COOKIE, Session, SessionSigner
 from lockgate.gateway.ui.settings import UISettings
 from lockgate.registry import RegistrySettings
-from tests.ui.conftest import SESSION_SECRET, Served
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+from tests.ui.conftest import CSRF, SESSION_SECRET, Served
 
 
 def _client(served: Served, **kwargs: object) -> httpx.Client:

@@ -9,17 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.ui.conftest import Served, check_page
+from tests.ui.conftest import Served, check_page, sign_in
 
 GOOD = "Hello {{ name }}!\nWe can help with {{ product }} and {{ topic }}."
 BAD = "Hello {{ name }}!\nWe can help with {{ product }"
-
-
-def sign_in(page: Any, served: Served, key: str) -> None:
-    page.goto(served.url + "/ui/sign-in")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/prompts"))
 
 
 def test_sign_in_edit_compare_diff_and_sign_out(page: Any, served: Served, artifacts: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from lockgate.registry import LineageEdge, Registry, RegistrySettings
 from lockgate.registry.calls import NewCall
 from lockgate.registry.gates import SuitePin, suite_digest
 from tests.gateway.upstream import Upstream
-from tests.ui.conftest import SECRET_VAR, check_page, launch
+from tests.ui.conftest import SECRET_VAR, check_page, launch, registry_folder, sign_in
 
 NAME = "shop/answer"
 SUITE = SuitePin("shop-accuracy", suite_digest({"name": "shop-accuracy"}, "sha256:data"))
@@ -108,11 +107,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Site]:
-    folder = tmp_path_factory.mktemp("ui-labels")
-    data = folder / "data"
-    data.mkdir()
-    shutil.copy(sqlite_template, data / "registry.db")
-    settings = RegistrySettings(data_dir=data)
+    folder, settings = registry_folder(tmp_path_factory, "ui-labels", sqlite_template)
+    data = settings.data_dir
     keys = _seed(settings, folder)
     upstream = Upstream()
     up = ServerThread(upstream.app).start()
@@ -135,13 +131,6 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     process.terminate()
     process.communicate(timeout=30)
     up.stop()
-
-
-def sign_in(page: Any, site: Site, key: str) -> None:
-    page.goto(site.url + "/ui/sign-in")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/ui/prompts"))
 
 
 def sign_out(page: Any) -> None:
