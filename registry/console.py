@@ -8,13 +8,33 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
 from lockgate.registry.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from lockgate.registry.registry import Registry
+    from lockgate.registry.settings import RegistrySettings
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+class RegistryContext(Protocol):
+    """What the root CLI (``gateway/cli.py``) puts in the typer context."""
+
+    @property
+    def registry_settings(self) -> RegistrySettings: ...
+
+    def registry(self) -> Registry: ...
+
+
+def registry_of(ctx: typer.Context) -> Registry:
+    """The registry of a command's context, opened on first use."""
+    state: RegistryContext = ctx.obj
+    return state.registry()
+
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
