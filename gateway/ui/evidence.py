@@ -34,6 +34,7 @@ from lockgate.gateway.api.rest.drift import REPORT_HEADERS
 from lockgate.gateway.state import GatewayState
 from lockgate.gateway.ui.charts import Series, line_chart
 from lockgate.gateway.ui.labels import check_rows
+from lockgate.gateway.ui.queries import prompt_versions
 from lockgate.gateway.ui.routes import PREFIX, UIDep, UIError
 from lockgate.registry.errors import LockgateError, NotFound
 from lockgate.registry.records import GateCheck
@@ -296,9 +297,7 @@ def traffic(registry: Registry, name: str, version: int, now: datetime) -> dict[
 
 def _evidence(state: GatewayState, name: str, version: int, now: datetime) -> dict[str, Any]:
     registry = state.registry
-    versions = registry.prompts.versions(name)
-    if not versions:
-        raise NotFound(f"prompt {name!r} has no versions")
+    versions = prompt_versions(registry, name)
     numbers = [v.version for v in versions]
     if version not in numbers:
         raise NotFound(f"prompt {name!r} has no version {version}")

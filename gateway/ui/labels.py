@@ -29,6 +29,7 @@ from starlette.responses import Response
 
 from lockgate.gateway.api.rest.labels import actor_for, label_objects
 from lockgate.gateway.state import GatewayState
+from lockgate.gateway.ui.queries import prompt_versions
 from lockgate.gateway.ui.routes import PREFIX, UI, UIDep, UIError, Viewer
 from lockgate.registry.approvals import LabelRequestInfo
 from lockgate.registry.errors import (
@@ -37,7 +38,6 @@ from lockgate.registry.errors import (
     GateRefused,
     InvalidInput,
     NotAllowed,
-    NotFound,
 )
 from lockgate.registry.records import LATEST, GateCheck, check_label
 
@@ -97,9 +97,7 @@ def _page_data(
     state: GatewayState, name: str, label: str, version: int | None, actor: str
 ) -> dict[str, Any]:
     registry = state.registry
-    versions = registry.prompts.versions(name)
-    if not versions:
-        raise NotFound(f"prompt {name!r} has no versions")
+    versions = prompt_versions(registry, name)
     labels = [x for x in label_objects(state, "prompt", name) if x["label"] != LATEST]
     current = registry.labels.of("prompt", name).get(label)
     numbers = [v.version for v in versions]

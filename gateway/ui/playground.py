@@ -32,8 +32,9 @@ from starlette.types import Message
 from lockgate.gateway.proxy import SCOPE_PRINCIPAL
 from lockgate.gateway.relay import RelayResponse
 from lockgate.gateway.state import GatewayState
+from lockgate.gateway.ui.queries import prompt_versions
 from lockgate.gateway.ui.routes import PREFIX, SECURITY_HEADERS, UIDep, UIError
-from lockgate.registry.errors import InvalidInput, LockgateError, NotFound
+from lockgate.registry.errors import InvalidInput, LockgateError
 from lockgate.registry.records import PromptVersionInfo, check_label
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -64,9 +65,7 @@ def _choice(raw_version: str | None, raw_label: str | None) -> tuple[int | None,
 
 def _resolve(state: GatewayState, name: str, version: int | None, label: str | None) -> Any:
     registry = state.registry
-    versions = registry.prompts.versions(name)
-    if not versions:
-        raise NotFound(f"prompt {name!r} has no versions")
+    versions = prompt_versions(registry, name)
     labels = registry.labels.of("prompt", name)
     chosen: PromptVersionInfo
     if label is not None:

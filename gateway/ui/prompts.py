@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from lockgate.gateway.state import GatewayState
 from lockgate.gateway.ui import diff
-from lockgate.gateway.ui.queries import prompt_page
+from lockgate.gateway.ui.queries import prompt_page, prompt_versions
 from lockgate.gateway.ui.routes import PREFIX, WRITE, UIDep, UIError, Viewer
 from lockgate.registry.errors import InvalidInput, NotFound, TemplateSyntaxInvalid
 from lockgate.registry.prompts import normalise_config, normalise_template
@@ -60,9 +60,7 @@ async def prompt_list(request: Request, ui: UIDep) -> Response:
 @router.get("/prompts/{name:path}")
 async def prompt_timeline(request: Request, name: str, ui: UIDep) -> Response:
     viewer = await ui.viewer(request)
-    versions = await ui.call(_state(request).registry.prompts.versions, name)
-    if not versions:
-        raise UIError(404, "Not found", f"prompt {name!r} has no versions")
+    versions = await ui.call(prompt_versions, _state(request).registry, name)
     params = request.query_params
     return ui.page(
         request, "prompt.html", viewer=viewer, name=name, versions=list(reversed(versions)),
@@ -74,9 +72,7 @@ async def prompt_timeline(request: Request, name: str, ui: UIDep) -> Response:
 @router.get("/prompt-diff/{name:path}")
 async def prompt_diff(request: Request, name: str, ui: UIDep) -> Response:
     viewer = await ui.viewer(request)
-    versions = await ui.call(_state(request).registry.prompts.versions, name)
-    if not versions:
-        raise UIError(404, "Not found", f"prompt {name!r} has no versions")
+    versions = await ui.call(prompt_versions, _state(request).registry, name)
     by_number = {v.version: v for v in versions}
     latest = versions[-1].version
     b = _int(request.query_params.get("b"), latest, 1, 2**31)
@@ -209,9 +205,7 @@ async def new_prompt(request: Request, ui: UIDep) -> Response:
 @router.get("/prompt-editor/{name:path}")
 async def new_version(request: Request, name: str, ui: UIDep) -> Response:
     viewer = await ui.viewer(request)
-    versions = await ui.call(_state(request).registry.prompts.versions, name)
-    if not versions:
-        raise UIError(404, "Not found", f"prompt {name!r} has no versions")
+    versions = await ui.call(prompt_versions, _state(request).registry, name)
     by_number = {v.version: v for v in versions}
     start = _int(request.query_params.get("from"), versions[-1].version, 1, 2**31)
     if start not in by_number:
@@ -238,9 +232,7 @@ async def _post_editor(request: Request, ui: UIDep, name: str | None) -> Respons
         )  # fmt: skip
     fields = await ui.form(request, viewer.session)
     registry = _state(request).registry
-    versions = [] if name is None else await ui.call(registry.prompts.versions, name)
-    if name is not None and not versions:
-        raise UIError(404, "Not found", f"prompt {name!r} has no versions")
+    versions = [] if name is None else await ui.call(prompt_versions, registry, name)
     draft = Draft(
         name=fields.get("name", "").strip() if name is None else name,
         kind="chat" if fields.get("kind") == "chat" else "text",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
 from lockgate.registry._core import Database
+from lockgate.registry.errors import NotFound
 from lockgate.registry.tables import Label, Prompt, PromptVersion
 
 
@@ -83,3 +85,12 @@ def prompt_page(
         for r in found
     ]
     return rows, more
+
+
+def prompt_versions(registry: Any, name: str) -> list[Any]:
+    """Every version of prompt ``name``, oldest first; :class:`NotFound` (a 404 page through
+    ``UI.call``) when it has none. The one lookup every prompt page starts from."""
+    versions: list[Any] = registry.prompts.versions(name)
+    if not versions:
+        raise NotFound(f"prompt {name!r} has no versions")
+    return versions
