@@ -13,7 +13,9 @@ variable, about a deployment whose ``api_key_env`` names an unset variable
 Before binding, :func:`gateway.auth.check_exposure` refuses a gateway without API keys on
 anything but loopback, and an ``admin_key_env`` naming an unset variable.
 
-On SIGTERM uvicorn stops accepting, lets in-flight calls (streams) finish for
+On SIGTERM each worker first drains for ``server.shutdown_drain_s`` (``/readyz`` fails while
+requests are still served, so a load balancer takes it out: :mod:`gateway.drain`); then
+uvicorn stops accepting, lets in-flight calls (streams) finish for
 ``server.graceful_shutdown_s``, then runs the app's shutdown, which writes every queued call
 record before the process exits (:mod:`gateway.call_records`).
 """
@@ -113,7 +115,8 @@ def serve(
         return
     from lockgate.gateway.app import create_app
 
-    uvicorn.run(create_app(settings, tune_runtime=True), **common)  # type: ignore[arg-type]
+    app = create_app(settings, tune_runtime=True, drain_on_sigterm=True)
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
 
 
 # Allocations (less deallocations) between two young-generation collections: Python's

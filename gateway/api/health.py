@@ -1,5 +1,6 @@
 """``GET /healthz`` (the process answers) and ``GET /readyz`` (the registry database does, and
-no provider is still warming up: litellm's import, at start-up, when a route uses it)."""
+no provider is still warming up: litellm's import, at start-up, when a route uses it; and the
+process is not draining after a SIGTERM: :mod:`gateway.drain`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def _ping(registry: Registry) -> None:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
+    if state.drain.draining:  # SIGTERM: the load balancer takes this replica out first
+        reason = "draining: shutting down, requests are still served until the drain ends"
+        return JSONResponse({"status": "draining", "reason": reason}, status_code=503)
     warming = [w for p in state.providers.values() if isinstance(p, WarmsUp) and (w := p.warming())]
     if warming:
         reason = f"warming up: {', '.join(warming)}"
