@@ -228,8 +228,37 @@ def _record_merge(
     return run.id
 
 
+REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+
+
+def record_report(registry: Registry, report: EvalReport) -> dict[str, str]:
+    """Keep the report on the registry run as two content-addressed artifacts:
+    :data:`REPORT_JSON` (:meth:`EvalReport.to_dict` without the example rows, which are the
+    run's ``examples.jsonl``: summaries, the paired comparisons with the baseline with their
+    intervals, p-values and flipped examples, the gates) and :data:`REPORT_HTML`
+    (:func:`evals.formats.html_page`). The UI's evidence page reads the comparisons from the
+    first rather than computing them again, and links the second. Returns name → digest
+    (nothing without a registry run)."""
+    if report.run_id is None:
+        return {}
+    import tempfile
+
+    from lockgate.evals.formats import html_page
+
+    doc = json.dumps(report.to_dict(with_examples=False), indent=1, ensure_ascii=False,
+                     sort_keys=True, default=str)  # fmt: skip
+    stored = {}
+    with tempfile.TemporaryDirectory(prefix="lockgate-report-") as tmp:
+        for name, text in ((REPORT_JSON, doc + "\n"), (REPORT_HTML, html_page(report))):
+            path = Path(tmp) / name
+            path.write_text(text, encoding="utf-8")
+            stored[name] = registry.runs.log_artifact(report.run_id, name, path)
+    return stored
+
+
 def record_verdict(registry: Registry, report: EvalReport) -> None:
-    """Keep the verdict on the registry run, where the label gate reads it."""
+    """Keep the verdict on the registry run, where the label gate reads it, and the report
+    as the run's artifacts (:func:`record_report`)."""
     if report.run_id is None:
         return
     registry.runs.tag(
@@ -253,6 +282,7 @@ def record_verdict(registry: Registry, report: EvalReport) -> None:
             ],
         },
     )
+    record_report(registry, report)
 
 
 def record_output_errors(registry: Registry, report: EvalReport, errors: list[str]) -> None:

@@ -37,7 +37,7 @@ from lockgate.gateway.ui.labels import check_rows
 from lockgate.gateway.ui.queries import prompt_versions
 from lockgate.gateway.ui.routes import PREFIX, UIDep, UIError
 from lockgate.registry.errors import LockgateError, NotFound
-from lockgate.registry.records import GateCheck
+from lockgate.registry.records import GateCheck, SubjectType
 from lockgate.registry.registry import Registry
 from lockgate.registry.tables import CallRecord, Run, RunLineage
 
@@ -157,28 +157,62 @@ def run_artifacts(registry: Registry, run_id: str) -> dict[str, str]:
     return registry.runs.artifacts(run_id)
 
 
+def _dicts(value: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The ``name → object`` entries of a mapping read from a stored report; anything else
+    (a list, a number, entries that are not objects) reads as nothing."""
+    if not isinstance(value, dict):
+        return []
+    return [(str(k)[:200], v) for k, v in sorted(value.items()) if isinstance(v, dict)]
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    """A model output as one short line of text."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _from_report(registry: Registry, digest: str) -> tuple[list[Delta], list[Flip]]:
-    report = json.loads(registry.artifacts.read_bytes(digest))
+    """The paired comparisons of a run's ``report.json`` (:func:`evals.report.record_report`).
+    The file is data anyone with ``registry:write`` could have attached: it must be a JSON
+    object of at most :data:`MAX_ARTIFACT_BYTES`; fields of the wrong type read as absent."""
+    data = registry.artifacts.read_bytes(digest)
+    if len(data) > MAX_ARTIFACT_BYTES:
+        raise ValueError(f"report.json has {len(data):,} bytes, more than can be shown")
+    report = json.loads(data)
+    if not isinstance(report, dict):
+        raise ValueError("report.json is not a JSON object")
     deltas, flips = [], []
-    for metric, c in sorted((report.get("comparisons") or {}).items()):
+    for metric, c in _dicts(report.get("comparisons")):
         deltas.append(Delta(
             metric, _finite(c.get("baseline")), _finite(c.get("candidate")),
             _finite(c.get("delta")), _finite(c.get("ci_low")), _finite(c.get("ci_high")),
-            _finite(c.get("p_value")), str(c.get("test") or ""), int(c.get("n_paired") or 0),
+            _finite(c.get("p_value")), str(c.get("test") or "")[:40], _count(c.get("n_paired")),
         ))  # fmt: skip
-        for f in (c.get("flips") or [])[:FLIPS_SHOWN]:
-            flips.append(Flip(str(f.get("key")), metric, str(f.get("direction")),
-                              f.get("baseline_output"), f.get("candidate_output")))  # fmt: skip
+        listed = c.get("flips")
+        shown = [f for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
+        for f in shown[:FLIPS_SHOWN]:
+            direction = "better" if f.get("direction") == "better" else "worse"
+            flips.append(Flip(str(f.get("key"))[:200], metric, direction,
+                              _short(f.get("baseline_output")),
+                              _short(f.get("candidate_output"))))  # fmt: skip
     return deltas, flips
 
 
-def eval_evidence(registry: Registry, name: str, version: int) -> list[EvalEvidence]:
+def eval_evidence(
+    registry: Registry, name: str, version: int, subject: SubjectType = "prompt"
+) -> list[EvalEvidence]:
+    """The eval runs of ``name@version`` (a prompt's or a model's), newest first."""
     ref = f"{name}@{version}"
     with registry.db.read() as session:
         runs = session.scalars(
             select(Run)
             .join(RunLineage, RunLineage.run_id == Run.id)
-            .where(Run.kind == "eval", RunLineage.subject_type == "prompt",
+            .where(Run.kind == "eval", RunLineage.subject_type == subject,
                    RunLineage.subject_ref == ref, RunLineage.role == "input")
             .order_by(Run.created_at.desc(), Run.id.desc())
             .limit(RUNS_SHOWN)
@@ -211,7 +245,7 @@ def eval_evidence(registry: Registry, name: str, version: int) -> list[EvalEvide
             ):
                 item.deltas, item.flips = _paired(registry, run, base)
                 item.deltas_from = f"the examples of this run and of run {base.id}"
-        except (LockgateError, ValueError, KeyError, TypeError) as exc:
+        except (LockgateError, ValueError, KeyError, TypeError, RecursionError) as exc:
             item.note = f"the paired comparison could not be read: {exc}"
         out.append(item)
     return out

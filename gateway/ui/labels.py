@@ -1,18 +1,22 @@
-"""Label control on a prompt: the gate's verdict before a move, the move itself (compare-and-
-set, through the gate), forced moves with a reason, approvals of protected labels, history.
+"""Label control on a prompt or a model (any flavor: LLM route, LoRA adapter, Hugging Face,
+scikit-learn): the gate's verdict before a move, the move itself (compare-and-set, through the
+gate), forced moves with a reason, approvals of protected labels, history.
 
-- ``GET /ui/prompt-labels/NAME?label=L&version=V`` shows every label of the prompt, and for
-  label L and the candidate version V every check of its gate
-  (:meth:`registry.gates.Gates.promotion_checks`, as ``GET /api/v1/…/gates/L/checks``):
-  ``pass``, ``fail`` or ``inconclusive``, its reason, the examples needed when the suite's
-  report says so, and a link to the evidence run. Below: pending requests, then history.
-- ``POST /ui/label-move/NAME`` moves a label exactly as ``PUT /api/v1/prompts/NAME/labels/L``
-  does: :meth:`registry.labels.Labels.set` with the actor ``actor_for(principal)`` and
-  ``expect_version`` from the version the form showed (the label moved meanwhile: 412, nothing
-  changes). A refused gate shows every check (409); a protected label records a request and
-  the page shows it (202). ``force`` needs a reason. Needs ``registry:label``.
-- ``POST /ui/label-approve/NAME`` and ``/ui/label-reject/NAME`` decide a pending request
-  (``registry:approve``; the registry refuses the requester's own approval).
+- ``GET /ui/prompt-labels/NAME?label=L&version=V`` (``/ui/model-labels/NAME…`` for a model)
+  shows every label of the subject, and for label L and the candidate version V every check
+  of its gate (:meth:`registry.gates.Gates.promotion_checks`, as
+  ``GET /api/v1/…/gates/L/checks``): ``pass``, ``fail`` or ``inconclusive``, its reason, the
+  examples needed when the suite's report says so, and a link to the evidence run. Below:
+  pending requests, then history.
+- ``POST /ui/label-move/NAME`` (``/ui/model-label-move/NAME``) moves a label exactly as
+  ``PUT /api/v1/{prompts|models}/NAME/labels/L`` does: :meth:`registry.labels.Labels.set` with
+  the actor ``actor_for(principal)`` and ``expect_version`` from the version the form showed
+  (the label moved meanwhile: 412, nothing changes). A refused gate shows every check (409); a
+  protected label records a request and the page shows it (202). ``force`` needs a reason.
+  Needs ``registry:label``.
+- ``POST /ui/label-approve/NAME`` and ``/ui/label-reject/NAME`` (``/ui/model-label-approve``,
+  ``/ui/model-label-reject``) decide a pending request (``registry:approve``; the registry
+  refuses the requester's own approval).
 
 The scope is checked before the form's body is read; every post carries the CSRF token.
 """
@@ -38,8 +42,9 @@ from lockgate.registry.errors import (
     GateRefused,
     InvalidInput,
     NotAllowed,
+    NotFound,
 )
-from lockgate.registry.records import LATEST, GateCheck, check_label
+from lockgate.registry.records import LATEST, GateCheck, SubjectType, check_label, check_name
 
 LABEL, APPROVE = "registry:label", "registry:approve"
 MAX_REASON = 2000
@@ -59,6 +64,23 @@ class CheckRow:
     reason: str
     run_id: str | None
     needed: int | None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A kind of labelled subject and the UI's paths for it (under ``/ui``)."""
+
+    kind: SubjectType
+    page: str  # the label control
+    move: str
+    approve: str
+    reject: str
+
+
+PROMPT = Subject("prompt", "prompt-labels", "label-move", "label-approve", "label-reject")
+MODEL = Subject(
+    "model", "model-labels", "model-label-move", "model-label-approve", "model-label-reject"
+)
 
 
 def check_rows(checks: list[GateCheck]) -> list[CheckRow]:
@@ -93,25 +115,41 @@ def _label(raw: str | None) -> str:
     return label
 
 
+def _versions(state: GatewayState, subject: Subject, name: str) -> list[Any]:
+    """Every version of the subject, oldest first; :class:`NotFound` (a 404) when none."""
+    if subject.kind == "prompt":
+        return prompt_versions(state.registry, name)
+    try:
+        check_name(name, "model name")
+    except InvalidInput as exc:
+        raise NotFound(str(exc)) from None
+    versions: list[Any] = state.registry.models.versions(name)
+    if not versions:
+        raise NotFound(f"model {name!r} has no versions")
+    return versions
+
+
 def _page_data(
-    state: GatewayState, name: str, label: str, version: int | None, actor: str
-) -> dict[str, Any]:
-    registry = state.registry
-    versions = prompt_versions(registry, name)
-    labels = [x for x in label_objects(state, "prompt", name) if x["label"] != LATEST]
-    current = registry.labels.of("prompt", name).get(label)
+    state: GatewayState, subject: Subject, name: str, label: str, version: int | None,
+    actor: str,
+) -> dict[str, Any]:  # fmt: skip
+    registry, kind = state.registry, subject.kind
+    versions = _versions(state, subject, name)
+    labels = [x for x in label_objects(state, kind, name) if x["label"] != LATEST]
+    current = registry.labels.of(kind, name).get(label)
     numbers = [v.version for v in versions]
     if version is None or version not in numbers:
         version = numbers[-1] if numbers[-1] != current or len(numbers) == 1 else numbers[-2]
-    checks = registry.gates.promotion_checks("prompt", name, label, version)
-    protected = [p.approvals for p in registry.labels.protections("prompt", name)
+    checks = registry.gates.promotion_checks(kind, name, label, version)
+    protected = [p.approvals for p in registry.labels.protections(kind, name)
                  if p.label == label]  # fmt: skip
-    pending = registry.labels.requests("prompt", name, label, "pending")
-    decided = [r for r in registry.labels.requests("prompt", name, label, None)
+    pending = registry.labels.requests(kind, name, label, "pending")
+    decided = [r for r in registry.labels.requests(kind, name, label, None)
                if r.status != "pending"][:20]  # fmt: skip
-    history = registry.labels.history("prompt", name, label)[::-1][:HISTORY_SHOWN]
+    history = registry.labels.history(kind, name, label)[::-1][:HISTORY_SHOWN]
     return {
-        "name": name, "label": label, "version": version, "current": current,
+        "subject": subject, "name": name, "label": label, "version": version,
+        "current": current,
         "versions": list(reversed(versions)), "labels": labels,
         "checks": check_rows(checks),
         "gated": any(x["label"] == label and x["gated"] for x in labels),
@@ -122,11 +160,11 @@ def _page_data(
 
 
 async def _render(
-    request: Request, ui: UI, viewer: Viewer, name: str, label: str, version: int | None,
-    status: int = 200, **extra: Any,
+    request: Request, ui: UI, viewer: Viewer, subject: Subject, name: str, label: str,
+    version: int | None, status: int = 200, **extra: Any,
 ) -> Response:  # fmt: skip
     data = await ui.call(
-        _page_data, _state(request), name, label, version, actor_for(viewer.principal)
+        _page_data, _state(request), subject, name, label, version, actor_for(viewer.principal)
     )
     params = request.query_params
     context = {
@@ -139,12 +177,11 @@ async def _render(
     return ui.page(request, "labels.html", status, viewer=viewer, **context)
 
 
-@router.get("/prompt-labels/{name:path}")
-async def label_page(request: Request, name: str, ui: UIDep) -> Response:
+async def label_page(request: Request, subject: Subject, name: str, ui: UI) -> Response:
     viewer = await ui.viewer(request)
     params = request.query_params
     label = _label(params.get("label"))
-    return await _render(request, ui, viewer, name, label, _int(params.get("version")))
+    return await _render(request, ui, viewer, subject, name, label, _int(params.get("version")))
 
 
 def _require(viewer: Viewer, scope: str, what: str) -> None:
@@ -160,8 +197,7 @@ def _where(label: str, version: int, **extra: int) -> str:
     return f"?label={label}&version={version}{more}"
 
 
-@router.post("/label-move/{name:path}")
-async def move(request: Request, name: str, ui: UIDep) -> Response:
+async def move(request: Request, subject: Subject, name: str, ui: UI) -> Response:
     viewer = await ui.viewer(request)
     _require(viewer, LABEL, "move labels")  # before the body is read
     fields = await ui.form(request, viewer.session)
@@ -178,35 +214,37 @@ async def move(request: Request, name: str, ui: UIDep) -> Response:
         raise UIError(400, "Bad form", f"The reason has at most {MAX_REASON:,} characters.")
     if force and not reason:
         return await _render(
-            request, ui, viewer, name, label, version, 400,
+            request, ui, viewer, subject, name, label, version, 400,
             field_error="A forced move needs a reason: say why the gate is overridden.",
         )  # fmt: skip
     registry = _state(request).registry
     try:
         await ui.call(
-            registry.labels.set, "prompt", name, label, version,
+            registry.labels.set, subject.kind, name, label, version,
             expect_version=None if seen == "none" else _int(seen), expect_absent=seen == "none",
             reason=reason, actor=actor_for(viewer.principal), force=force,
         )  # fmt: skip
     except GateRefused as refused:
         return await _render(
-            request, ui, viewer, name, label, version, 409, refused=check_rows(refused.checks),
-            reason=reason,
+            request, ui, viewer, subject, name, label, version, 409,
+            refused=check_rows(refused.checks), reason=reason,
         )  # fmt: skip
     except ApprovalPending as pending:
         where = _where(label, version, requested=pending.request.id)
-        return ui.redirect(request, f"{PREFIX}/prompt-labels/{name}{where}")
+        return ui.redirect(request, f"{PREFIX}/{subject.page}/{name}{where}")
     except Conflict as exc:
-        return await _render(request, ui, viewer, name, label, version, 412, error=exc.message)
+        return await _render(
+            request, ui, viewer, subject, name, label, version, 412, error=exc.message
+        )
     except InvalidInput as exc:
         return await _render(
-            request, ui, viewer, name, label, version, 400, field_error=exc.message
+            request, ui, viewer, subject, name, label, version, 400, field_error=exc.message
         )
     where = _where(label, version, moved=version)
-    return ui.redirect(request, f"{PREFIX}/prompt-labels/{name}{where}")
+    return ui.redirect(request, f"{PREFIX}/{subject.page}/{name}{where}")
 
 
-async def _decide(request: Request, name: str, ui: UI, approve: bool) -> Response:
+async def decide(request: Request, subject: Subject, name: str, ui: UI, approve: bool) -> Response:
     viewer = await ui.viewer(request)
     _require(viewer, APPROVE, "approve or reject label moves")  # before the body is read
     fields = await ui.form(request, viewer.session)
@@ -219,30 +257,48 @@ async def _decide(request: Request, name: str, ui: UI, approve: bool) -> Respons
     try:
         done: LabelRequestInfo
         if approve:
-            done = await ui.call(registry.labels.approve, "prompt", name, label, request_id,
+            done = await ui.call(registry.labels.approve, subject.kind, name, label, request_id,
                                  actor=actor)  # fmt: skip
         else:
             done = await ui.call(
-                registry.labels.reject, "prompt", name, label, request_id, actor=actor,
+                registry.labels.reject, subject.kind, name, label, request_id, actor=actor,
                 reason=fields.get("reason", "").strip()[:MAX_REASON],
             )  # fmt: skip
     except GateRefused as refused:
         return await _render(
-            request, ui, viewer, name, label, None, 409, refused=check_rows(refused.checks)
-        )
+            request, ui, viewer, subject, name, label, None, 409,
+            refused=check_rows(refused.checks),
+        )  # fmt: skip
     except (Conflict, NotAllowed) as exc:
         status = 403 if isinstance(exc, NotAllowed) else 409
-        return await _render(request, ui, viewer, name, label, None, status, error=exc.message)
+        return await _render(
+            request, ui, viewer, subject, name, label, None, status, error=exc.message
+        )
     outcome = "approved" if approve else "rejected"
     where = _where(label, done.to_version, **{outcome: done.id})
-    return ui.redirect(request, f"{PREFIX}/prompt-labels/{name}{where}")
+    return ui.redirect(request, f"{PREFIX}/{subject.page}/{name}{where}")
 
 
-@router.post("/label-approve/{name:path}")
-async def approve(request: Request, name: str, ui: UIDep) -> Response:
-    return await _decide(request, name, ui, True)
+def _add_routes(subject: Subject) -> None:
+    """The label control's four routes for one kind of subject."""
+
+    async def page(request: Request, name: str, ui: UIDep) -> Response:
+        return await label_page(request, subject, name, ui)
+
+    async def move_label(request: Request, name: str, ui: UIDep) -> Response:
+        return await move(request, subject, name, ui)
+
+    async def approve(request: Request, name: str, ui: UIDep) -> Response:
+        return await decide(request, subject, name, ui, True)
+
+    async def reject(request: Request, name: str, ui: UIDep) -> Response:
+        return await decide(request, subject, name, ui, False)
+
+    router.add_api_route(f"/{subject.page}/{{name:path}}", page, methods=["GET"])
+    router.add_api_route(f"/{subject.move}/{{name:path}}", move_label, methods=["POST"])
+    router.add_api_route(f"/{subject.approve}/{{name:path}}", approve, methods=["POST"])
+    router.add_api_route(f"/{subject.reject}/{{name:path}}", reject, methods=["POST"])
 
 
-@router.post("/label-reject/{name:path}")
-async def reject(request: Request, name: str, ui: UIDep) -> Response:
-    return await _decide(request, name, ui, False)
+for _subject in (PROMPT, MODEL):
+    _add_routes(_subject)

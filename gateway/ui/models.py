@@ -1,7 +1,8 @@
 """The model pages: registered models (LLM routes, LoRA adapters, Hugging Face and
 scikit-learn models) with their versions, labels and label history, and each version's
-lineage (the runs that produced it and those that used it). Read-only: labels are moved with
-``lockgate model label`` or ``/api/v1``."""
+lineage (the runs that produced it and those that used it) and eval runs (as a prompt
+version's evidence page shows them). Labels move on the label control
+(:mod:`gateway.ui.labels`, ``/ui/model-labels/NAME``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from lockgate.gateway.api.rest.runs import LINKED_LIMIT
 from lockgate.gateway.state import GatewayState
+from lockgate.gateway.ui.evidence import eval_evidence, gate_rows
 from lockgate.gateway.ui.routes import PREFIX, UIDep, UIError
 from lockgate.registry.errors import InvalidInput
 from lockgate.registry.records import Ref, check_name
@@ -82,10 +84,11 @@ async def model_version(request: Request, name: str, ui: UIDep) -> Response:
     )
     history = await ui.call(registry.labels.history, "model", version.name)
     moves = [m for m in history if version.version in (m.from_version, m.to_version)]
+    runs = await ui.call(eval_evidence, registry, version.name, version.version, "model")
     return ui.page(
         request, "model_version.html", viewer=viewer, v=version,
         spec_text=json.dumps(version.spec, indent=2, sort_keys=True, default=str),
         produced_by=[run for run, role in linked if role == "output"],
         used_by=[run for run, role in linked if role == "input"],
-        moves=list(reversed(moves))[:HISTORY_SHOWN],
+        moves=list(reversed(moves))[:HISTORY_SHOWN], runs=runs, gate_rows=gate_rows,
     )  # fmt: skip

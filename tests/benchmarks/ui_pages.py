@@ -7,15 +7,20 @@ signs in and prints the median render time of each page (server time seen by the
 the whole HTTP round trip on loopback).
 
     .venv/bin/python tests/benchmarks/ui_pages.py [--calls 1000000] [--prompts 1000]
-        [--versions 20] [--repeat 15] [--postgres]
+        [--versions 20] [--repeat 15] [--postgres] [--compare]
 
-``--postgres`` runs on a scratch PostgreSQL database (tests/conftest.py's, dropped after).
+``--postgres`` runs on a scratch PostgreSQL database (tests/conftest.py's, dropped after),
+and runs ``ANALYZE`` after the bulk load, as autovacuum would soon after one.
+``--compare`` then measures every page a second time, on the same records and the same
+running server, with the call-record indexes as they were before migration 0009, and prints
+both side by side with their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import random
 import re
 import statistics
@@ -155,6 +160,34 @@ def measure(url: str, key: str, pages: list[str], repeat: int) -> dict[str, floa
     return out
 
 
+def analyze(reg: Registry) -> None:
+    """PostgreSQL's ``ANALYZE``, as autovacuum runs it soon after a bulk load."""
+    t0 = time.perf_counter()
+    with reg.db.write() as session:
+        session.execute(text("ANALYZE"))
+    print(f"  ANALYZE in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def measure_without_0009(served: Any, key: str, pages: list[str], repeat: int) -> dict[str, float]:
+    """The pages again, on the same records and server, with the call-record indexes as they
+    were before migration 0009 (its new indexes dropped, the ones it replaced rebuilt)."""
+    path = ROOT / "registry/migrations/versions/0009_call_record_filter_indexes.py"
+    spec = importlib.util.spec_from_file_location("migration_0009", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    t0 = time.perf_counter()
+    with served.registry.db.write() as session:
+        for name in migration.NEW:
+            session.execute(text(f"DROP INDEX {name}"))
+        for name, columns in migration.REPLACED.items():
+            session.execute(text(f"CREATE INDEX {name} ON call_records ({', '.join(columns)})"))
+    print(f"indexes as before 0009 in {time.perf_counter() - t0:.1f} s", flush=True)
+    if not served.registry.db.is_sqlite:
+        analyze(served.registry)
+    return measure(served.url, key, pages, repeat)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1_000_000)
@@ -162,6 +195,11 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--postgres", action="store_true", help="on a scratch PostgreSQL db")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also measure with the call-record indexes before migration 0009",
+    )
     args = parser.parse_args()
     if not args.postgres:
         run(args, None)
@@ -185,6 +223,8 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
         reg = Registry(settings, actor="bench")
         print(f"filling {'PostgreSQL' if database_url else 'SQLite'}:", flush=True)
         ids = fill(reg, args.calls, args.prompts, args.versions)
+        if database_url:
+            analyze(reg)
         reader = reg.keys.create("reader", scopes=["registry:read"])
         reg.close()
         if database_url:  # start_serve names only the data folder: point it at PostgreSQL
@@ -195,13 +235,17 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
             pages = [
                 "/ui/prompts", "/ui/prompts?q=prompt-09", "/ui/prompts?page=19",
                 "/ui/prompts/team-0/prompt-0500", "/ui/prompt-diff/team-0/prompt-0500?a=1&b=20",
+                "/ui/prompt-labels/team-0/prompt-0010?label=production&version=20",
+                "/ui/prompt-evidence/team-0/prompt-0010?version=11",
                 "/ui/calls", f"/ui/calls?before={newest // 2}", "/ui/calls?route=route-3",
                 "/ui/calls?route=route-rare", "/ui/calls?route=no-such-route",
                 "/ui/calls?model=gpt-large", "/ui/calls?status=5xx", "/ui/calls?status=429",
                 "/ui/calls?since=1h", "/ui/calls?since=7d&until=6d", "/ui/calls?key=app-3",
                 "/ui/calls?prompt=team-1/prompt-0011@3", "/ui/calls?route=route-2&status=5xx",
                 f"/ui/calls/{newest // 3}", "/ui/models", "/ui/models/model-01",
-                "/ui/model-version/model-01?version=1", "/ui/jobs", f"/ui/jobs/{ids['job']}",
+                "/ui/model-version/model-01?version=1",
+                "/ui/model-labels/model-01?label=production&version=2",
+                "/ui/jobs", f"/ui/jobs/{ids['job']}",
                 "/ui/drift", f"/ui/drift/{ids['drift']}", "/ui/monitors",
                 f"/ui/monitors/{ids['monitor']}",
             ]  # fmt: skip
@@ -210,6 +254,13 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
             slow = {p: t for p, t in times.items() if t >= 200}
             print(f"slowest: {max(times.values()):.1f} ms; pages at or over 200 ms: "
                   f"{len(slow)}{' ' + str(sorted(slow)) if slow else ''}")  # fmt: skip
+            if args.compare:
+                before = measure_without_0009(served, str(reader.secret), pages, args.repeat)
+                print("\n| page | indexes before 0009 (ms) | with 0009 (ms) | ratio |")
+                print("|---|---:|---:|---:|")
+                for path in pages:
+                    ratio = before[path] / times[path] if times[path] else float("nan")
+                    print(f"| `{path}` | {before[path]:.1f} | {times[path]:.1f} | {ratio:.1f}x |")
         finally:
             served.registry.close()
             served.stop()

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -103,6 +103,19 @@ def sign_in(page: Any, site: HasUrl, key: str) -> None:
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/ui/prompts"))
+
+
+def wait_for_text(
+    page: Any, selector: str, done: Callable[[str], bool], timeout: float = 30
+) -> str:
+    """Poll the text of ``selector`` until ``done(text)``; returns it. (Playwright's
+    ``wait_for_function`` polls with ``eval``, which the UI's Content-Security-Policy
+    refuses, so it only works when the condition already holds.)"""
+    deadline = time.monotonic() + timeout
+    while not done(text := page.locator(selector).inner_text()):
+        assert time.monotonic() < deadline, f"{selector} still reads {text!r}"
+        time.sleep(0.05)
+    return text
 
 
 def registry_folder(

@@ -23,7 +23,14 @@ from lockgate.registry import LineageEdge, Registry, RegistrySettings
 from lockgate.registry.calls import NewCall
 from lockgate.registry.gates import SuitePin, suite_digest
 from tests.gateway.upstream import Upstream
-from tests.ui.conftest import SECRET_VAR, check_page, launch, registry_folder, sign_in
+from tests.ui.conftest import (
+    SECRET_VAR,
+    check_page,
+    launch,
+    registry_folder,
+    sign_in,
+    wait_for_text,
+)
 
 NAME = "shop/answer"
 SUITE = SuitePin("shop-accuracy", suite_digest({"name": "shop-accuracy"}, "sha256:data"))
@@ -247,7 +254,7 @@ def test_the_playground_streams_the_answer(page: Any, site: Site, artifacts: Pat
     page.get_by_label("question").fill("Where is my parcel?")
     check_page(page, artifacts, "playground-01-form")
     page.get_by_role("button", name="Run").click()
-    page.wait_for_function("document.getElementById('run-state').textContent === 'Done.'")
+    wait_for_text(page, "#run-state", lambda text: text == "Done.")
     assert page.locator("#answer").inner_text() == "Hello world"
     assert page.locator("#fig-tokens").inner_text() != ""
     trace = page.locator("#fig-trace").inner_text()
@@ -276,7 +283,7 @@ def test_the_playground_streams_the_answer(page: Any, site: Site, artifacts: Pat
     assert "lacks the inference scope" in page.get_by_role("status").first.inner_text()
     page.get_by_label("question").fill("hi")
     page.get_by_role("button", name="Run").click()
-    page.wait_for_function("document.getElementById('run-state').textContent.startsWith('Error')")
+    wait_for_text(page, "#run-state", lambda text: text.startswith("Error"))
     assert "inference" in page.locator("#run-state").inner_text()
 
 
