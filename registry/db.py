@@ -16,7 +16,7 @@ from lockgate.registry.errors import DatabaseError, MissingExtra
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; checked against the scripts by a test, so opening a registry need
 # not load Alembic just to learn that the schema is current.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0010"
 # Execution option: on SQLite, a write transaction starts with BEGIN IMMEDIATE so that
 # concurrent writers queue on the database lock instead of failing on upgrade.
 WRITE = "lockgate_write"
@@ -101,13 +101,26 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the schema to ``revision``. A database already at a revision this release does
+    not know (written by a newer lockgate) is refused with a DatabaseError naming both
+    revisions, never migrated: the way back is the newer release or a restored backup."""
     from alembic import command
+    from alembic.util import CommandError
 
     try:
         with engine.execution_options(**{WRITE: True}).begin() as conn:
             command.upgrade(_alembic_config(conn), revision)
     except OperationalError as exc:
         raise unreachable(engine, exc) from exc
+    except CommandError as exc:
+        stored = current_revision(engine)
+        if stored is not None and not any((MIGRATIONS_DIR / "versions").glob(f"{stored}_*.py")):
+            raise DatabaseError(
+                f"the database's schema is at revision {stored}, newer than this lockgate "
+                f"knows (its newest is {HEAD_REVISION}): run a lockgate release at least as "
+                "new as the one that migrated it, or restore a backup"
+            ) from exc
+        raise DatabaseError(f"cannot migrate the database: {exc}") from exc
 
 
 def downgrade(engine: Engine, revision: str) -> None:

@@ -32,6 +32,10 @@ KEY_PREFIX = "lg-"
 SHOWN_PREFIX = 10
 
 
+MAX_LIMIT = 2**31 - 1
+"""The largest rpm, tpm or max_parallel a key stores (a 32-bit integer column everywhere)."""
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -102,8 +106,8 @@ class Keys(Part):
                 param="scopes",
             )
         for what, value in (("rpm", rpm), ("tpm", tpm), ("max_parallel", max_parallel)):
-            if value is not None and value < 1:
-                raise InvalidInput(f"{what} must be at least 1", param=what)
+            if value is not None and not 1 <= value <= MAX_LIMIT:
+                raise InvalidInput(f"{what} must be between 1 and {MAX_LIMIT}", param=what)
         if budget_usd is not None and budget_usd <= 0:
             raise InvalidInput("budget_usd must be positive", param="budget_usd")
         if expires_at is not None and expires_at.tzinfo is None:

@@ -57,7 +57,8 @@ def test_spend_comes_from_call_records(registry: Registry) -> None:
     ("kwargs", "message"),
     [
         ({"scopes": ["root"]}, "unknown scope"),
-        ({"rpm": 0}, "rpm must be at least 1"),
+        ({"rpm": 0}, "rpm must be between 1 and"),
+        ({"tpm": 10**12}, "tpm must be between 1 and 2147483647"),
         ({"budget_usd": -1}, "budget_usd must be positive"),
     ],
 )

@@ -70,3 +70,18 @@ def test_schema_matches_the_tables(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     reg.close()
     assert diff == []
+
+
+def test_upgrade_refuses_a_schema_from_a_newer_release(tmp_path: Path) -> None:
+    """An older lockgate pointed at a database a newer one migrated names both revisions and
+    leaves the schema alone (no Alembic traceback, no partial migration)."""
+    from sqlalchemy import text
+
+    reg = Registry(RegistrySettings(data_dir=tmp_path))
+    engine = reg.db.engine
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(DatabaseError, match=r"revision 0099, newer than this lockgate knows"):
+        registry_db.upgrade(engine)
+    assert registry_db.current_revision(engine) == "0099"
+    reg.close()
