@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lockgate.registry.settings import reject_renamed
 
-DEFAULT_IMAGE = "ghcr.io/lockgate/lockgate:latest"
+DEFAULT_IMAGE = "ghcr.io/lockgate/lockgate-worker:latest"
 
 
 class ExecutorSettings(BaseModel):
@@ -38,7 +38,9 @@ class ExecutorSettings(BaseModel):
     torchrun: str = Field("torchrun", description="The torchrun launcher to call.")
     kubectl: str = Field("kubectl", description="The kubectl to apply Jobs with.")
     kubectl_apply: bool = Field(False, description="Apply the Job manifest (else only write it).")
-    image: str = Field(DEFAULT_IMAGE, description="Image with lockgate[finetune] (deploy/).")
+    image: str = Field(
+        DEFAULT_IMAGE, description="Image with lockgate[finetune] (deploy/Dockerfile.worker)."
+    )
     namespace: str = Field("default", description="Kubernetes namespace of the Jobs.")
     service_account: str | None = Field(None, description="The Jobs' pods run as this account.")
     registry_secret: str = Field(

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from lockgate.gateway.api import files, fine_tuning, health, metrics, models, predict, rest
 from lockgate.gateway.auth import is_loopback
 from lockgate.gateway.config import LockgateSettings
+from lockgate.gateway.drain import closing, install_drain
 from lockgate.gateway.errors import GatewayError, LoopbackOnly, UnsupportedMediaType
 from lockgate.gateway.providers import Operation
 from lockgate.gateway.schemas import install_openapi
@@ -223,6 +224,8 @@ class GatewayApp(FastAPI):
                 path = path[len(root) :]
             state = getattr(self.state, "gateway", None)
             if state is not None:
+                if state.drain.draining:  # SIGTERM: answers close their connection
+                    send = closing(send)
                 auth = state.auth
                 try:
                     is_open = auth.may_be_open and await auth.is_open()
@@ -240,6 +243,12 @@ class GatewayApp(FastAPI):
                     scope["app"] = self
                     await route.serve(scope, receive, send)
                     return
+                model = predict.predict_path_model(path)
+                if model is not None:  # :predict, likewise (gateway.api.predict)
+                    scope["app"] = self
+                    scope["path_params"] = {"model": model}
+                    await predict.serve_predict(scope, receive, send, model)
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -248,12 +257,14 @@ def create_app(
     *,
     span_exporters: Sequence[SpanExporter] = (),
     tune_runtime: bool = False,
+    drain_on_sigterm: bool = False,
 ) -> FastAPI:
     """The gateway app; its registry, HTTP pool, tracer and writers live for its lifespan.
 
     ``span_exporters`` are added to the app's tracer provider (e.g. an in-memory one in tests).
     ``tune_runtime`` (for a serving worker, which owns its process): once the state is built, see
-    :func:`gateway.serve.tune_runtime`.
+    :func:`gateway.serve.tune_runtime`. ``drain_on_sigterm`` (likewise): SIGTERM starts a drain
+    of ``server.shutdown_drain_s`` before the server stops (:mod:`gateway.drain`).
     """
 
     @asynccontextmanager
@@ -264,9 +275,16 @@ def create_app(
             from lockgate.gateway.serve import tune_runtime as tune
 
             tune()
+        restore = (
+            install_drain(state.drain, settings.server.shutdown_drain_s)
+            if drain_on_sigterm
+            else None
+        )
         try:
             yield
         finally:
+            if restore is not None:
+                restore()
             await state.aclose()
 
     app = GatewayApp(title="lockgate gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -287,4 +305,4 @@ def app_factory() -> FastAPI:
     reads them (``LOCKGATE_CONFIG``, else ``./lockgate.yaml``, then ``LOCKGATE_*``)."""
     from lockgate.gateway.config import load_settings
 
-    return create_app(load_settings(), tune_runtime=True)
+    return create_app(load_settings(), tune_runtime=True, drain_on_sigterm=True)

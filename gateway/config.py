@@ -70,6 +70,12 @@ class ServerSettings(BaseModel):
     graceful_shutdown_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight calls (streams) may finish."
     )
+    shutdown_drain_s: float = Field(
+        default=0.0, ge=0,
+        description="On SIGTERM, how long /readyz answers 503 while every request is still "
+        "served (Connection: close), before the server stops accepting: at least the load "
+        "balancer's check interval times its fall count (docs/scaling.md). 0: no drain.",
+    )  # fmt: skip
 
 
 class LockgateSettings(BaseSettings):

@@ -5,6 +5,7 @@
 ``lockgate_request_duration_seconds``          operation, route (histogram)
 ``lockgate_time_to_first_token_seconds``       operation, route (histogram, streams)
 ``lockgate_tokens_total``                      operation, route, type (input | output)
+``lockgate_cost_usd_total``                    operation, route (litellm's cost map)
 ``lockgate_errors_total``                      operation, route, status, error_type
 ``lockgate_call_records_written_total``        call records stored in the registry
 ``lockgate_call_records_dropped_total``        reason (queue_full | write_failed)
@@ -42,6 +43,9 @@ class Metrics:
         )  # fmt: skip
         self.tokens = Counter(
             "lockgate_tokens", "Tokens used.", ["operation", "route", "type"], registry=r
+        )
+        self.cost = Counter(
+            "lockgate_cost_usd", "Cost of calls in US dollars.", ["operation", "route"], registry=r
         )
         self.errors = Counter(
             "lockgate_errors", "Calls that failed.",
@@ -90,6 +94,11 @@ class Metrics:
             self._child(self.tokens, operation, route, "output").inc(output_tokens)
         if error_type is not None:
             self._child(self.errors, operation, route, status_text, error_type).inc()
+
+    def observe_cost(self, operation: str, route: str, cost_usd: float | None) -> None:
+        """Count a call's cost (None: no price known, e.g. a local model)."""
+        if cost_usd:
+            self._child(self.cost, operation, route).inc(cost_usd)
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)

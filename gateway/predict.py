@@ -7,8 +7,10 @@ reference (cached for ``gateway.prompt_cache_ttl_s``) and load the version (once
 loop, through ``Registry.models.load_sklearn``: skops with the type allowlist; at most
 ``gateway.predict.max_loaded_models`` kept, least recently used go) → check the body against
 the version's input schema (:mod:`gateway.predict_inputs`) → ``predict`` (and
-``predict_proba`` when asked) in a worker thread → answer ``{"model", "predictions"}``
-(``probabilities`` and ``classes`` when asked).
+``predict_proba`` when asked) in a worker thread of the predictor's own pool (an asyncio
+executor: its hop costs about 0.3 ms less than anyio's worker threads, which the registry
+look-ups keep using; a request cancelled meanwhile stops waiting, the prediction runs out)
+→ answer ``{"model", "predictions"}`` (``probabilities`` and ``classes`` when asked).
 
 Each request gets one span (``predict NAME@VERSION``), one call record (operation
 ``predict``, model ``NAME@VERSION``, route the reference as asked) and the request metrics,
@@ -26,6 +28,8 @@ import math
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -89,7 +93,7 @@ class LoadedModel:
     info: ModelVersionInfo
     estimator: Any
     schema: Schema
-    frame: Any  # pandas.DataFrame when the estimator was fitted on one, else None
+    frame: Any  # columns (schema order) -> a DataFrame, when fitted on one (frame_builder)
     has_proba: bool
     classes: list[Any] | None
 
@@ -109,15 +113,11 @@ class LoadedModel:
 
         names = self.schema.names
         if self.frame is not None:  # numbers as arrays first: half the time of lists
-            return self.frame(
-                {
-                    c.name: np.array(columns[c.name], dtype=np.float64 if c.nullable else None)
-                    if c.kind == "numeric"
-                    else columns[c.name]
-                    for c in self.schema.columns
-                },
-                copy=False,
-            )
+            return self.frame([
+                np.array(columns[c.name], dtype=np.float64 if c.nullable else None)
+                if c.kind == "numeric" else columns[c.name]
+                for c in self.schema.columns
+            ])  # fmt: skip
         numeric = all(c.kind in _STRUCTURED for c in self.schema.columns)
         return np.array([columns[n] for n in names], dtype=np.float64 if numeric else object).T
 
@@ -126,12 +126,25 @@ def load(info: ModelVersionInfo, estimator: Any) -> LoadedModel:
     columns = [InputColumn.from_dict(c) for c in info.spec["input_schema"]]
     frame = None
     if hasattr(estimator, "feature_names_in_"):  # fitted on a DataFrame: it wants one
-        frame = importlib.import_module("pandas").DataFrame
+        frame = frame_builder(importlib.import_module("pandas"), [c.name for c in columns])
     classes: Any = getattr(estimator, "classes_", None)
     return LoadedModel(
         info, estimator, Schema.of(columns), frame, hasattr(estimator, "predict_proba"),
         classes.tolist() if hasattr(classes, "tolist") else None,
     )  # fmt: skip
+
+
+def frame_builder(pandas: Any, names: list[str]) -> Callable[[list[Any]], Any]:
+    """``columns (in the order of names) -> DataFrame``, equal to ``pandas.DataFrame(dict(
+    zip(names, columns)))``: every column converted (and strings inferred) as that
+    constructor does, but the column index built once here rather than per request
+    (``DataFrame._from_arrays``; about 70 µs less on 100 rows of 4 columns, a third of the
+    frame's cost). A pandas without it gets the public constructor."""
+    index = pandas.Index(names)
+    fast = getattr(pandas.DataFrame, "_from_arrays", None)
+    if fast is None:
+        return lambda arrays: pandas.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
+    return lambda arrays: fast(arrays, columns=index, index=None, verify_integrity=True)
 
 
 @dataclass
@@ -182,6 +195,7 @@ class Predictor:
         self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[LoadedModel]] = {}
         self._releases: set[asyncio.Task[None]] = set()
+        self._pool = ThreadPoolExecutor(thread_name_prefix="lockgate-predict")
 
     async def handle(self, request: Request, model: str) -> Response:
         headers = request.headers
@@ -230,8 +244,8 @@ class Predictor:
             )
         started = time.perf_counter()
         try:
-            predictions, proba = await anyio.to_thread.run_sync(
-                loaded.predict, parsed.columns, parsed.probabilities
+            predictions, proba = await asyncio.get_running_loop().run_in_executor(
+                self._pool, loaded.predict, parsed.columns, parsed.probabilities
             )
         except (ValueError, TypeError) as exc:  # the model refused these values
             raise InvalidRequest(
@@ -407,6 +421,7 @@ class Predictor:
             await asyncio.gather(*self._releases, return_exceptions=True)
         if self._samples is not None:
             await anyio.to_thread.run_sync(self._samples.close)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -5,7 +5,8 @@ prompt into it → check the key may use the model → plan the deployments → 
 budget, check every deployment has a price → send, retrying and falling back
 (:mod:`gateway.dispatch`) → answer (bytes as they came, or the stream as it comes,
 :mod:`gateway.relay`) → end the span, count the metrics, queue the call record, give the key's
-limiter slot back with the call's tokens and cost.
+limiter slot back with the call's tokens and cost → hand a call its judges sampled to them
+(:mod:`gateway.judges`, off the path).
 
 Nothing here touches the database when the key and prompt caches are warm, and nothing is
 logged per request. A limiter slot belongs to a number the gateway draws for the request
@@ -22,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.requests import ClientDisconnect, Request
@@ -47,12 +48,16 @@ from lockgate.gateway.tracing import PROPAGATOR, Redactor, trace_headers
 from lockgate.registry.calls import NewCall
 from lockgate.registry.errors import LockgateError
 
+if TYPE_CHECKING:
+    from lockgate.gateway.judges import Judges
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LIMIT_CODES = {"rpm": "rpm_limit", "tpm": "tpm_limit", "parallel": "parallel_limit",
                "budget": "budget_exceeded"}  # fmt: skip
 MAX_REQUEST_ID = 64  # as the call record keeps it
 SCOPE_PRINCIPAL = "lockgate.principal"  # an in-process caller's principal (gateway/ui)
+SCOPE_JUDGE = "lockgate.judge"  # a judge's own call (gateway.judges): never sampled itself
 
 
 class ClientGone(Exception):
@@ -73,8 +78,10 @@ class Proxy:
         limiter: Limiter,
         dispatcher: Dispatcher,
         costs: CostTable | None,
+        judges: Judges | None = None,
     ) -> None:
         self._router = router
+        self._judges = judges
         self._ids = random.Random()  # uuid4 reads os.urandom: slow on some VMs
         self._prompts = prompts
         self._tracer = tracer
@@ -153,6 +160,9 @@ class Proxy:
         if limits is not None and limits.budget_usd is not None and self._refuse_unpriced:
             await self._require_prices(plan, principal.name)
         call.stream = stream = body.get("stream") is True
+        judges = self._judges
+        if judges is not None and SCOPE_JUDGE not in request.scope:
+            call.judges = judges.pick(call.operation, plan.route)
         upstream_headers = trace_headers(call.span)
         strip_usage = False
         if stream and self._stream_usage and call.operation != "embeddings":
@@ -180,13 +190,18 @@ class Proxy:
             start_attributes(call, sent, call.model, self._redact)
             response_attributes(call, result.data, self._redact)
             self.finish(call, 200, None)
+            if call.judges and judges is not None:
+                judges.submit(call, sent, result.data)
             return Response(result.content, media_type="application/json", headers=response_headers)
         target, opened = await self._until_disconnect(
             request, dispatcher.stream(plan, build, call.failures)
         )
         call.target = target
         start_attributes(call, sent, call.model, self._redact)
-        scan = StreamScan(strip_usage=strip_usage, capture=self._redact is not None)
+        capture = self._redact is not None or bool(call.judges)
+        scan = StreamScan(strip_usage=strip_usage, capture=capture)
+        if call.judges:
+            call.judge_input = sent
         headers = {**response_headers, "cache-control": "no-cache"}
         return RelayResponse(call, opened, scan, self._finish_stream, headers)
 
@@ -269,6 +284,8 @@ class Proxy:
     ) -> None:
         stream_attributes(call, scan, self._redact)
         self.finish(call, status, error, error_type="client_closed" if status == 499 else None)
+        if call.judges and status == 200 and self._judges is not None:
+            self._judges.submit_stream(call, scan)
 
     def finish(
         self, call: Call, status: int, error: BaseException | None, *, error_type: str | None = None
@@ -308,6 +325,7 @@ class Proxy:
             cost = self._costs.cost(
                 deployment.provider, deployment.model, call.input_tokens, call.output_tokens
             )
+            self._metrics.observe_cost(call.operation, route, cost)
         if call.admitted and principal is not None and principal.limits is not None:
             used = (call.input_tokens or 0) + (call.output_tokens or 0)
             self._release(principal.limits, call.slot, used, cost or 0.0)
@@ -335,6 +353,7 @@ class Proxy:
                 input_tokens=call.input_tokens,
                 output_tokens=call.output_tokens,
                 cost_usd=cost,
+                finish_reason=call.finish_reason,
             )
         )
 

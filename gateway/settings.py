@@ -37,6 +37,7 @@ resolves them from a mapping (``gateway.config.load_settings`` passes the enviro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from lockgate.registry.settings import reject_renamed
+
+JUDGE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 
 # Providers spoken to over the OpenAI protocol by the fast path unless ``via`` says otherwise.
 OPENAI_COMPATIBLE = frozenset(
@@ -326,6 +329,53 @@ class PredictSettings(_Strict):
     )
 
 
+class JudgeSettings(_Strict):
+    """An LLM judge scoring a sampled share of the gateway's successful chat and completions
+    calls, off the request path (:mod:`gateway.judges`, docs/monitoring.md); its name in
+    ``gateway.judges`` is the score's name."""
+
+    prompt: str = Field(
+        description="The rubric: a registry prompt NAME@LABEL, as the llm_judge scorer takes; "
+        "its variables may be input (the call's messages), question (the last user message) "
+        "and output (the answer)."
+    )
+    model: str = Field(
+        description="The route that answers the rubric: a configured route (gateway.routes) "
+        "or registry:NAME@LABEL."
+    )
+    sample_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Share of successful calls judged, 0 to 1."
+    )
+    routes: list[str] = Field(
+        default_factory=list,
+        description="Judge only calls of these routes (as the gateway resolved them); "
+        "default: every route.",
+    )
+    scale: tuple[float, float] = Field(
+        default=(0.0, 1.0), description="The rubric's score range (low, high), mapped to 0-1."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0},
+        description="Request fields of the judge's call (the rubric's config fills the rest).",
+    )
+    max_chars: int = Field(
+        default=8000, ge=100,
+        description="Characters of the conversation (its end), the question and the answer "
+        "handed to the judge, each.",
+    )  # fmt: skip
+    max_pending: int = Field(
+        default=100, ge=1,
+        description="Judgments in flight; a call sampled beyond them is not judged (counted).",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> JudgeSettings:
+        low, high = self.scale
+        if not low < high:
+            raise ValueError(f"scale must be (low, high) with low < high, not {list(self.scale)}")
+        return self
+
+
 class GatewaySettings(_Strict):
     """The ``gateway`` section: routes, providers, keys, limits, tracing (docs/gateway.md)."""
 
@@ -356,6 +406,11 @@ class GatewaySettings(_Strict):
     call_records: CallRecordSettings = Field(default_factory=CallRecordSettings)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     predict: PredictSettings = Field(default_factory=PredictSettings)
+    judges: dict[str, JudgeSettings] = Field(
+        default_factory=dict,
+        description="Name -> an LLM judge scoring a sampled share of the traffic "
+        "(docs/monitoring.md); traffic drift compares the scores.",
+    )
     auth: Literal["auto", "required", "disabled"] = Field(
         default="auto",
         description="auto: keys are required once an admin key is configured or any key "
@@ -392,7 +447,22 @@ class GatewaySettings(_Strict):
                     raise ValueError(
                         f"route {name!r}: fallback {fallback!r} is not another configured route"
                     )
+        for name, judge in self.judges.items():
+            self._check_judge(name, judge)
         return self
+
+    def _check_judge(self, name: str, judge: JudgeSettings) -> None:
+        known = ", ".join(sorted(self.routes)) or "none"
+        if not JUDGE_NAME.fullmatch(name):
+            raise ValueError(
+                f"judge {name!r}: a judge's name is 1 to 100 letters, digits, '_', '-' or '.'"
+            )
+        for what, route in (("model", judge.model), *(("routes", r) for r in judge.routes)):
+            if route not in self.routes and not route.startswith("registry:"):
+                raise ValueError(
+                    f"judges.{name}.{what}: {route!r} is not a configured route (gateway.routes: "
+                    f"{known}) nor registry:NAME@LABEL"
+                )
 
     def route_timeouts(self, route: RouteSettings) -> TimeoutSettings:
         if route.timeouts is None:

@@ -26,6 +26,8 @@ from lockgate.gateway.tracing import (
     server_attributes,
 )
 
+MAX_FINISH_REASON = 40  # characters, as the call record keeps it
+
 
 @dataclass(slots=True)
 class Call:
@@ -47,6 +49,9 @@ class Call:
     ttft_s: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    finish_reason: str | None = None  # for the call record: the first choice's, a stream's last
+    judges: tuple[str, ...] = ()  # the judges that sampled this call (gateway.judges)
+    judge_input: Any = None  # what a sampled call sent: its messages or prompt
     admitted: bool = False  # holds a limiter slot to give back
     finished: bool = False
     failures: list[str] = field(default_factory=list)
@@ -112,6 +117,7 @@ def response_attributes(call: Call, data: dict[str, Any], redact: Redactor | Non
     ]  # fmt: skip
     if reasons:
         attributes["gen_ai.response.finish_reasons"] = reasons
+        call.finish_reason = reasons[0][:MAX_FINISH_REASON]
     if redact is not None and call.operation != "embeddings":
         attributes["gen_ai.output.messages"] = redact.json(output_messages(data))
 
@@ -125,6 +131,8 @@ def stream_attributes(call: Call, scan: StreamScan, redact: Redactor | None) -> 
         attributes["gen_ai.response.model"] = scan.response_model
     if scan.finish_reasons:
         attributes["gen_ai.response.finish_reasons"] = scan.finish_reasons
+        last = scan.finish_reasons[-1]
+        call.finish_reason = last[:MAX_FINISH_REASON] if isinstance(last, str) else None
     if call.ttft_s is not None:
         attributes["lockgate.time_to_first_token_ms"] = call.ttft_s * 1000
     if redact is not None:

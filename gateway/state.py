@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import anyio.to_thread
@@ -17,7 +17,9 @@ from lockgate.gateway.call_records import CallRecorder
 from lockgate.gateway.config import LockgateSettings
 from lockgate.gateway.costs import CostTable
 from lockgate.gateway.dispatch import Dispatcher
+from lockgate.gateway.drain import Drain
 from lockgate.gateway.errors import SecretScrubber
+from lockgate.gateway.judges import Judges
 from lockgate.gateway.limits import BUDGET_THRESHOLDS, Limiter, MemoryLimiter, RedisLimiter
 from lockgate.gateway.metrics import Metrics
 from lockgate.gateway.predict import Predictor
@@ -52,9 +54,13 @@ class GatewayState:
     scrub: SecretScrubber
     predictor: Predictor
     webhooks: WebhookDispatcher | None = None  # delivers registry events (webhooks section)
+    drain: Drain = field(default_factory=Drain)  # set on SIGTERM (server.shutdown_drain_s)
+    judges: Judges | None = None  # LLM judges of sampled traffic (gateway.judges)
 
     async def aclose(self) -> None:
         try:
+            if self.judges is not None:  # their calls need the proxy and the HTTP pool
+                await self.judges.aclose()
             if self.webhooks is not None:
                 await anyio.to_thread.run_sync(self.webhooks.stop)
             await self.proxy.drain()
@@ -105,6 +111,7 @@ def build_state(
     auth = Authenticator(gateway, registry)
     limiter = build_limiter(gateway, registry, settings.webhooks.budget_thresholds)
     breakers = CircuitBreakers(gateway.breaker)
+    judges = Judges(gateway, registry, metrics.registry) if gateway.judges else None
     proxy = Proxy(
         settings=gateway,
         router=router,
@@ -116,13 +123,16 @@ def build_state(
         limiter=limiter,
         dispatcher=Dispatcher(breakers),
         costs=costs,
+        judges=judges,
     )
+    if judges is not None:
+        judges.attach(proxy.handle)
     return GatewayState(
         settings, registry, http, providers, router, tracer_provider, metrics, recorder,
         costs, proxy, auth, limiter, breakers, SecretScrubber.of(gateway),
         build_predictor(gateway, registry, tracer_provider, metrics, recorder, auth, limiter),
         WebhookDispatcher(registry.events, settings.webhooks).start()
-        if settings.webhooks.endpoints else None,
+        if settings.webhooks.endpoints else None, judges=judges,
     )  # fmt: skip
 
 

@@ -1,5 +1,7 @@
 """Call records: one row per gateway call, written in batches off the request path, and
-read back newest first with filters (:meth:`Calls.query`), a page at a time."""
+read back newest first with filters (:meth:`Calls.query`), a page at a time; and call scores:
+an LLM judge's score of a sampled call (``gateway.judges``, :meth:`Calls.record_scores`,
+:meth:`Calls.scores`), pruned with the records."""
 
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from lockgate.registry._core import PRUNE_BATCH, Part, aware, prune_rows
 from lockgate.registry.errors import InvalidInput, NotFound
 from lockgate.registry.records import _Record
 from lockgate.registry.runs import MIN_ID_PREFIX, resolve_id_prefix
-from lockgate.registry.tables import ApiKey, CallRecord, utcnow
+from lockgate.registry.tables import ApiKey, CallRecord, CallScore, utcnow
 
 # a Core executemany: skips the ORM bulk path's per-row bookkeeping (~2 µs a row)
 _INSERT = insert(cast(Table, CallRecord.__table__))
+_INSERT_SCORES = insert(cast(Table, CallScore.__table__))
 MAX_PAGE = 1000
+MAX_SCORE_PAGE = 10_000
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class CallInfo(_Record):
     input_tokens: int | None
     output_tokens: int | None
     cost_usd: float | None
+    finish_reason: str | None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -74,9 +79,53 @@ class NewCall:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    finish_reason: str | None = None  # the upstream's; a stream's last
 
 
 NEW_CALL_FIELDS = tuple(NewCall.__dataclass_fields__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewScore:
+    """A judge's score of one call as the gateway hands it to :meth:`Calls.record_scores`:
+    the call's identity and filter columns (``created_at`` is the call's), the judge's name,
+    the rubric ``NAME@VERSION``, the score mapped to 0-1 and as the judge gave it, or the
+    ``error`` that left it without one."""
+
+    created_at: datetime
+    request_id: str
+    judge: str
+    trace_id: str | None = None
+    route: str | None = None
+    model: str | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    rubric: str | None = None
+    score: float | None = None
+    raw_score: float | None = None
+    error: str | None = None
+
+
+NEW_SCORE_FIELDS = tuple(NewScore.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class ScoreInfo:
+    """One stored judge score, every field."""
+
+    id: int
+    created_at: datetime
+    request_id: str
+    trace_id: str | None
+    route: str | None
+    model: str | None
+    prompt_name: str | None
+    prompt_version: int | None
+    judge: str
+    rubric: str | None
+    score: float | None
+    raw_score: float | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -110,8 +159,12 @@ def _call(row: CallRecord) -> CallInfo:
 
 
 def _conditions(f: CallFilter) -> list[Any]:
-    """WHERE clauses; the time window and key use the created_at and key_id indexes, the
-    prompt the (prompt_name, prompt_version) one."""
+    """WHERE clauses. Each filter has an index ending in ``id`` (route, model, status_code,
+    key_id, prompt_name + prompt_version; migration 0009), so one page newest first is one
+    backward walk of one index range; the time window uses the created_at index. A single
+    status is an equality, not a one-code range, for its index to give the id order; a class
+    (``5xx``) is a range, which the database reads through that index and sorts, or walks
+    the ids newest first, as its planner judges."""
     where: list[Any] = []
     for value, column in ((f.route, CallRecord.route), (f.model, CallRecord.model),
                           (f.prompt_name, CallRecord.prompt_name),
@@ -121,7 +174,9 @@ def _conditions(f: CallFilter) -> list[Any]:
     if f.key_ids is not None:
         where.append(CallRecord.key_id.in_(f.key_ids))
     if f.statuses:
-        where.append(or_(*(CallRecord.status_code.between(lo, hi) for lo, hi in f.statuses)))
+        where.append(or_(*(CallRecord.status_code == lo if lo == hi
+                           else CallRecord.status_code.between(lo, hi)
+                           for lo, hi in f.statuses)))  # fmt: skip
     for bound in (f.since, f.until):
         if bound is not None and bound.tzinfo is None:
             raise InvalidInput("call record times are UTC: give an aware datetime")
@@ -150,11 +205,62 @@ class Calls(Part):
         return len(rows)
 
     def prune(self, before: datetime, *, batch: int = PRUNE_BATCH) -> int:
-        """Delete the call records created before ``before``; returns how many. Deletes in
-        batches of ``batch`` rows (oldest first, over the ``created_at`` index), each in its
-        own transaction, so a large backlog never holds one long lock over the table that the
-        gateway's exporter writes to."""
-        return prune_rows(self.db, CallRecord, [CallRecord.created_at < aware(before)], batch)
+        """Delete the call records created before ``before``, and the judge scores of calls
+        made before it; returns how many records. Deletes in batches of ``batch`` rows
+        (oldest first, over the ``created_at`` index), each in its own transaction, so a
+        large backlog never holds one long lock over the table that the gateway's exporter
+        writes to."""
+        before = aware(before)
+        prune_rows(self.db, CallScore, [CallScore.created_at < before], batch)
+        return prune_rows(self.db, CallRecord, [CallRecord.created_at < before], batch)
+
+    def record_scores(self, scores: Sequence[NewScore]) -> int:
+        """Insert a batch of judge scores in one statement; returns how many."""
+        if not scores:
+            return 0
+        rows = []
+        for score in scores:
+            if not isinstance(score, NewScore):
+                raise InvalidInput(f"a call score is a NewScore, not {type(score).__name__}")
+            rows.append({name: getattr(score, name) for name in NEW_SCORE_FIELDS})
+        with self.db.write() as session:
+            session.execute(_INSERT_SCORES, rows)
+        return len(rows)
+
+    def scores(
+        self, where: CallFilter | None = None, *, limit: int = 1000, before: int | None = None
+    ) -> builtins.list[ScoreInfo]:
+        """Judge scores of the calls matching ``where`` (its route, model, prompt and time
+        window: the judged call's), newest (highest id) first, at most ``limit`` (1 to
+        :data:`MAX_SCORE_PAGE`); ``before`` (the last one's id) pages on."""
+        f = where or CallFilter()
+        if not 1 <= limit <= MAX_SCORE_PAGE:
+            raise InvalidInput(f"limit must be 1 to {MAX_SCORE_PAGE}, not {limit}", param="limit")
+        if f.key_ids is not None or f.statuses:
+            raise InvalidInput("judge scores are of successful calls: filter them by route, "
+                               "model, prompt and time only")  # fmt: skip
+        conditions = []
+        for value, column in ((f.route, CallScore.route), (f.model, CallScore.model),
+                              (f.prompt_name, CallScore.prompt_name),
+                              (f.prompt_version, CallScore.prompt_version)):  # fmt: skip
+            if value is not None:
+                conditions.append(column == value)
+        for bound in (f.since, f.until):
+            if bound is not None and bound.tzinfo is None:
+                raise InvalidInput("call record times are UTC: give an aware datetime")
+        if f.since is not None:
+            conditions.append(CallScore.created_at >= f.since)
+        if f.until is not None:
+            conditions.append(CallScore.created_at < f.until)
+        stmt = select(CallScore).where(*conditions)
+        if before is not None:
+            stmt = stmt.where(CallScore.id < before)
+        stmt = stmt.order_by(CallScore.id.desc()).limit(limit)
+        with self.db.read() as session:
+            return [
+                ScoreInfo(**{n: getattr(r, n) for n in ScoreInfo.__dataclass_fields__})
+                for r in session.scalars(stmt)
+            ]
 
     def query(
         self, where: CallFilter | None = None, *, limit: int = 100, before: int | None = None

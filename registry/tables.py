@@ -289,9 +289,13 @@ class CallRecord(Base):
 
     __tablename__ = "call_records"
     __table_args__ = (
+        # the call viewer filters on one of these and pages on id, newest first (0009)
         Index("ix_call_records_created", "created_at"),
-        Index("ix_call_records_prompt", "prompt_name", "prompt_version"),
-        Index("ix_call_records_key", "key_id"),
+        Index("ix_call_records_route_id", "route", "id"),
+        Index("ix_call_records_model_id", "model", "id"),
+        Index("ix_call_records_status_id", "status_code", "id"),
+        Index("ix_call_records_key_id", "key_id", "id"),
+        Index("ix_call_records_prompt_id", "prompt_name", "prompt_version", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -314,6 +318,30 @@ class CallRecord(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)  # 0010
+
+
+class CallScore(Base):
+    """A judge's score of one sampled gateway call (``gateway.judges``), written off the
+    request path; it names the call by request and trace id and repeats what traffic drift
+    filters on. Pruned with the call records (``lockgate db prune --calls``)."""
+
+    __tablename__ = "call_scores"
+    __table_args__ = (Index("ix_call_scores_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the judged call's
+    request_id: Mapped[str] = mapped_column(String(64))
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    route: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    prompt_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    prompt_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    judge: Mapped[str] = mapped_column(String(100))  # the gateway.judges entry: the score's name
+    rubric: Mapped[str | None] = mapped_column(String(300), nullable=True)  # NAME@VERSION
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)  # 0-1; None: no score
+    raw_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # as the judge said
+    error: Mapped[str | None] = mapped_column(String(200), nullable=True)  # why no score
 
 
 class PredictionSample(Base):

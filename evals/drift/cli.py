@@ -121,7 +121,8 @@ def traffic_command(
     html: HtmlOpt = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check LLM traffic (tokens, latency, errors, cost) of a window against the one before."""
+    """Check LLM traffic (tokens, latency, errors, cost, finish reasons, judge scores) of a
+    window against the one before."""
     from datetime import UTC, datetime
 
     from lockgate.evals.drift.check import DriftOptions
@@ -194,6 +195,15 @@ def _show(run: DriftRun, html: Path | None) -> None:
             Text(num(c.p_value)), Text(num(c.score)), Text(num(c.threshold)), verdict,
         )  # fmt: skip
     out.print(table)
+    for c in report.columns:
+        if "judged_share_current" in c.details:
+            d = c.details
+            out.print(Text(
+                f"{c.column}: judged {d['judged_current']} of the current calls "
+                f"({d['judged_share_current']:.1%}, {d['scored_current']} scored) and "
+                f"{d['judged_reference']} of the reference calls "
+                f"({d['judged_share_reference']:.1%}, {d['scored_reference']} scored)"
+            ))  # fmt: skip
     for name, why in report.skipped.items():
         out.print(Text(f"not checked: {name}: {why}", style="yellow"))
     word = Text("drift", style="red") if report.drifted else Text("no drift", style="green")

@@ -12,11 +12,22 @@ latency_ms        the whole call                                              nu
 ttft_ms           time to the first token (streamed calls only)               numeric
 error             1 when the status is 400 or more or an error was recorded   categorical
 cost_usd          the priced cost                                             numeric
+finish_reason     how the answer ended (``stop``, ``length``, ``tool_calls``,  categorical
+                  …; a stream's last); none for failed calls and embeddings
 ================  ==========================================================  ===========
 
-Finish reasons and judge scores are not in the call records, so they are not checked. A
-column without a value in either window (``ttft_ms`` when no call streamed, ``cost_usd``
-without prices) is listed in the report's ``skipped``, not tested.
+**Judge scores.** When LLM judges score a sampled share of the traffic (``gateway.judges``,
+:mod:`gateway.judges`), each judge found in either window adds a numeric column
+``judge:NAME``: the scores (0-1) of the calls it judged, from the registry's call scores
+(:meth:`registry.calls.Calls.scores`, the same model/route, prompt and window), at most
+:data:`MAX_SCORES` per window. Its default test follows the same rules with ``n`` the
+reference's scores. The column's ``details`` say how much of each window was judged:
+``judged_reference`` / ``judged_current`` (calls with a judgment, scored or not),
+``scored_*`` and ``judged_share_*`` (judged / calls).
+
+A column without a value in either window (``ttft_ms`` when no call streamed, ``cost_usd``
+without prices, ``finish_reason`` when every call failed, a judge that scored nothing in one
+window) is listed in the report's ``skipped``, not tested.
 
 :func:`run_traffic_drift` compares the ``current`` window (``24h``: the last 24 hours)
 with the ``reference`` window just before it (``7d``: the 7 days before those 24 hours),
@@ -26,7 +37,7 @@ with the default test per column (:mod:`evals.drift.check`), and records a ``dri
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +45,7 @@ import numpy as np
 
 from lockgate.evals.drift.check import DriftOptions, check_drift
 from lockgate.evals.drift.errors import DriftInputInvalid
-from lockgate.evals.drift.profile import Profile, build_profile
+from lockgate.evals.drift.profile import Profile, build_profile, profile_column
 from lockgate.evals.drift.runs import DriftRun, record_drift_run, resolve_subject
 from lockgate.registry._extras import require
 from lockgate.registry.errors import InvalidInput
@@ -42,7 +53,8 @@ from lockgate.registry.records import Ref
 
 if TYPE_CHECKING:
     from lockgate.evals.drift._frames import Kind
-    from lockgate.registry.calls import CallFilter, CallInfo
+    from lockgate.evals.drift.results import ColumnDrift
+    from lockgate.registry.calls import CallFilter, CallInfo, ScoreInfo
     from lockgate.registry.registry import Registry
 
 COLUMNS: dict[str, Kind] = {
@@ -52,9 +64,13 @@ COLUMNS: dict[str, Kind] = {
     "ttft_ms": "numeric",
     "error": "categorical",
     "cost_usd": "numeric",
+    "finish_reason": "categorical",
 }
+JUDGE_PREFIX = "judge:"
 MAX_CALLS = 200_000  # per window, the newest
+MAX_SCORES = 200_000  # judge scores per window, the newest
 _PAGE = 1000
+_SCORE_PAGE = 10_000
 
 
 def traffic_frame(
@@ -86,8 +102,58 @@ def traffic_frame(
             "ttft_ms": floats("ttft_ms"),
             "error": np.array(error, dtype=np.int64),
             "cost_usd": floats("cost_usd"),
+            "finish_reason": np.array([c.finish_reason for c in calls], dtype=object),
         }
     )
+
+
+@dataclass(frozen=True)
+class JudgeColumn:
+    """One judge's scores in a window: the scores (NaN: judged without a score)."""
+
+    name: str
+    scores: Any  # numpy float64 array
+
+    @property
+    def column(self) -> str:
+        return JUDGE_PREFIX + self.name
+
+    @property
+    def scored(self) -> int:
+        return int(np.isfinite(self.scores).sum())
+
+
+def judge_scores(
+    registry: Registry,
+    *,
+    model: str | None,
+    prompt: str | None,
+    start: datetime,
+    end: datetime,
+    max_scores: int = MAX_SCORES,
+) -> dict[str, JudgeColumn]:
+    """The judge scores of the calls :func:`traffic_frame` reads (the newest ``max_scores``),
+    by judge name."""
+    found: dict[int, ScoreInfo] = {}
+    for where in _filters(registry, model, prompt):
+        where = replace(where, since=start, until=end)
+        before: int | None = None
+        while len(found) < max_scores:
+            page = registry.calls.scores(where, limit=_SCORE_PAGE, before=before)
+            for score in page:
+                found[score.id] = score
+            if len(page) < _SCORE_PAGE:
+                break
+            before = page[-1].id
+    newest = sorted(found.values(), key=lambda s: -s.id)[:max_scores]
+    by_judge: dict[str, list[float]] = {}
+    for score in reversed(newest):
+        value = np.nan if score.score is None else float(score.score)
+        by_judge.setdefault(score.judge, []).append(value)
+    return {
+        name: JudgeColumn(name, np.array(values, dtype=np.float64))
+        for name, values in sorted(by_judge.items())
+    }
 
 
 def _filters(registry: Registry, model: str | None, prompt: str | None) -> list[CallFilter]:
@@ -178,7 +244,7 @@ def run_traffic_drift(
     scope = ",".join(
         f"{key}={value}" for key, value in (("model", model), ("prompt", prompt)) if value
     )
-    frames = []
+    frames, judged = [], []
     for what, start, end in (("reference", ref_start, ref_end), ("current", cur_start, cur_end)):
         frame = traffic_frame(registry, model=model, prompt=prompt, start=start, end=end)
         if len(frame) == 0:
@@ -188,13 +254,21 @@ def run_traffic_drift(
                 param=what,
             )
         frames.append(frame)
+        judged.append(judge_scores(registry, model=model, prompt=prompt, start=start, end=end))
+    names = sorted(set(judged[0]) | set(judged[1]))
     kinds = dict(COLUMNS)
-    ref_profile = build_profile(frames[0], kinds=kinds)
-    cur_profile = build_profile(frames[1], kinds=kinds, exact_limit=None)
-    report = check_drift(ref_profile, cur_profile, _usable(options, ref_profile, cur_profile))
+    ref_profile = _with_judges(build_profile(frames[0], kinds=kinds), judged[0], names)
+    cur_profile = _with_judges(
+        build_profile(frames[1], kinds=kinds, exact_limit=None), judged[1], names
+    )
+    known = [*COLUMNS, *(JUDGE_PREFIX + name for name in names)]
+    usable = _usable(options, ref_profile, cur_profile, known)
+    report = check_drift(ref_profile, cur_profile, usable)
+    counts = (len(frames[0]), len(frames[1]))
     report = replace(
         report,
-        skipped={**report.skipped, **_empty(ref_profile, cur_profile, options)},
+        columns=tuple(_judge_details(c, judged, counts) for c in report.columns),
+        skipped={**report.skipped, **_empty(ref_profile, cur_profile, options, known)},
     )
     subject = ""
     if prompt is not None and "@" in prompt:
@@ -208,14 +282,50 @@ def run_traffic_drift(
     )  # fmt: skip
 
 
-def _wanted(options: DriftOptions) -> list[str]:
-    return list(options.columns) if options.columns is not None else list(COLUMNS)
+def _with_judges(profile: Profile, judged: dict[str, JudgeColumn], names: list[str]) -> Profile:
+    """``profile`` with a numeric column per judge in ``names`` (empty where it judged
+    nothing in this window), its values kept exactly (at most :data:`MAX_SCORES`)."""
+    if not names:
+        return profile
+    empty = np.array([], dtype=np.float64)
+    columns = dict(profile.columns)
+    for name in names:
+        held = judged.get(name)
+        columns[JUDGE_PREFIX + name] = profile_column(
+            held.scores if held is not None else empty, "numeric", exact_limit=None,
+            name=JUDGE_PREFIX + name,
+        )  # fmt: skip
+    return Profile(columns, profile.n_rows, profile.skipped)
 
 
-def _empty(reference: Profile, current: Profile, options: DriftOptions) -> dict[str, str]:
+def _judge_details(
+    column: ColumnDrift, judged: list[dict[str, JudgeColumn]], calls: tuple[int, int]
+) -> ColumnDrift:
+    """A judge column's verdict with how much of each window was judged and scored."""
+    if not column.column.startswith(JUDGE_PREFIX):
+        return column
+    name = column.column[len(JUDGE_PREFIX) :]
+    details = dict(column.details)
+    for (side, held), total in zip(zip(("reference", "current"), judged, strict=True), calls,
+                                   strict=True):  # fmt: skip
+        scores = held.get(name)
+        count = len(scores.scores) if scores is not None else 0
+        details[f"judged_{side}"] = count
+        details[f"scored_{side}"] = scores.scored if scores is not None else 0
+        details[f"judged_share_{side}"] = count / total if total else 0.0
+    return replace(column, details=details)
+
+
+def _wanted(options: DriftOptions, known: list[str]) -> list[str]:
+    return list(options.columns) if options.columns is not None else list(known)
+
+
+def _empty(
+    reference: Profile, current: Profile, options: DriftOptions, known: list[str]
+) -> dict[str, str]:
     out = {}
-    for name in _wanted(options):
-        if name not in COLUMNS:
+    for name in _wanted(options, known):
+        if name not in known:
             continue
         sides = [w for w, p in (("reference", reference), ("current", current))
                  if p.columns[name].n == 0]  # fmt: skip
@@ -224,11 +334,13 @@ def _empty(reference: Profile, current: Profile, options: DriftOptions) -> dict[
     return out
 
 
-def _usable(options: DriftOptions, reference: Profile, current: Profile) -> DriftOptions:
-    unknown = [name for name in _wanted(options) if name not in COLUMNS]
+def _usable(
+    options: DriftOptions, reference: Profile, current: Profile, known: list[str]
+) -> DriftOptions:
+    unknown = [name for name in _wanted(options, known) if name not in known]
     if unknown:
         raise DriftInputInvalid(
-            f"traffic has no columns {unknown} (it has: {', '.join(COLUMNS)})", param="columns"
+            f"traffic has no columns {unknown} (it has: {', '.join(known)})", param="columns"
         )
-    empty = _empty(reference, current, options)
-    return replace(options, columns=[n for n in _wanted(options) if n not in empty])
+    empty = _empty(reference, current, options, known)
+    return replace(options, columns=[n for n in _wanted(options, known) if n not in empty])

@@ -143,7 +143,8 @@ def main() -> None:
                 wait_ready(client, base + "/readyz")
                 url = f"{base}/v1/models/bench@production:predict"
                 body = {"instances": batch}
-                answer = client.post(url, json=body).json()
+                # the first call loads the model (imports included): longer than httpx's 5 s
+                answer = client.post(url, json=body, timeout=120).json()
                 assert answer["predictions"] == model.predict(frame).tolist(), answer
                 direct, gateway, floor = timed(
                     [

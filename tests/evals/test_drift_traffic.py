@@ -29,14 +29,18 @@ def _calls(
     route: str = "support-bot",
     prompt: tuple[str, int] | None = ("support", 1),
     errors: float = 0.01,
+    length: float = 0.0,
 ) -> None:
     rng = np.random.default_rng(seed)
     ages = rng.uniform(*hours_ago, n)
+    statuses = np.where(rng.random(n) < errors, 500, 200)
+    finishes = np.where(rng.random(n) < length, "length", "stop")
     calls = [
         NewCall(
             request_id=f"{seed}-{i}",
             operation="chat",
-            status_code=500 if rng.random() < errors else 200,
+            status_code=int(statuses[i]),
+            finish_reason=str(finishes[i]) if statuses[i] == 200 else None,
             latency_ms=float(rng.gamma(4, 80)),
             created_at=now - timedelta(hours=float(age)),
             model=model,
@@ -74,6 +78,7 @@ def test_longer_prompts_are_traffic_drift(registry: Registry) -> None:
     assert len(frame) == 300
     assert list(frame.columns) == [
         "input_tokens", "output_tokens", "latency_ms", "ttft_ms", "error", "cost_usd",
+        "finish_reason",
     ]  # fmt: skip
     run = run_traffic_drift(registry, model="gpt-small", now=now)
     report = run.report
@@ -117,12 +122,13 @@ def test_prompt_version_scopes_the_traffic_and_is_the_subject(registry: Registry
 def test_drift_traffic_cli(cli: Cli, registry: Registry) -> None:
     now = utcnow()
     _calls(registry, now, hours_ago=(25, 24 * 7), n=400, tokens=200, seed=7)
-    _calls(registry, now, hours_ago=(0.1, 23), n=300, tokens=600, seed=8, errors=0.3)
+    _calls(registry, now, hours_ago=(0.1, 23), n=300, tokens=600, seed=8, errors=0.3,
+           length=0.4)  # fmt: skip
     code, out, err = cli("drift", "traffic", "--model", "gpt-small", "--json")
     assert code == 1, err
     data = json.loads(out)
     drifted = {c["column"] for c in data["columns"] if c["drifted"]}
-    assert {"input_tokens", "error"} <= drifted
+    assert {"input_tokens", "error", "finish_reason"} <= drifted
     assert data["drifted"] is True and registry.runs.get(data["run_id"]).kind == "drift"
     code, out, _ = cli("drift", "traffic", "--model", "gpt-small", "--columns", "output_tokens")
     assert code == 0

@@ -94,6 +94,11 @@ def test_a_known_model_gets_a_cost(start_gateway: StartGateway, upstream: Any) -
     (call,) = _wait_calls(gw.registry, 1)
     assert call["model"] == "gpt-4o-mini"
     assert call["cost_usd"] == pytest.approx(7 * 0.15e-6 + 2 * 0.6e-6)
+    # the same cost reaches Prometheus, for the dashboard's spend panels and budget alerts
+    metrics = httpx.get(gw.url + "/metrics").text
+    (line,) = [x for x in metrics.splitlines() if x.startswith("lockgate_cost_usd_total{")]
+    assert 'operation="chat"' in line and 'route="priced"' in line
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(call["cost_usd"])
 
 
 def _call(request_id: str) -> NewCall:
