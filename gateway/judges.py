@@ -58,7 +58,7 @@ from starlette.types import Message
 
 from lockgate.gateway.auth import Principal
 from lockgate.gateway.errors import SecretScrubber
-from lockgate.gateway.proxy import SCOPE_JUDGE, SCOPE_PRINCIPAL
+from lockgate.gateway.proxy import SCOPE_JUDGE, in_process_chat
 from lockgate.gateway.settings import GatewaySettings, JudgeSettings
 from lockgate.gateway.spans import Call
 from lockgate.gateway.streaming import StreamScan
@@ -74,7 +74,6 @@ log = logging.getLogger(__name__)
 MAX_UNWRITTEN = 10_000  # finished scores waiting for the registry; beyond: dropped, counted
 MAX_ERROR = 200  # characters of a stored error, as call_scores keeps it
 JUDGED_OPERATIONS = frozenset({"chat", "text_completion"})
-CHAT_PATH = "/v1/chat/completions"
 # rubric variable -> what the judged call gives (llm_judge's ``variables``)
 VARIABLES = {"input": "conversation", "question": "question", "output": "output"}
 Handle = Callable[[Request, Any], Awaitable[Response]]
@@ -273,6 +272,7 @@ class InProcessCaller:
         self._handle = handle
         self._judge = judge
         self._headers = [
+            (b"host", b"localhost"),
             (b"x-request-id", f"judge:{judge}:{judged_request}"[:64].encode("latin-1", "replace")),
             *((k.encode(), v.encode()) for k, v in headers.items()),
         ]
@@ -283,26 +283,10 @@ class InProcessCaller:
             raise JudgeFailed(f"a judge calls /chat/completions, not {path}")
         body = {k: v for k, v in body.items() if k != "stream_options"}
         body["stream"] = False
-        payload = orjson.dumps(body)
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": CHAT_PATH,
-            "raw_path": CHAT_PATH.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()), *self._headers],
-            "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
-            SCOPE_PRINCIPAL: self._principal, SCOPE_JUDGE: self._judge,
-        }  # fmt: skip
-        sent = False
-
-        async def receive() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": payload, "more_body": False}
-            await asyncio.Event().wait()  # never disconnects; cancelled with the judgment
-            raise AssertionError("unreachable")
-
+        scope, receive = in_process_chat(
+            orjson.dumps(body), self._principal, _never, headers=self._headers,
+            extra={SCOPE_JUDGE: self._judge},
+        )  # fmt: skip
         response = await self._handle(Request(scope, receive), "chat")
         if response.status_code != 200:
             raise JudgeFailed(f"the judge's call ended with status {response.status_code}")
@@ -313,6 +297,12 @@ class InProcessCaller:
         if not isinstance(data, dict):
             raise JudgeFailed("the judge's answer is not a JSON object")
         return data
+
+
+async def _never() -> Message:
+    """A judge's call never disconnects: it is cancelled with the judgment."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
 
 
 def _scorer_params(judge: JudgeSettings) -> dict[str, Any]:

@@ -21,13 +21,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope
 
 from lockgate.gateway.auth import Authenticator, Principal
 from lockgate.gateway.body import parse_body, read_body
@@ -58,6 +59,44 @@ LIMIT_CODES = {"rpm": "rpm_limit", "tpm": "tpm_limit", "parallel": "parallel_lim
 MAX_REQUEST_ID = 64  # as the call record keeps it
 SCOPE_PRINCIPAL = "lockgate.principal"  # an in-process caller's principal (gateway/ui)
 SCOPE_JUDGE = "lockgate.judge"  # a judge's own call (gateway.judges): never sampled itself
+
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def in_process_chat(
+    payload: bytes,
+    principal: Principal,
+    after_body: Callable[[], Awaitable[Message]],
+    *,
+    base: Scope | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = ((b"host", b"localhost"),),
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[Scope, Receive]:
+    """The ASGI scope and receive of a chat completion made inside the gateway for
+    ``principal`` (the UI's playground, a judge): ``payload`` is the JSON body, sent once;
+    after it, ``receive`` answers what ``after_body`` does (a browser's own disconnect, or
+    never). ``base`` is the scope to copy (the caller's request); ``extra`` adds scope keys
+    no client can set (:data:`SCOPE_JUDGE`)."""
+    scope: Scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "root_path": "", "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 0), **(base or {}),
+        "path": CHAT_PATH, "raw_path": CHAT_PATH.encode(), "query_string": b"",
+        "headers": [*headers, (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode())],
+        SCOPE_PRINCIPAL: principal, **(extra or {}),
+    }  # fmt: skip
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        return await after_body()
+
+    return scope, receive
 
 
 class ClientGone(Exception):

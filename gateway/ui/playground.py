@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message
 
-from lockgate.gateway.proxy import SCOPE_PRINCIPAL
+from lockgate.gateway.proxy import in_process_chat
 from lockgate.gateway.relay import RelayResponse
 from lockgate.gateway.state import GatewayState
 from lockgate.gateway.ui.queries import prompt_versions
@@ -38,7 +38,6 @@ from lockgate.registry.errors import InvalidInput, LockgateError
 from lockgate.registry.records import PromptVersionInfo, check_label
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-CHAT_PATH = "/v1/chat/completions"
 MAX_VALUE = 20_000  # characters in one variable
 PAGE_CSP = SECURITY_HEADERS["content-security-policy"] + "; connect-src 'self'"
 
@@ -117,24 +116,11 @@ async def run(request: Request, name: str, ui: UIDep) -> Response:
     if model:
         body["model"] = model
     state = _state(request)
-    principal = viewer.principal
-    payload = json.dumps(body).encode()
-    scope = {
-        **request.scope,
-        "path": CHAT_PATH, "raw_path": CHAT_PATH.encode(), "query_string": b"",
-        "headers": [(b"host", request.headers.get("host", "localhost").encode("latin-1")),
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode())],
-        SCOPE_PRINCIPAL: principal,
-    }  # fmt: skip
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": payload, "more_body": False}
-        return await request.receive()  # the browser's own disconnect
+    host = request.headers.get("host", "localhost").encode("latin-1")
+    scope, receive = in_process_chat(
+        json.dumps(body).encode(), viewer.principal, request.receive,
+        base=request.scope, headers=[(b"host", host)],
+    )  # fmt: skip
 
     async def events() -> Any:
         started = time.perf_counter()
