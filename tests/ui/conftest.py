@@ -154,17 +154,31 @@ def launch(folder: Path, config: Path) -> tuple[str, subprocess.Popen[str]]:
             time.sleep(0.2)
 
 
-def start_serve(folder: Path, registry_settings: RegistrySettings, keys: Keys) -> Served:
+def write_config(
+    folder: Path, data_dir: Path, upstream_v1: str | None = None, model: str = "stub-model"
+) -> Path:
+    """``folder/lockgate.yaml`` for a UI test: the registry in ``data_dir``, short key and
+    record delays, the UI's session secret from :data:`SECRET_VAR`, and with ``upstream_v1``
+    a priced route ``gpt-test`` to ``model`` on that fake OpenAI upstream."""
+    gateway: dict[str, Any] = {"key_cache_ttl_s": 0.2}
+    if upstream_v1 is not None:
+        deployment = {"provider": "openai", "model": model, "api_base": upstream_v1,
+                      "api_key": "sk-upstream-0123456789abcdef"}  # fmt: skip
+        gateway |= {
+            "routes": {"gpt-test": {"deployments": [deployment]}},
+            "prices": {model: {"input_per_million": 1.0, "output_per_million": 2.0}},
+            "call_records": {"flush_interval_s": 0.05},
+        }
     config = folder / "lockgate.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "registry": {"data_dir": str(registry_settings.data_dir)},
-                "gateway": {"key_cache_ttl_s": 0.2},
-                "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
-            }
-        )
-    )
+    config.write_text(yaml.safe_dump({
+        "registry": {"data_dir": str(data_dir)}, "gateway": gateway,
+        "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
+    }))  # fmt: skip
+    return config
+
+
+def start_serve(folder: Path, registry_settings: RegistrySettings, keys: Keys) -> Served:
+    config = write_config(folder, registry_settings.data_dir)
     url, process = launch(folder, config)
     return Served(url, process, Registry(registry_settings, actor="tester"), keys, config)
 

@@ -33,12 +33,12 @@ from tests.evals.conftest import CliResult, arithmetic_rows, run_cli, write_json
 from tests.evals.upstream import Upstream as ArithmeticUpstream
 from tests.gateway.upstream import Upstream, stall
 from tests.ui.conftest import (
-    SECRET_VAR,
     check_page,
     launch,
     registry_folder,
     sign_in,
     wait_for_text,
+    write_config,
 )
 
 NAME = "flow/arith"
@@ -79,18 +79,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     seed.close()
     upstream = Upstream()
     up = ServerThread(upstream.app).start()
-    route = {"deployments": [{"provider": "openai", "model": "slow-stream",
-                              "api_base": up.url + "/v1",
-                              "api_key": "sk-upstream-0123456789abcdef"}]}  # fmt: skip
-    config = folder / "lockgate.yaml"
-    config.write_text(yaml.safe_dump({
-        "registry": {"data_dir": str(settings.data_dir)},
-        "gateway": {"key_cache_ttl_s": 0.2, "routes": {"gpt-test": route},
-                    "prices": {"slow-stream": {"input_per_million": 1.0,
-                                               "output_per_million": 2.0}},
-                    "call_records": {"flush_interval_s": 0.05}},
-        "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
-    }))  # fmt: skip
+    config = write_config(folder, settings.data_dir, up.url + "/v1", model="slow-stream")
     url, process = launch(folder, config)
     registry = Registry(settings, actor="admin")
     with ArithmeticUpstream() as arithmetic:

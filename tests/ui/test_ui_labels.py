@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from lockgate.gateway.background import ServerThread
 from lockgate.registry import LineageEdge, Registry, RegistrySettings
@@ -24,12 +23,12 @@ from lockgate.registry.calls import NewCall
 from lockgate.registry.gates import SuitePin, suite_digest
 from tests.gateway.upstream import Upstream
 from tests.ui.conftest import (
-    SECRET_VAR,
     check_page,
     launch,
     registry_folder,
     sign_in,
     wait_for_text,
+    write_config,
 )
 
 NAME = "shop/answer"
@@ -119,18 +118,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Ite
     keys = _seed(settings, folder)
     upstream = Upstream()
     up = ServerThread(upstream.app).start()
-    v1 = up.url + "/v1"
-    route = {"deployments": [{"provider": "openai", "model": "stub-model", "api_base": v1,
-                              "api_key": "sk-upstream-0123456789abcdef"}]}  # fmt: skip
-    config = folder / "lockgate.yaml"
-    config.write_text(yaml.safe_dump({
-        "registry": {"data_dir": str(data)},
-        "gateway": {"key_cache_ttl_s": 0.2, "routes": {"gpt-test": route},
-                    "prices": {"stub-model": {"input_per_million": 1.0,
-                                              "output_per_million": 2.0}},
-                    "call_records": {"flush_interval_s": 0.05}},
-        "ui": {"session_secret_env": SECRET_VAR, "session_ttl_s": 3600},
-    }))  # fmt: skip
+    config = write_config(folder, data, up.url + "/v1")
     url, process = launch(folder, config)
     registry = Registry(settings, actor="tester")
     yield Site(url, registry, keys)
