@@ -33,12 +33,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.* from the repository
 from gateway_overhead import BIN, MESSAGES, PROMPT, free_port, run_wrk, start, stop, wait_ready
+
+from tests.scale.cluster import HAPROXY_DEFAULTS
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 DEFAULT_PG = os.environ.get("LOCKGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -49,15 +52,7 @@ def haproxy_config(lb1: int, lb2: int, a: int, b: int) -> str:
     return f"""global
     maxconn 4000
 
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout check 2s
-    retries 2
-    option redispatch 1
-    retry-on conn-failure empty-response
+{HAPROXY_DEFAULTS.rstrip()}
     default-server inter 2s fall 3 rise 2
 
 frontend one
@@ -80,31 +75,6 @@ backend a_and_b
     server a 127.0.0.1:{a} check
     server b 127.0.0.1:{b} check
 """
-
-
-def scratch_database(admin_url: str) -> str:
-    """A new, migrated database on the server of ``admin_url``; its URL."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"lockgate_bench_lb_{uuid.uuid4().hex[:8]}"
-    from lockgate.registry import db as registry_db
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = registry_db.make_engine(url)
-    registry_db.upgrade(engine)
-    engine.dispose()
-    return url
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def replica_config(tmp: Path, name: str, database_url: str, stub: str) -> Path:
@@ -139,9 +109,24 @@ def main() -> None:
     for tool, hint in (("wrk", "apt-get install -y wrk"), (HAPROXY, "apt-get install -y haproxy")):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: {hint}")
-    levels = [int(c) for c in args.concurrency.split(",")]
+    os.environ["LOCKGATE_TEST_PG"] = args.pg  # the server tests/conftest.py creates it on
+    from lockgate.registry import db as registry_db
+    from tests.conftest import scratch_pg_database
+
     tmp = Path(tempfile.mkdtemp(prefix="lockgate-lb-bench-"))
-    database_url = scratch_database(args.pg)
+    with scratch_pg_database("lockgate_bench_lb") as database_url:
+        engine = registry_db.make_engine(database_url)
+        registry_db.upgrade(engine)
+        engine.dispose()
+        try:
+            measure(args, tmp, database_url)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, tmp: Path, database_url: str) -> None:
+    """Start the stub, two replicas and HAProxy, drive the three targets, print the table."""
+    levels = [int(c) for c in args.concurrency.split(",")]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         stub_port = free_port()
@@ -194,8 +179,6 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             stop(proc)
-        drop_database(args.pg, database_url)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(runs: dict[tuple[str, int], list[dict[str, float]]], levels: list[int],

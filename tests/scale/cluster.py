@@ -149,14 +149,7 @@ class Replica:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
-def haproxy_config(port: int, stats: Path, servers: dict[str, int]) -> str:
-    """The load balancer of docs/scaling.md with the fast checks of these tests."""
-    lines = "\n".join(f"    server {name} 127.0.0.1:{p} check" for name, p in servers.items())
-    return f"""global
-    maxconn 2000
-    stats socket {stats} mode 600 level admin
-
-defaults
+HAPROXY_DEFAULTS = """defaults
     mode http
     timeout connect 2s
     timeout client 30s
@@ -165,7 +158,19 @@ defaults
     retries 2
     option redispatch 1
     retry-on conn-failure empty-response
+"""
+"""The ``defaults`` of docs/scaling.md's load balancer (timeouts shortened for tests), shared
+with tests/benchmarks/lb_throughput.py."""
 
+
+def haproxy_config(port: int, stats: Path, servers: dict[str, int]) -> str:
+    """The load balancer of docs/scaling.md with the fast checks of these tests."""
+    lines = "\n".join(f"    server {name} 127.0.0.1:{p} check" for name, p in servers.items())
+    return f"""global
+    maxconn 2000
+    stats socket {stats} mode 600 level admin
+
+{HAPROXY_DEFAULTS}
 frontend gateway
     bind 127.0.0.1:{port}
     default_backend replicas
