@@ -51,13 +51,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import orjson
-from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
 from lockgate.gateway.auth import Principal
 from lockgate.gateway.errors import SecretScrubber
+from lockgate.gateway.metrics import Metrics
 from lockgate.gateway.proxy import SCOPE_JUDGE, in_process_chat
 from lockgate.gateway.settings import GatewaySettings, JudgeSettings
 from lockgate.gateway.spans import Call
@@ -97,7 +97,7 @@ class Judges:
         self,
         settings: GatewaySettings,
         registry: Registry,
-        metrics: CollectorRegistry,
+        metrics: Metrics,
         *,
         rng: random.Random | None = None,
     ) -> None:
@@ -116,14 +116,8 @@ class Judges:
         self._unwritten: list[NewScore] = []
         self._writer: asyncio.Task[None] | None = None
         self._last_warning = 0.0
-        self._judgments = Counter(
-            "lockgate_judgments", "Calls sampled by an LLM judge, by outcome.",
-            ["judge", "outcome"], registry=metrics,
-        )  # fmt: skip
-        self._dropped = Counter(
-            "lockgate_judge_scores_dropped", "Judge scores not stored.", ["reason"],
-            registry=metrics,
-        )  # fmt: skip
+        self._judgments = metrics.judgments
+        self._dropped = metrics.judge_scores_dropped
 
     @property
     def in_flight(self) -> int:

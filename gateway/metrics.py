@@ -11,6 +11,8 @@
 ``lockgate_call_records_dropped_total``        reason (queue_full | write_failed)
 ``lockgate_call_records_queue_depth``          call records waiting to be written
 ``lockgate_limiter_errors_total``              the limiter (Redis) failed; requests admitted
+``lockgate_judgments_total``                   judge, outcome (gateway.judges)
+``lockgate_judge_scores_dropped_total``        reason (write_failed | queue_full | shutdown)
 =============================================  ==========================================
 
 With several workers each process counts for itself; scrape each or aggregate upstream.
@@ -62,6 +64,13 @@ class Metrics:
         )
         self.limiter_errors = Counter(
             "lockgate_limiter_errors", "Limiter failures (requests admitted).", registry=r
+        )
+        self.judgments = Counter(
+            "lockgate_judgments", "Calls sampled by an LLM judge, by outcome.",
+            ["judge", "outcome"], registry=r,
+        )  # fmt: skip
+        self.judge_scores_dropped = Counter(
+            "lockgate_judge_scores_dropped", "Judge scores not stored.", ["reason"], registry=r
         )
         self._children: dict[tuple[Any, ...], Any] = {}
 

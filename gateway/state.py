@@ -111,7 +111,7 @@ def build_state(
     auth = Authenticator(gateway, registry)
     limiter = build_limiter(gateway, registry, settings.webhooks.budget_thresholds)
     breakers = CircuitBreakers(gateway.breaker)
-    judges = Judges(gateway, registry, metrics.registry) if gateway.judges else None
+    judges = Judges(gateway, registry, metrics) if gateway.judges else None
     proxy = Proxy(
         settings=gateway,
         router=router,
