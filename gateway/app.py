@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from lockgate.gateway.api import files, fine_tuning, health, metrics, models, predict, rest
+from lockgate.gateway.api.answers import answered, error_response, lockgate_error, unexpected_error
 from lockgate.gateway.auth import is_loopback
 from lockgate.gateway.config import LockgateSettings
 from lockgate.gateway.drain import closing, install_drain
@@ -31,24 +29,6 @@ from lockgate.gateway.state import build_state
 from lockgate.gateway.ui import routes as ui_routes
 from lockgate.registry.errors import LockgateError
 
-log = logging.getLogger(__name__)
-_JSON = "application/json"
-
-
-def _error_response(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
-
-
-async def _lockgate_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LockgateError)
-    content = orjson.dumps(exc.to_dict())
-    state = getattr(request.app.state, "gateway", None)
-    if state is not None:
-        content = state.scrub(content)
-    retry_after = getattr(exc, "retry_after_s", None)
-    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after else None
-    return Response(content, status_code=exc.status_code, media_type=_JSON, headers=headers)
-
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
@@ -57,7 +37,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     message = str(first.get("msg", "invalid request"))
     body = {"error": {"message": message, "type": "invalid_request_error", "param": param,
                       "code": "validation_error"}}  # fmt: skip
-    return _error_response(400, body)
+    return error_response(400, body)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -69,14 +49,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"error": {"message": str(exc.detail), "type": "invalid_request_error",
                       "param": None, "code": codes.get(exc.status_code, "http_error")}}  # fmt: skip
-    return _error_response(exc.status_code, body, headers=dict(exc.headers or {}))
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"message": f"internal error: {type(exc).__name__}", "type": "server_error",
-                      "param": None, "code": "internal_error"}}  # fmt: skip
-    return _error_response(500, body)
+    return error_response(exc.status_code, body, headers=dict(exc.headers or {}))
 
 
 # the OpenAI-compatible endpoints the proxy answers (:class:`ProxyRoute`): path → operation
@@ -96,13 +69,7 @@ async def proxy_answer(request: Request, operation: Operation) -> Response:
     """The answer of a proxy endpoint, errors included: what the proxy gives, else the
     response the app's exception handlers would give. The one implementation of the proxy
     endpoints, however a request reaches them (see :class:`GatewayApp`)."""
-    try:
-        response: Response = await request.app.state.gateway.proxy.handle(request, operation)
-        return response
-    except LockgateError as exc:
-        return await _lockgate_error(request, exc)
-    except Exception as exc:  # boundary: logged, answered 500 as the other routes are
-        return await _unexpected_error(request, exc)
+    return await answered(request, request.app.state.gateway.proxy.handle(request, operation))
 
 
 class ProxyRoute(APIRoute):
@@ -235,7 +202,7 @@ class GatewayApp(FastAPI):
                 if error is not None:
                     scope["app"] = self
                     request = Request(scope, receive, send)
-                    await (await _lockgate_error(request, error))(scope, receive, send)
+                    await (await lockgate_error(request, error))(scope, receive, send)
                     return
             if scope["method"] == "POST" and not self.user_middleware:
                 route = self.proxy_routes.get(path)
@@ -288,10 +255,10 @@ def create_app(
             await state.aclose()
 
     app = GatewayApp(title="lockgate gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.add_exception_handler(LockgateError, _lockgate_error)
+    app.add_exception_handler(LockgateError, lockgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error)
     for module in (models, predict, files, fine_tuning, health, metrics):
         app.include_router(module.router)
     app.include_router(rest.build_router())

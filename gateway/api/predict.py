@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from lockgate.gateway.api.answers import answered
+
 PREFIX = "/v1/models/"
 SUFFIX = ":predict"
 
@@ -36,19 +38,8 @@ def predict_path_model(path: str) -> str | None:
 
 
 async def predict_answer(request: Request, model: str) -> Response:
-    """The answer to a ``:predict`` request, errors included: the predictor's, else what the
-    app's exception handlers (the most specific one for the error's type) give."""
-    try:
-        response: Response = await request.app.state.gateway.predictor.handle(request, model)
-        return response
-    except Exception as exc:  # boundary: answered by the app's own handlers, as routed
-        handlers = request.app.exception_handlers
-        for kind in type(exc).__mro__:
-            handler = handlers.get(kind)
-            if handler is not None:
-                answer: Response = await handler(request, exc)
-                return answer
-        raise
+    """The answer to a ``:predict`` request, errors included (:func:`answers.answered`)."""
+    return await answered(request, request.app.state.gateway.predictor.handle(request, model))
 
 
 async def serve_predict(scope: Scope, receive: Receive, send: Send, model: str) -> None:
