@@ -158,19 +158,24 @@ def _call(row: CallRecord) -> CallInfo:
     return CallInfo(**{name: getattr(row, name) for name in CallInfo.__dataclass_fields__})
 
 
-def _conditions(f: CallFilter) -> list[Any]:
-    """WHERE clauses. Each filter has an index ending in ``id`` (route, model, status_code,
-    key_id, prompt_name + prompt_version; migration 0009), so one page newest first is one
-    backward walk of one index range; the time window uses the created_at index. A single
-    status is an equality, not a one-code range, for its index to give the id order; a class
-    (``5xx``) is a range, which the database reads through that index and sorts, or walks
-    the ids newest first, as its planner judges."""
+def _conditions(f: CallFilter, table: type[CallRecord] | type[CallScore] = CallRecord) -> list[Any]:
+    """WHERE clauses on ``table`` (call records, or judge scores by their judged call's
+    columns: these have no key or status, so a filter naming either is refused). Each filter
+    of the records has an index ending in ``id`` (route, model, status_code, key_id,
+    prompt_name + prompt_version; migration 0009), so one page newest first is one backward
+    walk of one index range; the time window uses the created_at index. A single status is an
+    equality, not a one-code range, for its index to give the id order; a class (``5xx``) is
+    a range, which the database reads through that index and sorts, or walks the ids newest
+    first, as its planner judges."""
     where: list[Any] = []
-    for value, column in ((f.route, CallRecord.route), (f.model, CallRecord.model),
-                          (f.prompt_name, CallRecord.prompt_name),
-                          (f.prompt_version, CallRecord.prompt_version)):  # fmt: skip
+    for value, column in ((f.route, table.route), (f.model, table.model),
+                          (f.prompt_name, table.prompt_name),
+                          (f.prompt_version, table.prompt_version)):  # fmt: skip
         if value is not None:
             where.append(column == value)
+    if table is CallScore and (f.key_ids is not None or f.statuses):
+        raise InvalidInput("judge scores are of successful calls: filter them by route, "
+                           "model, prompt and time only")  # fmt: skip
     if f.key_ids is not None:
         where.append(CallRecord.key_id.in_(f.key_ids))
     if f.statuses:
@@ -181,9 +186,9 @@ def _conditions(f: CallFilter) -> list[Any]:
         if bound is not None and bound.tzinfo is None:
             raise InvalidInput("call record times are UTC: give an aware datetime")
     if f.since is not None:
-        where.append(CallRecord.created_at >= f.since)
+        where.append(table.created_at >= f.since)
     if f.until is not None:
-        where.append(CallRecord.created_at < f.until)
+        where.append(table.created_at < f.until)
     return where
 
 
@@ -236,23 +241,7 @@ class Calls(Part):
         f = where or CallFilter()
         if not 1 <= limit <= MAX_SCORE_PAGE:
             raise InvalidInput(f"limit must be 1 to {MAX_SCORE_PAGE}, not {limit}", param="limit")
-        if f.key_ids is not None or f.statuses:
-            raise InvalidInput("judge scores are of successful calls: filter them by route, "
-                               "model, prompt and time only")  # fmt: skip
-        conditions = []
-        for value, column in ((f.route, CallScore.route), (f.model, CallScore.model),
-                              (f.prompt_name, CallScore.prompt_name),
-                              (f.prompt_version, CallScore.prompt_version)):  # fmt: skip
-            if value is not None:
-                conditions.append(column == value)
-        for bound in (f.since, f.until):
-            if bound is not None and bound.tzinfo is None:
-                raise InvalidInput("call record times are UTC: give an aware datetime")
-        if f.since is not None:
-            conditions.append(CallScore.created_at >= f.since)
-        if f.until is not None:
-            conditions.append(CallScore.created_at < f.until)
-        stmt = select(CallScore).where(*conditions)
+        stmt = select(CallScore).where(*_conditions(f, CallScore))
         if before is not None:
             stmt = stmt.where(CallScore.id < before)
         stmt = stmt.order_by(CallScore.id.desc()).limit(limit)
