@@ -37,6 +37,7 @@ with the default test per column (:mod:`evals.drift.check`), and records a ``dri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,18 +135,13 @@ def judge_scores(
 ) -> dict[str, JudgeColumn]:
     """The judge scores of the calls :func:`traffic_frame` reads (the newest ``max_scores``),
     by judge name."""
-    found: dict[int, ScoreInfo] = {}
-    for where in _filters(registry, model, prompt):
-        where = replace(where, since=start, until=end)
-        before: int | None = None
-        while len(found) < max_scores:
-            page = registry.calls.scores(where, limit=_SCORE_PAGE, before=before)
-            for score in page:
-                found[score.id] = score
-            if len(page) < _SCORE_PAGE:
-                break
-            before = page[-1].id
-    newest = sorted(found.values(), key=lambda s: -s.id)[:max_scores]
+
+    def fetch(where: CallFilter, limit: int, before: int | None) -> tuple[list[Any], int | None]:
+        page = registry.calls.scores(where, limit=limit, before=before)
+        return page, (page[-1].id if len(page) == limit else None)
+
+    filters = _filters(registry, model, prompt)
+    newest: list[ScoreInfo] = _newest(filters, start, end, max_scores, _SCORE_PAGE, fetch)
     by_judge: dict[str, list[float]] = {}
     for score in reversed(newest):
         value = np.nan if score.score is None else float(score.score)
@@ -182,21 +178,37 @@ def _calls(
     end: datetime,
     max_calls: int,
 ) -> list[CallInfo]:
-    found: dict[int, CallInfo] = {}
-    for where in _filters(registry, model, prompt):
+    def fetch(where: CallFilter, limit: int, before: int | None) -> tuple[list[Any], int | None]:
+        page = registry.calls.query(where, limit=limit, before=before)
+        return page.calls, page.next_before
+
+    return _newest(_filters(registry, model, prompt), start, end, max_calls, _PAGE, fetch)
+
+
+def _newest(
+    filters: list[CallFilter],
+    start: datetime,
+    end: datetime,
+    limit: int,
+    page_size: int,
+    fetch: Callable[[CallFilter, int, int | None], tuple[list[Any], int | None]],
+) -> list[Any]:
+    """The newest ``limit`` rows (by id) from ``start`` to ``end`` matching any of
+    ``filters``, read a page at a time through ``fetch(where, limit, before)``, which gives a
+    page newest first and the ``before`` of the next page (None: the last)."""
+    found: dict[int, Any] = {}
+    for where in filters:
         where = replace(where, since=start, until=end)
         before: int | None = None
         taken = 0
-        while taken < max_calls:
-            page = registry.calls.query(where, limit=min(_PAGE, max_calls - taken), before=before)
-            for call in page.calls:
-                found[call.id] = call
-            taken += len(page.calls)
-            if page.next_before is None:
+        while taken < limit:
+            rows, before = fetch(where, min(page_size, limit - taken), before)
+            for row in rows:
+                found[row.id] = row
+            taken += len(rows)
+            if before is None:
                 break
-            before = page.next_before
-    newest = sorted(found.values(), key=lambda c: -c.id)
-    return newest[:max_calls]
+    return sorted(found.values(), key=lambda r: -r.id)[:limit]
 
 
 def windows(
