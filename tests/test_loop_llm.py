@@ -103,9 +103,13 @@ def test_a_shift_in_traffic_is_reported_and_the_policy_re_runs_the_suite(
     until = datetime.now(UTC)
     # the current window holds the shifted calls only; the reference is the hour before it
     current = f"{math.ceil(until.timestamp() - shifted_from)}s"
+    # the columns a shift of the inputs moves, and the error rate beside them: with every
+    # column, the unchanged finish reasons (all `stop`) and the error rate outvote the two
+    # token columns unless latency drifts too, which it does only now and then
     report = folder.json(
         "drift", "traffic", "--prompt", "support@production", "--current", current,
-        "--reference", "1h", "--until", until.isoformat(), expect=1,
+        "--reference", "1h", "--until", until.isoformat(),
+        "--columns", "input_tokens,output_tokens,latency_ms,error", expect=1,
     )  # fmt: skip
     by_column = {c["column"]: c for c in report["columns"]}
     assert by_column["input_tokens"]["drifted"], report
